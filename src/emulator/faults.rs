@@ -62,8 +62,8 @@ pub enum FaultKind {
     Status(u16),
     /// Wait this long, then serve the request normally.
     Delay(Duration),
-    /// End matching watch streams: open ones immediately when injected, later ones right after
-    /// they deliver their initial events. Each dropped stream uses up one of `times`.
+    /// End matching watch streams: open ones immediately when injected, later ones as soon as
+    /// they start (before any event). Each dropped stream uses up one of `times`.
     DropWatch,
 }
 

@@ -127,7 +127,13 @@ pub(crate) fn start(
                              "annotations": {"k8s.io/initial-events-end": "true"}}});
             initial.push(line("BOOKMARK", &bookmark));
         }
-        drop_now = expired_now || take_drop_fault(&mut inner, &req);
+        // A watch hit by a pending drop ends before delivering anything, so the client has to
+        // resume from the version it already has.
+        let dropped = !expired_now && take_drop_fault(&mut inner, &req);
+        if dropped {
+            initial.clear();
+        }
+        drop_now = expired_now || dropped;
         sub = inner.store.subscribe();
         let (dtx, drx) = oneshot::channel();
         inner.next_watch_id += 1;
@@ -192,6 +198,9 @@ async fn pump(
     tokio::pin!(deadline);
     loop {
         tokio::select! {
+            // A drop injected before a change must win over that change.
+            biased;
+            _ = &mut drop_rx => return Ok(()),
             ev = sub.recv() => match ev {
                 Ok(e) if e.rv <= seen => {}
                 Ok(e) => {
@@ -202,7 +211,6 @@ async fn pump(
                 // Lagging behind or shutdown: end the stream; clients re-watch from their version.
                 Err(_) => return Ok(()),
             },
-            _ = &mut drop_rx => return Ok(()),
             _ = &mut deadline => return Ok(()),
         }
     }
