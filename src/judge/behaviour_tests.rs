@@ -1,0 +1,420 @@
+//! Behaviour of the judge on scripted traffic.
+
+use super::testkit::*;
+use super::*;
+use crate::observation::CustomValue;
+use crate::policy::{CustomCheck, CustomMode};
+
+fn healthy() -> Latency {
+    Latency::lognormal(40.0, 0.6)
+}
+
+/// Exact-count side at an error rate (rounded), with the expected histogram.
+fn at(n: u64, rate: f64, lat: &Latency) -> SideObservation {
+    side(n, (n as f64 * rate).round() as u64, lat)
+}
+
+fn check<'a>(v: &'a IntervalVerdict, name: &str) -> &'a CheckResult {
+    v.checks.iter().find(|c| c.check == name).unwrap_or_else(|| panic!("no check {name}"))
+}
+
+/// Runs `looks` intervals of one step; returns the 1-based look of the first Fail.
+fn first_fail(
+    a: &Analysis,
+    state: &mut JudgeState,
+    looks: u32,
+    mut make: impl FnMut(u32) -> Observation,
+) -> Option<u32> {
+    for look in 1..=looks {
+        let (next, v) = judge(a, state, &make(look), look == looks);
+        *state = next;
+        if v.verdict == Verdict::Fail {
+            return Some(look);
+        }
+    }
+    None
+}
+
+#[test]
+fn fails_at_first_interval_when_canary_error_rate_is_50_percent() {
+    let a = analysis();
+    let obs = window(60, at(20, 0.5, &healthy()), at(180, 0.001, &healthy()));
+    let (_, v) = judge(&a, &JudgeState::default(), &obs, false);
+    assert_eq!(v.verdict, Verdict::Fail);
+    let d = v.decisive_check().unwrap();
+    assert_eq!(d.check, SUCCESS_RATE);
+    assert_eq!((d.evidence.canary_requests, d.evidence.canary_bad), (20, 10));
+    assert!(d.evidence.ci_low.unwrap() > 0.01);
+    assert!(d.evidence.summary.contains("exceeds tolerance 1.00 pp"), "{}", d.evidence.summary);
+    assert!(d.evidence.summary.starts_with("canary 50.00% errors vs baseline 0.00% (+50.00 pp"));
+}
+
+#[test]
+fn fails_5pp_regression_within_five_intervals_at_20_rps_and_10_percent_weight() {
+    // 20 req/s, 10% canary, 1m interval: 120 canary and 1080 baseline requests per look.
+    let a = analysis();
+    let mut s = JudgeState::default();
+    s.start_step();
+    let look = first_fail(&a, &mut s, 30, |i| {
+        window(60 * i64::from(i), at(120, 0.051, &healthy()), at(1080, 0.001, &healthy()))
+    });
+    assert_eq!(look, Some(5), "a +5 pp fault fails at the fifth 1-minute look");
+}
+
+#[test]
+fn inconclusive_with_too_little_traffic() {
+    let a = analysis();
+    let mut s = JudgeState::default();
+    s.start_step();
+    let mut last = None;
+    for i in 1..=5 {
+        let obs = window(60 * i, at(5, 0.0, &healthy()), at(45, 0.0, &healthy()));
+        let (next, v) = judge(&a, &s, &obs, i == 5);
+        s = next;
+        last = Some(v);
+    }
+    let v = last.unwrap();
+    assert_eq!(v.verdict, Verdict::Inconclusive);
+    let sr = check(&v, SUCCESS_RATE);
+    assert_eq!(sr.verdict, Verdict::Inconclusive);
+    assert!(sr.evidence.summary.contains("only 25 canary requests"), "{}", sr.evidence.summary);
+}
+
+#[test]
+fn no_traffic_at_all_is_inconclusive_not_pass() {
+    let a = analysis();
+    let obs = window(60, SideObservation::default(), SideObservation::default());
+    let (_, v) = judge(&a, &JudgeState::default(), &obs, true);
+    assert_eq!(v.verdict, Verdict::Inconclusive);
+}
+
+#[test]
+fn passes_healthy_canary_at_end_of_step() {
+    let a = success_only();
+    let need = requests_for_verdict(&a, 0.001, 0.1);
+    let per_look = need.div_ceil(5);
+    let mut s = JudgeState::default();
+    s.start_step();
+    for i in 1..=5 {
+        let obs = window(60 * i, at(per_look, 0.001, &healthy()), at(9 * per_look, 0.001, &healthy()));
+        let (next, v) = judge(&a, &s, &obs, i == 5);
+        s = next;
+        let want = if i == 5 { Verdict::Pass } else { Verdict::Inconclusive };
+        assert_eq!(v.verdict, want, "look {i}: {:?}", v.checks[0].evidence.summary);
+    }
+}
+
+#[test]
+fn passes_healthy_canary_with_latency_at_end_of_step() {
+    let a = analysis();
+    let mut s = JudgeState::default();
+    s.start_step();
+    let mut last = None;
+    for i in 1..=5 {
+        let obs = window(60 * i, at(1200, 0.001, &healthy()), at(10800, 0.001, &healthy()));
+        let (next, v) = judge(&a, &s, &obs, i == 5);
+        s = next;
+        last = Some(v);
+    }
+    let v = last.unwrap();
+    assert_eq!(v.verdict, Verdict::Pass, "{:#?}", v.checks);
+    assert!(check(&v, LATENCY).evidence.summary.contains("within tolerance 20%"));
+}
+
+/// Steps 10% → 30% → 60% of 1200 requests a minute, 5 looks each.
+fn three_steps(
+    a: &Analysis,
+    mut rates: impl FnMut(u32, u32) -> (f64, f64, Latency, Latency),
+) -> Option<(u32, u32)> {
+    let mut s = JudgeState::default();
+    for (step, weight) in [(1u32, 10u64), (2, 30), (3, 60)] {
+        s.start_step();
+        for look in 1..=5u32 {
+            let (pc, pb, lc, lb) = rates(step, look);
+            let (nc, nb) = (12 * weight, 12 * (100 - weight));
+            let obs = window(i64::from(step * 300 + look * 60), at(nc, pc, &lc), at(nb, pb, &lb));
+            let (next, v) = judge(a, &s, &obs, look == 5);
+            s = next;
+            if v.verdict == Verdict::Fail {
+                return Some((step, look));
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn common_mode_blip_does_not_fail() {
+    // A dependency blip in step 3 (canary at 60%): both sides 30% errors and 5× slower for two
+    // looks. Pooling raw counts over the rollout would see the canary at 7% vs 2.5% errors
+    // (it served a larger share of the blip); per-step strata see no difference.
+    let a = analysis();
+    let slow = Latency::lognormal(200.0, 0.6);
+    let failed = three_steps(&a, |step, look| {
+        if step == 3 && (2..=3).contains(&look) {
+            (0.3, 0.3, slow.clone(), slow.clone())
+        } else {
+            (0.001, 0.001, healthy(), healthy())
+        }
+    });
+    assert_eq!(failed, None);
+}
+
+#[test]
+fn catches_fault_that_starts_mid_step_about_as_fast_as_one_from_the_start() {
+    let a = success_only();
+    let h = healthy();
+    // +5 pp from the first look of step 3 …
+    let from_start = three_steps(&a, |step, _| {
+        if step == 3 {
+            (0.051, 0.001, h.clone(), h.clone())
+        } else {
+            (0.001, 0.001, h.clone(), h.clone())
+        }
+    });
+    // … and from its third look, after two rollout steps and two step looks of healthy data.
+    let mid = three_steps(&a, |step, look| {
+        if step == 3 && look >= 3 {
+            (0.051, 0.001, h.clone(), h.clone())
+        } else {
+            (0.001, 0.001, h.clone(), h.clone())
+        }
+    });
+    eprintln!("fault from step start: {from_start:?}; from look 3: {mid:?}");
+    assert_eq!(from_start, Some((3, 1)));
+    // Onset at look 3, Fail at look 4: two faulty looks instead of one, despite 2 steps and 2
+    // looks of healthy evidence before it.
+    assert_eq!(mid, Some((3, 4)), "fails 2 looks after onset vs 1 from the start");
+}
+
+#[test]
+fn dry_run_check_reports_but_does_not_fail_the_interval() {
+    let mut a = success_only();
+    a.success_rate.dry_run = true;
+    let obs = window(60, at(100, 0.5, &healthy()), at(900, 0.001, &healthy()));
+    let (_, v) = judge(&a, &JudgeState::default(), &obs, false);
+    assert_eq!(v.checks[0].verdict, Verdict::Fail);
+    assert!(v.checks[0].dry_run);
+    assert_eq!(v.verdict, Verdict::Inconclusive);
+}
+
+#[test]
+fn disabled_checks_are_skipped() {
+    let mut a = analysis();
+    a.success_rate.enabled = false;
+    a.latency.enabled = false;
+    let obs = window(60, at(100, 0.5, &healthy()), at(900, 0.001, &healthy()));
+    let (_, v) = judge(&a, &JudgeState::default(), &obs, true);
+    assert!(v.checks.is_empty());
+    assert_eq!(v.verdict, Verdict::Inconclusive);
+}
+
+#[test]
+fn absolute_error_guardrail_fails_even_when_baseline_is_as_bad() {
+    let mut a = success_only();
+    a.success_rate.max_error_rate = Some(5.0);
+    let obs = window(60, at(600, 0.2, &healthy()), at(600, 0.2, &healthy()));
+    let (_, v) = judge(&a, &JudgeState::default(), &obs, false);
+    assert_eq!(check(&v, SUCCESS_RATE).verdict, Verdict::Inconclusive);
+    let g = check(&v, SUCCESS_RATE_GUARDRAIL);
+    assert_eq!(g.verdict, Verdict::Fail, "{}", g.evidence.summary);
+    assert!(g.evidence.summary.contains("above guardrail 5.00%"));
+}
+
+fn latency_looks_to_fail(a: &Analysis, canary: &Latency, nc: u64, nb: u64, seed: u64) -> Option<u32> {
+    let mut r = rng(seed);
+    let mut s = JudgeState::default();
+    s.start_step();
+    first_fail(a, &mut s, 30, |i| {
+        let c = random_side(nc, 0.001, canary, &mut r);
+        let b = random_side(nb, 0.001, &healthy_median(), &mut r);
+        window(60 * i64::from(i), c, b)
+    })
+}
+
+fn healthy_median() -> Latency {
+    Latency::lognormal(60.0, 0.5)
+}
+
+#[test]
+fn detects_a_20_percent_median_shift() {
+    // Median check with a 10% tolerance; the canary is 20% slower (72 vs 60 ms median) — inside
+    // Istio's coarse (50, 100] bucket, which is why the bound below the median bucket is tested.
+    let mut a = analysis();
+    a.latency.quantile = 0.5;
+    a.latency.tolerance = 10.0;
+    let slower = Latency::lognormal(72.0, 0.5);
+    for seed in 0..5 {
+        // 20 req/s to the canary, 10% weight.
+        let at_20rps = latency_looks_to_fail(&a, &slower, 1200, 10800, seed);
+        assert!(at_20rps.is_some_and(|l| l <= 2), "seed {seed}: {at_20rps:?}");
+        // 20 req/s in total at 10% weight: 2 req/s to the canary.
+        let at_2rps = latency_looks_to_fail(&a, &slower, 120, 1080, seed);
+        eprintln!("median +20%: seed {seed}: {at_20rps:?} looks at 20 req/s, {at_2rps:?} at 2 req/s");
+        assert!(at_2rps.is_some_and(|l| l <= 15), "seed {seed}: {at_2rps:?}");
+    }
+}
+
+#[test]
+fn detects_a_heavy_tail_at_p99() {
+    // 5% of canary requests take ten times as long: p99 check at the default 20% tolerance.
+    let a = analysis();
+    let tail = Latency::mixture(&[(0.95, 60.0, 0.5), (0.05, 600.0, 0.5)]);
+    for seed in 0..5 {
+        let at_20rps = latency_looks_to_fail(&a, &tail, 1200, 10800, seed);
+        assert!(at_20rps.is_some_and(|l| l <= 2), "seed {seed}: {at_20rps:?}");
+        let at_2rps = latency_looks_to_fail(&a, &tail, 120, 1080, seed);
+        eprintln!("heavy tail: seed {seed}: {at_20rps:?} looks at 20 req/s, {at_2rps:?} at 2 req/s");
+        assert!(at_2rps.is_some_and(|l| l <= 8), "seed {seed}: {at_2rps:?}");
+    }
+}
+
+#[test]
+fn latency_guardrail_fails_when_canary_p99_exceeds_max() {
+    let mut a = analysis();
+    a.latency.max_ms = Some(250.0);
+    let slow = Latency::lognormal(150.0, 0.6);
+    let obs = window(60, at(1200, 0.001, &slow), at(1200, 0.001, &slow));
+    let (_, v) = judge(&a, &JudgeState::default(), &obs, false);
+    let g = check(&v, LATENCY_GUARDRAIL);
+    assert_eq!(g.verdict, Verdict::Fail, "{}", g.evidence.summary);
+    assert_eq!(check(&v, LATENCY).verdict, Verdict::Inconclusive);
+}
+
+#[test]
+fn missing_histogram_is_an_error_not_a_pass() {
+    let a = analysis();
+    let mut c = at(1200, 0.001, &healthy());
+    c.latency = None;
+    let obs = window(60, c, at(1200, 0.001, &healthy()));
+    let (_, v) = judge(&a, &JudgeState::default(), &obs, true);
+    assert_eq!(check(&v, LATENCY).verdict, Verdict::Error);
+    assert_eq!(v.verdict, Verdict::Error);
+}
+
+#[test]
+fn mismatched_bucket_bounds_compare_on_shared_bounds() {
+    let a = analysis();
+    let mut c = at(1200, 0.001, &healthy());
+    c.latency = Some(Histogram {
+        bounds_ms: vec![25.0, 50.0, 100.0, 250.0],
+        counts: vec![400, 500, 250, 50],
+        overflow: 0,
+    });
+    let (_, v) =
+        judge(&a, &JudgeState::default(), &window(60, c.clone(), at(1200, 0.001, &healthy())), false);
+    assert_ne!(check(&v, LATENCY).verdict, Verdict::Error);
+    c.latency = Some(Histogram { bounds_ms: vec![3.0, 7.0], counts: vec![600, 600], overflow: 0 });
+    let (_, v) = judge(&a, &JudgeState::default(), &window(60, c, at(1200, 0.001, &healthy())), false);
+    assert_eq!(check(&v, LATENCY).verdict, Verdict::Error);
+}
+
+#[test]
+fn custom_checks_are_judged_and_missing_values_are_errors() {
+    let mut a = success_only();
+    a.success_rate.enabled = false;
+    let mk = |name: &str, mode| CustomCheck {
+        name: name.into(),
+        query: "x".into(),
+        mode,
+        min: None,
+        max: Some(1.0),
+        tolerance: Some(10.0),
+        dry_run: false,
+    };
+    a.custom = vec![mk("cpu", CustomMode::Compare), mk("queue", CustomMode::Threshold)];
+    let mut obs = window(60, at(10, 0.0, &healthy()), at(10, 0.0, &healthy()));
+    obs.custom = vec![CustomValue { name: "cpu".into(), canary: Some(2.0), baseline: Some(1.0) }];
+    let (_, v) = judge(&a, &JudgeState::default(), &obs, false);
+    assert_eq!(check(&v, "cpu").verdict, Verdict::Fail);
+    assert_eq!(check(&v, "queue").verdict, Verdict::Error);
+    assert_eq!(v.verdict, Verdict::Fail);
+}
+
+#[test]
+fn state_round_trips_through_json_and_stays_small() {
+    let a = analysis();
+    let mut s = JudgeState::default();
+    for step in 0..3 {
+        s.start_step();
+        for i in 0..10 {
+            let obs = window(600 * step + 60 * i, at(500, 0.01, &healthy()), at(500, 0.01, &healthy()));
+            s = judge(&a, &s, &obs, false).0;
+        }
+    }
+    let json = serde_json::to_string(&s).unwrap();
+    assert!(json.len() < 1500, "{} bytes: {json}", json.len());
+    let back: JudgeState = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, s);
+    assert_eq!(serde_json::from_str::<JudgeState>("{}").unwrap(), JudgeState::default());
+}
+
+#[test]
+fn requests_for_verdict_matches_reference_and_handles_edges() {
+    let a = analysis();
+    // Python (same formula, α = 0.01/2 checks/2 sequences = 0.0025, τ² = 0.05; a healthy
+    // canary has a raw difference of 0, so the upper bound is the radius):
+    //   def hi(n, p=0.001, s=0.1):
+    //       nb = n*(1-s)/s; pc = (p*n+1)/(n+2); pb = (p*nb+1)/(nb+2)
+    //       V = pc*(1-pc)/(n+2) + pb*(1-pb)/(nb+2)
+    //       return np.sqrt(V*(1+V/0.05)*(2*np.log(1/0.0025)+np.log(1+0.05/V)))
+    //   min(n for n in range(1, 10**5) if hi(n) < 0.01) = 594
+    assert_eq!(requests_for_verdict(&a, 0.001, 0.1), 594);
+    //   same with p = 0.01: 2422
+    assert_eq!(requests_for_verdict(&a, 0.01, 0.1), 2422);
+    assert_eq!(requests_for_verdict(&a, 0.0, 0.0), u64::MAX);
+    assert_eq!(requests_for_verdict(&a, 0.0, 1.0), u64::MAX);
+    assert!(requests_for_verdict(&a, f64::NAN, 0.5) >= a.min_requests);
+}
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn any_hist() -> impl Strategy<Value = Option<Histogram>> {
+        prop_oneof![
+            Just(None),
+            (
+                proptest::collection::vec(prop_oneof![any::<f64>(), 0.0..1e6f64], 0..6),
+                proptest::collection::vec(prop_oneof![any::<u64>(), 0..1000u64], 0..6),
+                any::<u64>()
+            )
+                .prop_map(|(bounds_ms, counts, overflow)| Some(Histogram {
+                    bounds_ms,
+                    counts,
+                    overflow
+                })),
+        ]
+    }
+
+    fn any_side() -> impl Strategy<Value = SideObservation> {
+        (prop_oneof![any::<u64>(), 0..100u64], prop_oneof![any::<u64>(), 0..100u64], any_hist())
+            .prop_map(|(requests, errors, latency)| SideObservation { requests, errors, latency })
+    }
+
+    proptest! {
+        #[test]
+        fn on_any_observation_or_policy_numbers(
+            c in any_side(), b in any_side(), c2 in any_side(),
+            conf in prop_oneof![any::<f64>(), 0.8..0.9999f64],
+            tol in any::<f64>(), q in any::<f64>(), max in any::<f64>(), v in any::<f64>(),
+            end in any::<bool>(),
+        ) {
+            let mut a = analysis();
+            a.confidence = conf;
+            a.success_rate.tolerance = tol;
+            a.success_rate.max_error_rate = Some(max);
+            a.latency.quantile = q;
+            a.latency.tolerance = tol;
+            a.latency.max_ms = Some(max);
+            a.custom = vec![CustomCheck { name: "x".into(), query: "x".into(), mode: CustomMode::Compare, min: Some(v), max: Some(v), tolerance: Some(tol), dry_run: false }];
+            let mut obs = window(60, c, b.clone());
+            obs.custom = vec![CustomValue { name: "x".into(), canary: Some(v), baseline: Some(max) }];
+            let (mut s, _) = judge(&a, &JudgeState::default(), &obs, end);
+            s.start_step();
+            let (s, _) = judge(&a, &s, &window(120, c2, b), end);
+            let _ = requests_for_verdict(&a, v, max);
+            prop_assert!(serde_json::to_string(&s).is_ok());
+        }
+    }
+}
