@@ -75,7 +75,14 @@ async fn a_watch_resumed_from_a_version_replays_only_later_changes() {
     let from = emu.resource_version().to_string();
     vs.patch("reviews", &PatchParams::default(), &Patch::Merge(&shift(30))).await.unwrap();
     vs.delete("reviews", &Default::default()).await.unwrap();
-    let events: Vec<_> = vs.watch(&WatchParams::default().timeout(1), &from).await.unwrap().take(2).try_collect().await.unwrap();
+    let events: Vec<_> = vs
+        .watch(&WatchParams::default().timeout(1), &from)
+        .await
+        .unwrap()
+        .take(2)
+        .try_collect()
+        .await
+        .unwrap();
     assert!(matches!(&events[0], WatchEvent::Modified(o) if weights(&o.data) == vec![70, 30]));
     assert!(matches!(&events[1], WatchEvent::Deleted(_)));
 }
@@ -84,7 +91,10 @@ async fn a_watch_resumed_from_a_version_replays_only_later_changes() {
 async fn an_injected_500_fails_once_then_requests_succeed() {
     let emu = bookinfo().await;
     let vs = virtual_services(emu.client());
-    emu.inject(Fault::new(Matcher::any().verb("get").resource("virtualservices").name("reviews"), FaultKind::Status(500)));
+    emu.inject(Fault::new(
+        Matcher::any().verb("get").resource("virtualservices").name("reviews"),
+        FaultKind::Status(500),
+    ));
     match vs.get("reviews").await.unwrap_err() {
         kube::Error::Api(s) => assert_eq!((s.code, s.reason.as_str()), (500, "InternalError")),
         other => panic!("{other:?}"),
@@ -106,7 +116,10 @@ async fn an_injected_503_is_retried_by_kube_rs_and_shows_in_the_request_log() {
     assert_eq!(r.method, "PATCH");
     assert_eq!(r.path, "/apis/networking.istio.io/v1/namespaces/bookinfo/virtualservices/reviews");
     assert_eq!(r.content_type.as_deref(), Some("application/merge-patch+json"));
-    assert_eq!((r.verb.as_str(), r.resource.as_str(), r.name.as_str()), ("patch", "virtualservices", "reviews"));
+    assert_eq!(
+        (r.verb.as_str(), r.resource.as_str(), r.name.as_str()),
+        ("patch", "virtualservices", "reviews")
+    );
     assert_eq!(r.user, None);
 }
 
@@ -114,7 +127,10 @@ async fn an_injected_503_is_retried_by_kube_rs_and_shows_in_the_request_log() {
 async fn an_injected_delay_slows_the_matching_request_only() {
     let emu = bookinfo().await;
     let vs = virtual_services(emu.client());
-    emu.inject(Fault::new(Matcher::any().verb("GET").resource("virtualservices"), FaultKind::Delay(Duration::from_millis(300))));
+    emu.inject(Fault::new(
+        Matcher::any().verb("GET").resource("virtualservices"),
+        FaultKind::Delay(Duration::from_millis(300)),
+    ));
     let t = Instant::now();
     vs.get("reviews").await.unwrap();
     assert!(t.elapsed() >= Duration::from_millis(300));
@@ -130,7 +146,10 @@ async fn an_injected_409_can_hit_a_subresource_several_times() {
     emu.inject(Fault::new(Matcher::any().resource("deployments/scale"), FaultKind::Status(409)).times(2));
     let scale = json!({"spec": {"replicas": 3}});
     for _ in 0..2 {
-        let err = deployments.patch_scale("reviews-v2", &PatchParams::default(), &Patch::Merge(&scale)).await.unwrap_err();
+        let err = deployments
+            .patch_scale("reviews-v2", &PatchParams::default(), &Patch::Merge(&scale))
+            .await
+            .unwrap_err();
         assert!(matches!(err, kube::Error::Api(s) if s.code == 409));
     }
     deployments.patch_scale("reviews-v2", &PatchParams::default(), &Patch::Merge(&scale)).await.unwrap();
@@ -174,10 +193,12 @@ async fn rbac_mode_allows_granted_requests_and_forbids_the_rest() {
         }
         other => panic!("{other:?}"),
     }
-    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(emu.client_as("canaryd-token"), "bookinfo");
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
+        Api::namespaced(emu.client_as("canaryd-token"), "bookinfo");
     deployments.get_scale("reviews-v2").await.unwrap();
     assert!(deployments.get("reviews-v2").await.is_err(), "scale does not grant the deployment itself");
-    let elsewhere: Api<DynamicObject> = Api::namespaced_with(emu.client_as("canaryd-token"), "default", &vs_resource());
+    let elsewhere: Api<DynamicObject> =
+        Api::namespaced_with(emu.client_as("canaryd-token"), "default", &vs_resource());
     assert!(elsewhere.list(&Default::default()).await.is_err(), "a Role is limited to its namespace");
     let stranger = virtual_services(emu.client_as("someone-else"));
     assert!(stranger.get("reviews").await.is_err());

@@ -21,10 +21,7 @@ async fn creates_gets_lists_and_updates_the_reviews_virtualservice() {
     emu.apply_yaml(BOOKINFO_NS).unwrap();
     let vs = virtual_services(emu.client());
 
-    let created = vs
-        .create(&PostParams::default(), &dynamic(REVIEWS_VS))
-        .await
-        .unwrap();
+    let created = vs.create(&PostParams::default(), &dynamic(REVIEWS_VS)).await.unwrap();
     assert_eq!(created.metadata.generation, Some(1));
     assert!(created.metadata.uid.is_some());
     assert!(created.metadata.creation_timestamp.is_some());
@@ -35,51 +32,23 @@ async fn creates_gets_lists_and_updates_the_reviews_virtualservice() {
 
     got.data["spec"]["http"][0]["route"][0]["weight"] = json!(70);
     got.data["spec"]["http"][0]["route"][1]["weight"] = json!(30);
-    let updated = vs
-        .replace("reviews", &PostParams::default(), &got)
-        .await
-        .unwrap();
+    let updated = vs.replace("reviews", &PostParams::default(), &got).await.unwrap();
     assert_eq!(weights(&updated.data), vec![70, 30]);
-    assert_eq!(
-        updated.metadata.generation,
-        Some(2),
-        "a spec change bumps generation"
-    );
-    assert_ne!(
-        updated.metadata.resource_version,
-        got.metadata.resource_version
-    );
+    assert_eq!(updated.metadata.generation, Some(2), "a spec change bumps generation");
+    assert_ne!(updated.metadata.resource_version, got.metadata.resource_version);
 
     let dr: Api<DynamicObject> = Api::namespaced_with(emu.client(), "bookinfo", &dr_resource());
-    dr.create(&PostParams::default(), &dynamic(REVIEWS_DR))
-        .await
-        .unwrap();
-    let stored = emu
-        .get(
-            "networking.istio.io",
-            "v1",
-            "destinationrules",
-            "bookinfo",
-            "reviews",
-        )
-        .unwrap();
+    dr.create(&PostParams::default(), &dynamic(REVIEWS_DR)).await.unwrap();
+    let stored = emu.get("networking.istio.io", "v1", "destinationrules", "bookinfo", "reviews").unwrap();
     assert_eq!(stored["spec"]["subsets"][1]["name"], "v2");
 }
 
 #[tokio::test]
 async fn the_same_object_is_served_through_every_crd_version() {
     let emu = Emulator::start().await.unwrap();
-    emu.apply_yaml(&format!("{BOOKINFO_NS}---{REVIEWS_VS}"))
-        .unwrap();
-    let v1beta1 = emu
-        .get(
-            "networking.istio.io",
-            "v1beta1",
-            "virtualservices",
-            "bookinfo",
-            "reviews",
-        )
-        .unwrap();
+    emu.apply_yaml(&format!("{BOOKINFO_NS}---{REVIEWS_VS}")).unwrap();
+    let v1beta1 =
+        emu.get("networking.istio.io", "v1beta1", "virtualservices", "bookinfo", "reviews").unwrap();
     assert_eq!(v1beta1["apiVersion"], "networking.istio.io/v1beta1");
     assert_eq!(weights(&v1beta1), vec![90, 10]);
 }
@@ -88,72 +57,43 @@ async fn the_same_object_is_served_through_every_crd_version() {
 async fn creating_twice_is_409_already_exists_and_missing_namespace_is_404() {
     let emu = Emulator::start().await.unwrap();
     let vs = virtual_services(emu.client());
-    let err = api_error(
-        vs.create(&PostParams::default(), &dynamic(REVIEWS_VS))
-            .await
-            .unwrap_err(),
-    );
+    let err = api_error(vs.create(&PostParams::default(), &dynamic(REVIEWS_VS)).await.unwrap_err());
     assert_eq!((err.code, err.reason.as_str()), (404, "NotFound"));
     assert_eq!(err.message, "namespaces \"bookinfo\" not found");
 
     emu.apply_yaml(BOOKINFO_NS).unwrap();
-    vs.create(&PostParams::default(), &dynamic(REVIEWS_VS))
-        .await
-        .unwrap();
-    let err = api_error(
-        vs.create(&PostParams::default(), &dynamic(REVIEWS_VS))
-            .await
-            .unwrap_err(),
-    );
+    vs.create(&PostParams::default(), &dynamic(REVIEWS_VS)).await.unwrap();
+    let err = api_error(vs.create(&PostParams::default(), &dynamic(REVIEWS_VS)).await.unwrap_err());
     assert_eq!((err.code, err.reason.as_str()), (409, "AlreadyExists"));
 }
 
 #[tokio::test]
 async fn update_with_a_stale_resource_version_is_409_conflict() {
     let emu = Emulator::start().await.unwrap();
-    emu.apply_yaml(&format!("{BOOKINFO_NS}---{REVIEWS_VS}"))
-        .unwrap();
+    emu.apply_yaml(&format!("{BOOKINFO_NS}---{REVIEWS_VS}")).unwrap();
     let vs = virtual_services(emu.client());
     let stale = vs.get("reviews").await.unwrap();
     let mut fresh = stale.clone();
     fresh.data["spec"]["http"][0]["route"][0]["weight"] = json!(80);
     fresh.data["spec"]["http"][0]["route"][1]["weight"] = json!(20);
-    vs.replace("reviews", &PostParams::default(), &fresh)
-        .await
-        .unwrap();
+    vs.replace("reviews", &PostParams::default(), &fresh).await.unwrap();
 
-    let err = api_error(
-        vs.replace("reviews", &PostParams::default(), &stale)
-            .await
-            .unwrap_err(),
-    );
+    let err = api_error(vs.replace("reviews", &PostParams::default(), &stale).await.unwrap_err());
     assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
-    assert!(
-        err.message.contains("the object has been modified"),
-        "{}",
-        err.message
-    );
-    assert_eq!(
-        weights(&vs.get("reviews").await.unwrap().data),
-        vec![80, 20]
-    );
+    assert!(err.message.contains("the object has been modified"), "{}", err.message);
+    assert_eq!(weights(&vs.get("reviews").await.unwrap().data), vec![80, 20]);
 
     // A merge patch carrying the stale version is a precondition too.
     let rv = stale.metadata.resource_version.clone().unwrap();
     let p = json!({"metadata": {"resourceVersion": rv}, "spec": {"hosts": ["x"]}});
-    let err = api_error(
-        vs.patch("reviews", &PatchParams::default(), &Patch::Merge(&p))
-            .await
-            .unwrap_err(),
-    );
+    let err = api_error(vs.patch("reviews", &PatchParams::default(), &Patch::Merge(&p)).await.unwrap_err());
     assert_eq!(err.code, 409);
 }
 
 #[tokio::test]
 async fn json_patch_with_a_failing_test_is_422_and_changes_nothing() {
     let emu = Emulator::start().await.unwrap();
-    emu.apply_yaml(&format!("{BOOKINFO_NS}---{REVIEWS_VS}"))
-        .unwrap();
+    emu.apply_yaml(&format!("{BOOKINFO_NS}---{REVIEWS_VS}")).unwrap();
     let vs = virtual_services(emu.client());
     let before = emu.resource_version();
     let patch: json_patch::Patch = serde_json::from_value(json!([
@@ -162,20 +102,10 @@ async fn json_patch_with_a_failing_test_is_422_and_changes_nothing() {
         {"op": "replace", "path": "/spec/http/0/route/1/weight", "value": 100},
     ]))
     .unwrap();
-    let err = api_error(
-        vs.patch(
-            "reviews",
-            &PatchParams::default(),
-            &Patch::<()>::Json(patch),
-        )
-        .await
-        .unwrap_err(),
-    );
+    let err =
+        api_error(vs.patch("reviews", &PatchParams::default(), &Patch::<()>::Json(patch)).await.unwrap_err());
     assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
-    assert_eq!(
-        weights(&vs.get("reviews").await.unwrap().data),
-        vec![90, 10]
-    );
+    assert_eq!(weights(&vs.get("reviews").await.unwrap().data), vec![90, 10]);
     assert_eq!(emu.resource_version(), before);
 
     let patch: json_patch::Patch = serde_json::from_value(json!([
@@ -184,67 +114,40 @@ async fn json_patch_with_a_failing_test_is_422_and_changes_nothing() {
         {"op": "replace", "path": "/spec/http/0/route/1/weight", "value": 100},
     ]))
     .unwrap();
-    let after = vs
-        .patch(
-            "reviews",
-            &PatchParams::default(),
-            &Patch::<()>::Json(patch),
-        )
-        .await
-        .unwrap();
+    let after = vs.patch("reviews", &PatchParams::default(), &Patch::<()>::Json(patch)).await.unwrap();
     assert_eq!(weights(&after.data), vec![0, 100]);
 }
 
 #[tokio::test]
 async fn merge_patch_sets_annotations_and_replaces_lists() {
     let emu = Emulator::start().await.unwrap();
-    emu.apply_yaml(&format!("{BOOKINFO_NS}---{REVIEWS_VS}"))
-        .unwrap();
+    emu.apply_yaml(&format!("{BOOKINFO_NS}---{REVIEWS_VS}")).unwrap();
     let vs = virtual_services(emu.client());
     let p = json!({"metadata": {"annotations": {"canaryd.io/state": "step-1"}},
                    "spec": {"http": [{"route": [{"destination": {"host": "reviews", "subset": "v1"}, "weight": 70},
                                                 {"destination": {"host": "reviews", "subset": "v2"}, "weight": 30}]}]}});
-    let out = vs
-        .patch("reviews", &PatchParams::default(), &Patch::Merge(&p))
-        .await
-        .unwrap();
+    let out = vs.patch("reviews", &PatchParams::default(), &Patch::Merge(&p)).await.unwrap();
     assert_eq!(weights(&out.data), vec![70, 30]);
-    assert_eq!(
-        out.metadata.annotations.unwrap()["canaryd.io/state"],
-        "step-1"
-    );
+    assert_eq!(out.metadata.annotations.unwrap()["canaryd.io/state"], "step-1");
     assert_eq!(out.metadata.generation, Some(2));
 }
 
 #[tokio::test]
 async fn strategic_merge_patch_is_415_on_a_virtualservice_but_works_on_a_deployment() {
     let emu = Emulator::start().await.unwrap();
-    emu.apply_yaml(&format!(
-        "{BOOKINFO_NS}---{REVIEWS_VS}---{REVIEWS_V2_DEPLOYMENT}"
-    ))
-    .unwrap();
+    emu.apply_yaml(&format!("{BOOKINFO_NS}---{REVIEWS_VS}---{REVIEWS_V2_DEPLOYMENT}")).unwrap();
     let vs = virtual_services(emu.client());
     let err = api_error(
-        vs.patch(
-            "reviews",
-            &PatchParams::default(),
-            &Patch::Strategic(json!({"spec": {"hosts": ["r"]}})),
-        )
-        .await
-        .unwrap_err(),
+        vs.patch("reviews", &PatchParams::default(), &Patch::Strategic(json!({"spec": {"hosts": ["r"]}})))
+            .await
+            .unwrap_err(),
     );
-    assert_eq!(
-        (err.code, err.reason.as_str()),
-        (415, "UnsupportedMediaType")
-    );
+    assert_eq!((err.code, err.reason.as_str()), (415, "UnsupportedMediaType"));
 
-    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> =
-        Api::namespaced(emu.client(), "bookinfo");
-    let p = json!({"spec": {"template": {"spec": {"containers": [{"name": "reviews", "image": "reviews:v3"}]}}}});
-    let d = deployments
-        .patch("reviews-v2", &PatchParams::default(), &Patch::Strategic(p))
-        .await
-        .unwrap();
+    let deployments: Api<k8s_openapi::api::apps::v1::Deployment> = Api::namespaced(emu.client(), "bookinfo");
+    let p =
+        json!({"spec": {"template": {"spec": {"containers": [{"name": "reviews", "image": "reviews:v3"}]}}}});
+    let d = deployments.patch("reviews-v2", &PatchParams::default(), &Patch::Strategic(p)).await.unwrap();
     let containers = d.spec.unwrap().template.spec.unwrap().containers;
     assert_eq!(containers.len(), 1, "containers merge by name");
     assert_eq!(containers[0].image.as_deref(), Some("reviews:v3"));
@@ -258,31 +161,15 @@ async fn a_schema_violation_is_422_naming_the_field() {
     let bad = dynamic(&REVIEWS_VS.replace("weight: 10", "weight: ten"));
     let err = api_error(vs.create(&PostParams::default(), &bad).await.unwrap_err());
     assert_eq!((err.code, err.reason.as_str()), (422, "Invalid"));
-    assert!(
-        err.message.contains("spec.http[0].route[1].weight"),
-        "{}",
-        err.message
-    );
-    assert!(
-        err.message.contains("must be of type integer"),
-        "{}",
-        err.message
-    );
+    assert!(err.message.contains("spec.http[0].route[1].weight"), "{}", err.message);
+    assert!(err.message.contains("must be of type integer"), "{}", err.message);
     let causes = err.details.unwrap().causes;
     assert_eq!(causes[0].field, "spec.http[0].route[1].weight");
     assert_eq!(causes[0].reason, "FieldValueTypeInvalid");
 
-    let missing =
-        dynamic(&REVIEWS_VS.replace("      weight: 90\n", "      weight: 90\n    - weight: 5\n"));
-    let err = api_error(
-        vs.create(&PostParams::default(), &missing)
-            .await
-            .unwrap_err(),
-    );
-    assert_eq!(
-        err.details.unwrap().causes[0].field,
-        "spec.http[0].route[1].destination"
-    );
+    let missing = dynamic(&REVIEWS_VS.replace("      weight: 90\n", "      weight: 90\n    - weight: 5\n"));
+    let err = api_error(vs.create(&PostParams::default(), &missing).await.unwrap_err());
+    assert_eq!(err.details.unwrap().causes[0].field, "spec.http[0].route[1].destination");
 }
 
 #[tokio::test]
@@ -291,29 +178,16 @@ async fn unknown_fields_are_pruned_or_rejected_in_strict_mode() {
     emu.apply_yaml(BOOKINFO_NS).unwrap();
     let vs = virtual_services(emu.client());
     let with_extra = dynamic(&REVIEWS_VS.replace("  hosts:\n", "  canaryStep: 3\n  hosts:\n"));
-    let stored = vs
-        .create(&PostParams::default(), &with_extra)
-        .await
-        .unwrap();
+    let stored = vs.create(&PostParams::default(), &with_extra).await.unwrap();
     assert!(stored.data["spec"].get("canaryStep").is_none());
     assert_eq!(weights(&stored.data), vec![90, 10]);
 
-    let strict = PatchParams {
-        field_validation: Some(kube::api::ValidationDirective::Strict),
-        ..Default::default()
-    };
+    let strict =
+        PatchParams { field_validation: Some(kube::api::ValidationDirective::Strict), ..Default::default() };
     let p = json!({"spec": {"canaryStep": 4}});
-    let err = api_error(
-        vs.patch("reviews", &strict, &Patch::Merge(&p))
-            .await
-            .unwrap_err(),
-    );
+    let err = api_error(vs.patch("reviews", &strict, &Patch::Merge(&p)).await.unwrap_err());
     assert_eq!(err.code, 400);
-    assert!(
-        err.message.contains("unknown field \"spec.canaryStep\""),
-        "{}",
-        err.message
-    );
+    assert!(err.message.contains("unknown field \"spec.canaryStep\""), "{}", err.message);
 }
 
 #[tokio::test]
@@ -322,65 +196,33 @@ async fn server_side_apply_conflicts_with_another_manager_unless_forced() {
     emu.apply_yaml(BOOKINFO_NS).unwrap();
     let vs = virtual_services(emu.client());
     let gitops = PatchParams::apply("gitops");
-    vs.patch("reviews", &gitops, &Patch::Apply(dynamic(REVIEWS_VS)))
-        .await
-        .unwrap();
+    vs.patch("reviews", &gitops, &Patch::Apply(dynamic(REVIEWS_VS))).await.unwrap();
 
     let canaryd = PatchParams::apply("canaryd");
-    let shifted = dynamic(
-        &REVIEWS_VS
-            .replace("weight: 90", "weight: 70")
-            .replace("weight: 10", "weight: 30"),
-    );
-    let err = api_error(
-        vs.patch("reviews", &canaryd, &Patch::Apply(&shifted))
-            .await
-            .unwrap_err(),
-    );
+    let shifted =
+        dynamic(&REVIEWS_VS.replace("weight: 90", "weight: 70").replace("weight: 10", "weight: 30"));
+    let err = api_error(vs.patch("reviews", &canaryd, &Patch::Apply(&shifted)).await.unwrap_err());
     assert_eq!((err.code, err.reason.as_str()), (409, "Conflict"));
-    assert!(
-        err.message.contains("conflict with \"gitops\""),
-        "{}",
-        err.message
-    );
+    assert!(err.message.contains("conflict with \"gitops\""), "{}", err.message);
 
-    let out = vs
-        .patch("reviews", &canaryd.force(), &Patch::Apply(&shifted))
-        .await
-        .unwrap();
+    let out = vs.patch("reviews", &canaryd.force(), &Patch::Apply(&shifted)).await.unwrap();
     assert_eq!(weights(&out.data), vec![70, 30]);
-    let managers: Vec<_> = out
-        .metadata
-        .managed_fields
-        .unwrap()
-        .into_iter()
-        .filter_map(|m| m.manager)
-        .collect();
+    let managers: Vec<_> =
+        out.metadata.managed_fields.unwrap().into_iter().filter_map(|m| m.manager).collect();
     assert!(managers.contains(&"canaryd".to_string()), "{managers:?}");
 }
 
 #[tokio::test]
 async fn status_is_ignored_on_the_main_resource_and_written_through_status() {
     let emu = Emulator::start().await.unwrap();
-    emu.apply_yaml(&format!("{BOOKINFO_NS}---{REVIEWS_VS}"))
-        .unwrap();
+    emu.apply_yaml(&format!("{BOOKINFO_NS}---{REVIEWS_VS}")).unwrap();
     let vs = virtual_services(emu.client());
     let p = json!({"status": {"observedGeneration": 1}});
-    let out = vs
-        .patch("reviews", &PatchParams::default(), &Patch::Merge(&p))
-        .await
-        .unwrap();
+    let out = vs.patch("reviews", &PatchParams::default(), &Patch::Merge(&p)).await.unwrap();
     assert!(out.data.get("status").is_none());
-    let out = vs
-        .patch_status("reviews", &PatchParams::default(), &Patch::Merge(&p))
-        .await
-        .unwrap();
+    let out = vs.patch_status("reviews", &PatchParams::default(), &Patch::Merge(&p)).await.unwrap();
     assert_eq!(out.data["status"]["observedGeneration"], 1);
-    assert_eq!(
-        out.metadata.generation,
-        Some(1),
-        "status writes do not bump generation"
-    );
+    assert_eq!(out.metadata.generation, Some(1), "status writes do not bump generation");
 }
 
 #[tokio::test]
@@ -388,52 +230,24 @@ async fn deployments_report_finished_rollouts_and_scale_through_the_subresource(
     use canaryd::emulator::RolloutMode;
     use k8s_openapi::api::apps::v1::Deployment;
     let emu = Emulator::start().await.unwrap();
-    emu.apply_yaml(&format!("{BOOKINFO_NS}---{REVIEWS_V2_DEPLOYMENT}"))
-        .unwrap();
+    emu.apply_yaml(&format!("{BOOKINFO_NS}---{REVIEWS_V2_DEPLOYMENT}")).unwrap();
     let deployments: Api<Deployment> = Api::namespaced(emu.client(), "bookinfo");
     let d = deployments.get("reviews-v2").await.unwrap();
     let status = d.status.unwrap();
-    assert_eq!(
-        (status.observed_generation, status.updated_replicas),
-        (Some(1), Some(2))
-    );
+    assert_eq!((status.observed_generation, status.updated_replicas), (Some(1), Some(2)));
 
     let scaled = deployments
-        .patch_scale(
-            "reviews-v2",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"spec": {"replicas": 4}})),
-        )
+        .patch_scale("reviews-v2", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 4}})))
         .await
         .unwrap();
     assert_eq!(scaled.spec.unwrap().replicas, Some(4));
-    assert_eq!(
-        deployments
-            .get("reviews-v2")
-            .await
-            .unwrap()
-            .spec
-            .unwrap()
-            .replicas,
-        Some(4)
-    );
+    assert_eq!(deployments.get("reviews-v2").await.unwrap().spec.unwrap().replicas, Some(4));
 
     emu.set_rollout_mode(RolloutMode::Manual);
     let p = json!({"spec": {"template": {"metadata": {"labels": {"app": "reviews", "version": "v2", "rev": "2"}}}}});
-    let d = deployments
-        .patch("reviews-v2", &PatchParams::default(), &Patch::Merge(&p))
-        .await
-        .unwrap();
-    assert_eq!(
-        d.status.unwrap().updated_replicas,
-        Some(0),
-        "rollout held in manual mode"
-    );
-    emu.set_rollout_progress("bookinfo", "reviews-v2", 4)
-        .unwrap();
+    let d = deployments.patch("reviews-v2", &PatchParams::default(), &Patch::Merge(&p)).await.unwrap();
+    assert_eq!(d.status.unwrap().updated_replicas, Some(0), "rollout held in manual mode");
+    emu.set_rollout_progress("bookinfo", "reviews-v2", 4).unwrap();
     let status = deployments.get("reviews-v2").await.unwrap().status.unwrap();
-    assert_eq!(
-        (status.observed_generation, status.updated_replicas),
-        (Some(3), Some(4))
-    );
+    assert_eq!((status.observed_generation, status.updated_replicas), (Some(3), Some(4)));
 }

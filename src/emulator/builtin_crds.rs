@@ -16,13 +16,9 @@ pub const GATEWAY_API_HTTPROUTE_CRD: &str = include_str!("crds/gateway-api-httpr
 pub fn parsed() -> &'static [Value] {
     static PARSED: OnceLock<Vec<Value>> = OnceLock::new();
     PARSED.get_or_init(|| {
-        [
-            ISTIO_VIRTUALSERVICE_CRD,
-            ISTIO_DESTINATIONRULE_CRD,
-            GATEWAY_API_HTTPROUTE_CRD,
-        ]
-        .iter()
-        .flat_map(|y| super::parse_yaml_docs(y).expect("embedded CRDs are valid YAML"))
-        .collect()
+        [ISTIO_VIRTUALSERVICE_CRD, ISTIO_DESTINATIONRULE_CRD, GATEWAY_API_HTTPROUTE_CRD]
+            .iter()
+            .flat_map(|y| super::parse_yaml_docs(y).expect("embedded CRDs are valid YAML"))
+            .collect()
     })
 }

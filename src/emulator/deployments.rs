@@ -41,11 +41,7 @@ pub(crate) fn status_with(d: &Value, updated: i64) -> Value {
             &format!("ReplicaSet \"{name}\" has successfully progressed."),
         )
     } else {
-        condition(
-            "Progressing",
-            "ReplicaSetUpdated",
-            &format!("ReplicaSet \"{name}\" is progressing."),
-        )
+        condition("Progressing", "ReplicaSetUpdated", &format!("ReplicaSet \"{name}\" is progressing."))
     };
     // Old replicas keep serving while the new ones come up, so the total stays at `want`.
     json!({
@@ -64,9 +60,7 @@ pub(crate) fn simulate(new: &mut Value, old: Option<&Value>, mode: RolloutMode) 
     let updated = match (mode, template_changed, old) {
         (RolloutMode::Instant, _, _) => replicas(new),
         (RolloutMode::Manual, true, _) => 0,
-        (RolloutMode::Manual, false, Some(o)) => {
-            o["status"]["updatedReplicas"].as_i64().unwrap_or(0)
-        }
+        (RolloutMode::Manual, false, Some(o)) => o["status"]["updatedReplicas"].as_i64().unwrap_or(0),
         (RolloutMode::Manual, false, None) => 0,
     };
     new["status"] = status_with(new, updated);
@@ -76,11 +70,7 @@ pub(crate) fn simulate(new: &mut Value, old: Option<&Value>, mode: RolloutMode) 
 pub(crate) fn scale_of(d: &Value) -> Value {
     let selector: Vec<String> = d["spec"]["selector"]["matchLabels"]
         .as_object()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
-                .collect()
-        })
+        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect())
         .unwrap_or_default();
     let md = &d["metadata"];
     json!({
@@ -101,15 +91,9 @@ pub(crate) fn write_scale(
     scale: Value,
     opts: &WriteOpts,
 ) -> Result<Written, ApiError> {
-    let sent_rv = scale["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap_or_default();
+    let sent_rv = scale["metadata"]["resourceVersion"].as_str().unwrap_or_default();
     if !sent_rv.is_empty() && Some(sent_rv) != old["metadata"]["resourceVersion"].as_str() {
-        return Err(ApiError::conflict(&Subject {
-            group: "apps",
-            resource: "deployments",
-            name: t.name,
-        }));
+        return Err(ApiError::conflict(&Subject { group: "apps", resource: "deployments", name: t.name }));
     }
     let Some(n) = scale["spec"]["replicas"].as_i64().filter(|n| *n >= 0) else {
         return Err(ApiError::invalid(
@@ -125,15 +109,7 @@ pub(crate) fn write_scale(
     };
     let mut d = old.clone();
     d["spec"]["replicas"] = json!(n);
-    let main = Target {
-        info: t.info,
-        namespace: t.namespace,
-        name: t.name,
-        subresource: "",
-    };
+    let main = Target { info: t.info, namespace: t.namespace, name: t.name, subresource: "" };
     let written = objects::update(inner, &main, d, opts)?;
-    Ok(Written {
-        object: scale_of(&written.object),
-        ..written
-    })
+    Ok(Written { object: scale_of(&written.object), ..written })
 }

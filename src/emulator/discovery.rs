@@ -25,35 +25,26 @@ pub fn core_versions(addr: &str) -> Value {
 }
 
 fn group_doc(group: &str, versions: &[String]) -> Value {
-    let vs: Vec<Value> = versions
-        .iter()
-        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
-        .collect();
+    let vs: Vec<Value> =
+        versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
     json!({"name": group, "versions": vs, "preferredVersion": vs[0]})
 }
 
 /// `/apis`.
 pub fn groups(reg: &Registry) -> Value {
-    let groups: Vec<Value> = reg
-        .groups()
-        .iter()
-        .filter(|(g, _)| !g.is_empty())
-        .map(|(g, vs)| group_doc(g, vs))
-        .collect();
+    let groups: Vec<Value> =
+        reg.groups().iter().filter(|(g, _)| !g.is_empty()).map(|(g, vs)| group_doc(g, vs)).collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 /// `/apis/{group}`, if served.
 pub fn group(reg: &Registry, group: &str) -> Option<Value> {
-    reg.groups()
-        .iter()
-        .find(|(g, _)| g == group)
-        .map(|(g, vs)| {
-            let mut d = group_doc(g, vs);
-            d["kind"] = json!("APIGroup");
-            d["apiVersion"] = json!("v1");
-            d
-        })
+    reg.groups().iter().find(|(g, _)| g == group).map(|(g, vs)| {
+        let mut d = group_doc(g, vs);
+        d["kind"] = json!("APIGroup");
+        d["apiVersion"] = json!("v1");
+        d
+    })
 }
 
 fn resource_doc(r: &ResourceInfo) -> Vec<Value> {
@@ -69,8 +60,10 @@ fn resource_doc(r: &ResourceInfo) -> Vec<Value> {
     }
     let mut out = vec![main];
     if r.status_subresource {
-        out.push(json!({"name": format!("{}/status", r.plural), "singularName": "", "namespaced": r.namespaced,
-                        "kind": r.kind, "verbs": ["get", "patch", "update"]}));
+        out.push(
+            json!({"name": format!("{}/status", r.plural), "singularName": "", "namespaced": r.namespaced,
+                        "kind": r.kind, "verbs": ["get", "patch", "update"]}),
+        );
     }
     if r.scale_subresource {
         out.push(json!({"name": format!("{}/scale", r.plural), "singularName": "", "namespaced": r.namespaced,
@@ -90,12 +83,6 @@ pub fn resources(reg: &Registry, group: &str, version: &str) -> Option<Value> {
     if list.is_empty() {
         return None;
     }
-    let gv = if group.is_empty() {
-        version.to_string()
-    } else {
-        format!("{group}/{version}")
-    };
-    Some(
-        json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}),
-    )
+    let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
+    Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list}))
 }

@@ -56,12 +56,7 @@ impl Subject<'_> {
 impl ApiError {
     /// A bare error without details.
     pub fn new(code: u16, reason: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            code,
-            reason,
-            message: message.into(),
-            details: None,
-        }
+        ApiError { code, reason, message: message.into(), details: None }
     }
 
     /// 400 BadRequest.
@@ -71,11 +66,7 @@ impl ApiError {
 
     /// 404 for a path that names no known resource.
     pub fn no_route() -> Self {
-        Self::new(
-            404,
-            "NotFound",
-            "the server could not find the requested resource",
-        )
+        Self::new(404, "NotFound", "the server could not find the requested resource")
     }
 
     /// 405 for a verb the resource does not support.
@@ -90,22 +81,14 @@ impl ApiError {
     pub(crate) fn not_found(s: &Subject) -> Self {
         ApiError {
             details: Some(s.details()),
-            ..Self::new(
-                404,
-                "NotFound",
-                format!("{} \"{}\" not found", s.qualified(), s.name),
-            )
+            ..Self::new(404, "NotFound", format!("{} \"{}\" not found", s.qualified(), s.name))
         }
     }
 
     pub(crate) fn already_exists(s: &Subject) -> Self {
         ApiError {
             details: Some(s.details()),
-            ..Self::new(
-                409,
-                "AlreadyExists",
-                format!("{} \"{}\" already exists", s.qualified(), s.name),
-            )
+            ..Self::new(409, "AlreadyExists", format!("{} \"{}\" already exists", s.qualified(), s.name))
         }
     }
 
@@ -123,31 +106,17 @@ impl ApiError {
             ..Self::new(
                 409,
                 "Conflict",
-                format!(
-                    "Operation cannot be fulfilled on {} \"{}\": {why}",
-                    s.qualified(),
-                    s.name
-                ),
+                format!("Operation cannot be fulfilled on {} \"{}\": {why}", s.qualified(), s.name),
             )
         }
     }
 
     /// 422 with field causes; `kind` is the object's Kind (the apiserver names the kind here).
     pub(crate) fn invalid(group: &str, kind: &str, name: &str, causes: Vec<Cause>) -> Self {
-        let qualified = if group.is_empty() {
-            kind.to_string()
-        } else {
-            format!("{kind}.{group}")
-        };
-        let summary: Vec<String> = causes
-            .iter()
-            .map(|c| format!("{}: {}", c.field, c.message))
-            .collect();
-        let summary = if summary.len() == 1 {
-            summary[0].clone()
-        } else {
-            format!("[{}]", summary.join(", "))
-        };
+        let qualified = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
+        let summary: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
+        let summary =
+            if summary.len() == 1 { summary[0].clone() } else { format!("[{}]", summary.join(", ")) };
         let causes: Vec<Value> = causes
             .iter()
             .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
@@ -158,11 +127,7 @@ impl ApiError {
         }
         ApiError {
             details: Some(details),
-            ..Self::new(
-                422,
-                "Invalid",
-                format!("{qualified} \"{name}\" is invalid: {summary}"),
-            )
+            ..Self::new(422, "Invalid", format!("{qualified} \"{name}\" is invalid: {summary}"))
         }
     }
 
@@ -172,11 +137,8 @@ impl ApiError {
         } else {
             format!("in the namespace \"{namespace}\"")
         };
-        let head = if s.name.is_empty() {
-            s.qualified()
-        } else {
-            format!("{} \"{}\"", s.qualified(), s.name)
-        };
+        let head =
+            if s.name.is_empty() { s.qualified() } else { format!("{} \"{}\"", s.qualified(), s.name) };
         ApiError {
             details: Some(s.details()),
             ..Self::new(

@@ -43,13 +43,8 @@ impl Matcher {
     }
 
     pub(crate) fn matches(&self, r: &RequestInfo) -> bool {
-        self.verb
-            .as_ref()
-            .is_none_or(|v| v == &r.verb || v.eq_ignore_ascii_case(&r.method))
-            && self
-                .resource
-                .as_ref()
-                .is_none_or(|res| res == &r.resource_path())
+        self.verb.as_ref().is_none_or(|v| v == &r.verb || v.eq_ignore_ascii_case(&r.method))
+            && self.resource.as_ref().is_none_or(|res| res == &r.resource_path())
             && self.name.as_ref().is_none_or(|n| n == &r.name)
     }
 }
@@ -81,11 +76,7 @@ pub struct Fault {
 impl Fault {
     /// A fault that hits the next matching request once.
     pub fn new(matcher: Matcher, kind: FaultKind) -> Self {
-        Fault {
-            matcher,
-            kind,
-            times: 1,
-        }
+        Fault { matcher, kind, times: 1 }
     }
 
     /// Hits `n` matching requests.

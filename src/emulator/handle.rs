@@ -48,24 +48,15 @@ impl Emulator {
         let shared: Shared = Arc::new(Mutex::new(inner));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?.to_string();
-        let app = App {
-            shared: shared.clone(),
-            addr: addr.clone(),
-        };
+        let app = App { shared: shared.clone(), addr: addr.clone() };
         let router = axum::Router::new().fallback(server::handle).with_state(app);
         let task = tokio::spawn(async move {
             // Serving ends only when the task is aborted by shutdown or drop.
             let _ = axum::serve(listener, router).await;
         });
-        let handle = EmulatorHandle {
-            shared,
-            url: format!("http://{addr}"),
-            task: Some(task),
-        };
+        let handle = EmulatorHandle { shared, url: format!("http://{addr}"), task: Some(task) };
         for ns in ["default", "kube-system", "kube-public"] {
-            handle.apply_value(
-                json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-            )?;
+            handle.apply_value(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))?;
         }
         for crd in builtin_crds::parsed() {
             handle.apply_value(crd.clone())?;
@@ -119,11 +110,7 @@ impl EmulatorHandle {
     }
 
     /// Writes a kubeconfig whose user sends `token` as a bearer token.
-    pub fn write_kubeconfig_as(
-        &self,
-        path: impl AsRef<Path>,
-        token: &str,
-    ) -> Result<(), EmulatorError> {
+    pub fn write_kubeconfig_as(&self, path: impl AsRef<Path>, token: &str) -> Result<(), EmulatorError> {
         Ok(std::fs::write(path, kubeconfig(&self.url, Some(token)))?)
     }
 
@@ -140,10 +127,7 @@ impl EmulatorHandle {
     /// without a namespace go to `default`; missing namespaces are created, unlike over HTTP.
     /// Returns the stored objects.
     pub fn apply_yaml(&self, yaml: &str) -> Result<Vec<Value>, EmulatorError> {
-        parse_yaml_docs(yaml)?
-            .into_iter()
-            .map(|d| self.apply_value(d))
-            .collect()
+        parse_yaml_docs(yaml)?.into_iter().map(|d| self.apply_value(d)).collect()
     }
 
     /// Creates or replaces one object given as JSON.
@@ -155,18 +139,10 @@ impl EmulatorHandle {
             .registry
             .find_kind(&api_version, &kind)
             .cloned()
-            .ok_or_else(|| {
-                ApiError::bad_request(format!("no resource serves {api_version} {kind}"))
-            })?;
-        let name = obj["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+            .ok_or_else(|| ApiError::bad_request(format!("no resource serves {api_version} {kind}")))?;
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default().to_string();
         let namespace = if info.namespaced {
-            obj["metadata"]["namespace"]
-                .as_str()
-                .unwrap_or("default")
-                .to_string()
+            obj["metadata"]["namespace"].as_str().unwrap_or("default").to_string()
         } else {
             String::new()
         };
@@ -178,27 +154,13 @@ impl EmulatorHandle {
                 name: namespace.clone(),
             };
             if inner.store.get(&ns_key).is_none() {
-                let ns_info = inner
-                    .registry
-                    .find("", "v1", "namespaces")
-                    .cloned()
-                    .expect("built-in");
-                let t = Target {
-                    info: &ns_info,
-                    namespace: "",
-                    name: "",
-                    subresource: "",
-                };
+                let ns_info = inner.registry.find("", "v1", "namespaces").cloned().expect("built-in");
+                let t = Target { info: &ns_info, namespace: "", name: "", subresource: "" };
                 let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}});
                 objects::create(&mut inner, &t, ns, &fixture_opts())?;
             }
         }
-        let t = Target {
-            info: &info,
-            namespace: &namespace,
-            name: &name,
-            subresource: "",
-        };
+        let t = Target { info: &info, namespace: &namespace, name: &name, subresource: "" };
         let live = inner.store.get(&t.key(&name)).cloned();
         let written = match live {
             None => objects::create(&mut inner, &t, obj, &fixture_opts())?,
@@ -208,12 +170,7 @@ impl EmulatorHandle {
                     // Fixtures may set status directly, which the main resource would ignore.
                     let status = Target {
                         subresource: "status",
-                        ..Target {
-                            info: &info,
-                            namespace: &namespace,
-                            name: &name,
-                            subresource: "",
-                        }
+                        ..Target { info: &info, namespace: &namespace, name: &name, subresource: "" }
                     };
                     objects::update(&mut inner, &status, obj.clone(), &fixture_opts())?;
                     obj["metadata"]["resourceVersion"] = inner
@@ -251,12 +208,7 @@ impl EmulatorHandle {
 
     /// All objects of a resource (any version), optionally in one namespace.
     pub fn list(&self, group: &str, resource: &str, namespace: Option<&str>) -> Vec<Value> {
-        self.lock()
-            .store
-            .list(group, resource, namespace)
-            .into_iter()
-            .cloned()
-            .collect()
+        self.lock().store.list(group, resource, namespace).into_iter().cloned().collect()
     }
 
     /// Deletes an object; returns whether it existed.
@@ -265,12 +217,7 @@ impl EmulatorHandle {
         let Some(info) = inner.registry.find_any_version(group, resource).cloned() else {
             return false;
         };
-        let t = Target {
-            info: &info,
-            namespace,
-            name,
-            subresource: "",
-        };
+        let t = Target { info: &info, namespace, name, subresource: "" };
         objects::delete(&mut inner, &t).is_ok()
     }
 
@@ -306,12 +253,7 @@ impl EmulatorHandle {
 
     /// Faults not yet used up.
     pub fn pending_faults(&self) -> Vec<Fault> {
-        self.lock()
-            .faults
-            .iter()
-            .filter(|f| f.times > 0)
-            .cloned()
-            .collect()
+        self.lock().faults.iter().filter(|f| f.times > 0).cloned().collect()
     }
 
     /// Every request served so far, oldest first.
@@ -369,10 +311,7 @@ impl EmulatorHandle {
 }
 
 fn fixture_opts() -> WriteOpts {
-    WriteOpts {
-        field_manager: Some(FIXTURE_MANAGER.into()),
-        ..WriteOpts::default()
-    }
+    WriteOpts { field_manager: Some(FIXTURE_MANAGER.into()), ..WriteOpts::default() }
 }
 
 impl Drop for EmulatorHandle {

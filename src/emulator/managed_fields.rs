@@ -19,10 +19,7 @@ fn leaves(v: &Value, prefix: &mut Path, out: &mut Vec<Path>) {
                 }
                 if prefix.len() == 1
                     && prefix[0] == "metadata"
-                    && !matches!(
-                        k.as_str(),
-                        "labels" | "annotations" | "finalizers" | "ownerReferences"
-                    )
+                    && !matches!(k.as_str(), "labels" | "annotations" | "finalizers" | "ownerReferences")
                 {
                     continue;
                 }
@@ -58,10 +55,8 @@ fn to_fields_v1(paths: &[Path]) -> Value {
 }
 
 fn from_fields_v1(v: &Value, prefix: &mut Path, out: &mut Vec<Path>) {
-    let children: Vec<(&String, &Value)> = v
-        .as_object()
-        .map(|m| m.iter().filter(|(k, _)| k.starts_with("f:")).collect())
-        .unwrap_or_default();
+    let children: Vec<(&String, &Value)> =
+        v.as_object().map(|m| m.iter().filter(|(k, _)| k.starts_with("f:")).collect()).unwrap_or_default();
     if children.is_empty() {
         if !prefix.is_empty() {
             out.push(prefix.clone());
@@ -190,18 +185,11 @@ pub fn apply(
     }
     if !conflicts.is_empty() {
         let n = conflicts.len();
-        let list: Vec<String> = conflicts
-            .iter()
-            .map(|c| format!("- {}: {}", c.message, c.field))
-            .collect();
+        let list: Vec<String> = conflicts.iter().map(|c| format!("- {}: {}", c.message, c.field)).collect();
         let mut err = ApiError::new(
             409,
             "Conflict",
-            format!(
-                "Apply failed with {n} conflict{}: {}",
-                if n == 1 { "" } else { "s" },
-                list.join("\n")
-            ),
+            format!("Apply failed with {n} conflict{}: {}", if n == 1 { "" } else { "s" }, list.join("\n")),
         );
         let causes: Vec<Value> = conflicts
             .iter()
@@ -215,10 +203,7 @@ pub fn apply(
         return Err(err);
     }
     // Fields this manager applied before but no longer does are removed, unless shared.
-    if let Some(prev) = entries
-        .iter()
-        .find(|e| e.manager == manager && e.operation == "Apply")
-    {
+    if let Some(prev) = entries.iter().find(|e| e.manager == manager && e.operation == "Apply") {
         for old in &prev.paths {
             let still_applied = applied_paths.iter().any(|a| overlaps(a, old));
             let owned_elsewhere = entries
@@ -250,10 +235,8 @@ pub fn apply(
 /// (operation `Update`), so a later apply by someone else conflicts on them.
 pub fn record_update(old: Option<&Value>, new: &mut Value, manager: &str, now: &str) {
     let mut entries = old.map(read_entries).unwrap_or_default();
-    let changed: Vec<Path> = leaf_paths(new)
-        .into_iter()
-        .filter(|p| old.and_then(|o| lookup(o, p)) != lookup(new, p))
-        .collect();
+    let changed: Vec<Path> =
+        leaf_paths(new).into_iter().filter(|p| old.and_then(|o| lookup(o, p)) != lookup(new, p)).collect();
     if changed.is_empty() && old.is_some() {
         // Keep the previous bookkeeping (clients may have sent stale managedFields).
         if let Some(o) = old {
@@ -262,14 +245,10 @@ pub fn record_update(old: Option<&Value>, new: &mut Value, manager: &str, now: &
         return;
     }
     for e in entries.iter_mut() {
-        e.paths
-            .retain(|p| !changed.iter().any(|c| overlaps(c, p)) && lookup(new, p).is_some());
+        e.paths.retain(|p| !changed.iter().any(|c| overlaps(c, p)) && lookup(new, p).is_some());
     }
     let api_version = new["apiVersion"].as_str().unwrap_or_default().to_string();
-    match entries
-        .iter_mut()
-        .find(|e| e.manager == manager && e.operation == "Update")
-    {
+    match entries.iter_mut().find(|e| e.manager == manager && e.operation == "Update") {
         Some(e) => e.paths.extend(changed),
         None => entries.push(Entry {
             manager: manager.into(),

@@ -21,6 +21,7 @@ mod faults;
 mod handle;
 mod managed_fields;
 mod objects;
+mod openapi;
 mod patch;
 mod rbac;
 mod resources;
@@ -35,9 +36,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
-pub use builtin_crds::{
-    GATEWAY_API_HTTPROUTE_CRD, ISTIO_DESTINATIONRULE_CRD, ISTIO_VIRTUALSERVICE_CRD,
-};
+pub use builtin_crds::{GATEWAY_API_HTTPROUTE_CRD, ISTIO_DESTINATIONRULE_CRD, ISTIO_VIRTUALSERVICE_CRD};
 pub use deployments::RolloutMode;
 pub use error::{ApiError, Cause};
 pub use faults::{Fault, FaultKind, Matcher, RequestRecord};

@@ -72,39 +72,25 @@ impl Target<'_> {
     }
 
     pub fn subject<'b>(&'b self, name: &'b str) -> Subject<'b> {
-        Subject {
-            group: &self.info.group,
-            resource: &self.info.plural,
-            name,
-        }
+        Subject { group: &self.info.group, resource: &self.info.plural, name }
     }
 }
 
 /// The current time in the apiserver's RFC 3339 seconds format.
 pub fn now() -> String {
-    jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string()
+    jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
 fn new_uid() -> String {
     let b: [u8; 16] = rand::random();
     let h = hex::encode(b);
-    format!(
-        "{}-{}-4{}-a{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[13..16],
-        &h[17..20],
-        &h[20..32]
-    )
+    format!("{}-{}-4{}-a{}-{}", &h[0..8], &h[8..12], &h[13..16], &h[17..20], &h[20..32])
 }
 
 fn name_valid(name: &str) -> bool {
     let label = |l: &str| {
         !l.is_empty()
-            && l.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !l.starts_with('-')
             && !l.ends_with('-')
     };
@@ -133,26 +119,14 @@ fn spec_changed(old: &Value, new: &Value) -> bool {
 }
 
 /// Creates an object on the collection endpoint.
-pub fn create(
-    inner: &mut Inner,
-    t: &Target,
-    mut body: Value,
-    opts: &WriteOpts,
-) -> Result<Written, ApiError> {
+pub fn create(inner: &mut Inner, t: &Target, mut body: Value, opts: &WriteOpts) -> Result<Written, ApiError> {
     if !body.is_object() {
-        return Err(ApiError::bad_request(
-            "the body of the request must be a JSON object",
-        ));
+        return Err(ApiError::bad_request("the body of the request must be a JSON object"));
     }
-    let mut name = body["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let mut name = body["metadata"]["name"].as_str().unwrap_or_default().to_string();
     if name.is_empty() {
         if let Some(prefix) = body["metadata"]["generateName"].as_str() {
-            let suffix: String = (0..5)
-                .map(|_| (b'a' + rand::random::<u8>() % 26) as char)
-                .collect();
+            let suffix: String = (0..5).map(|_| (b'a' + rand::random::<u8>() % 26) as char).collect();
             name = format!("{prefix}{suffix}");
             body["metadata"]["name"] = json!(name);
         }
@@ -176,16 +150,9 @@ pub fn create(
 }
 
 /// Replaces an object (PUT), enforcing the resourceVersion precondition.
-pub fn update(
-    inner: &mut Inner,
-    t: &Target,
-    body: Value,
-    opts: &WriteOpts,
-) -> Result<Written, ApiError> {
+pub fn update(inner: &mut Inner, t: &Target, body: Value, opts: &WriteOpts) -> Result<Written, ApiError> {
     if !body.is_object() {
-        return Err(ApiError::bad_request(
-            "the body of the request must be a JSON object",
-        ));
+        return Err(ApiError::bad_request("the body of the request must be a JSON object"));
     }
     if let Some(n) = body["metadata"]["name"].as_str() {
         if n != t.name {
@@ -202,9 +169,7 @@ pub fn update(
     if t.subresource == "scale" {
         return deployments::write_scale(inner, t, &old, body, opts);
     }
-    let rv = body["metadata"]["resourceVersion"]
-        .as_str()
-        .unwrap_or_default();
+    let rv = body["metadata"]["resourceVersion"].as_str().unwrap_or_default();
     if rv.is_empty() && t.info.custom {
         return Err(ApiError::invalid(
             &t.info.group,
@@ -273,14 +238,8 @@ fn apply(
     }
     let mut applied = applied;
     applied["metadata"]["name"] = json!(t.name);
-    let merged = managed_fields::apply(
-        old.as_ref(),
-        &applied,
-        &manager,
-        opts.force,
-        &t.subject(t.name),
-        &now(),
-    )?;
+    let merged =
+        managed_fields::apply(old.as_ref(), &applied, &manager, opts.force, &t.subject(t.name), &now())?;
     commit(inner, t, t.name, old, merged, opts, true)
 }
 
@@ -291,14 +250,8 @@ pub fn delete(inner: &mut Inner, t: &Target) -> Result<Value, ApiError> {
         return Err(ApiError::not_found(&t.subject(t.name)));
     };
     if t.info.plural == "customresourcedefinitions" {
-        let group = gone["spec"]["group"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        let plural = gone["spec"]["names"]["plural"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let group = gone["spec"]["group"].as_str().unwrap_or_default().to_string();
+        let plural = gone["spec"]["names"]["plural"].as_str().unwrap_or_default().to_string();
         inner.registry.unregister(&group, &plural);
         for k in inner.store.keys_of(&group, &plural, None) {
             inner.store.delete(&k);
@@ -323,10 +276,7 @@ fn commit(
     applied: bool,
 ) -> Result<Written, ApiError> {
     let info = t.info;
-    for (field, want) in [
-        ("apiVersion", info.api_version()),
-        ("kind", info.kind.clone()),
-    ] {
+    for (field, want) in [("apiVersion", info.api_version()), ("kind", info.kind.clone())] {
         match new[field].as_str() {
             Some(got) if got != want => {
                 return Err(ApiError::bad_request(format!(
@@ -336,10 +286,7 @@ fn commit(
             _ => new[field] = json!(want),
         }
     }
-    let ns_in_body = new["metadata"]["namespace"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let ns_in_body = new["metadata"]["namespace"].as_str().unwrap_or_default().to_string();
     if info.namespaced {
         if !ns_in_body.is_empty() && ns_in_body != t.namespace {
             return Err(ApiError::bad_request(
@@ -393,11 +340,8 @@ fn commit(
         if !outcome.unknown.is_empty() {
             match opts.field_validation {
                 FieldValidation::Strict => {
-                    let list: Vec<String> = outcome
-                        .unknown
-                        .iter()
-                        .map(|u| format!("unknown field \"{u}\""))
-                        .collect();
+                    let list: Vec<String> =
+                        outcome.unknown.iter().map(|u| format!("unknown field \"{u}\"")).collect();
                     return Err(ApiError::bad_request(format!(
                         "{}.{} \"{name}\" is invalid: strict decoding error: {}",
                         info.kind,
@@ -405,33 +349,21 @@ fn commit(
                         list.join(", ")
                     )));
                 }
-                FieldValidation::Warn => warnings.extend(
-                    outcome
-                        .unknown
-                        .iter()
-                        .map(|u| format!("unknown field \"{u}\"")),
-                ),
+                FieldValidation::Warn => {
+                    warnings.extend(outcome.unknown.iter().map(|u| format!("unknown field \"{u}\"")))
+                }
                 FieldValidation::Ignore => {}
             }
         }
         if !outcome.causes.is_empty() {
-            return Err(ApiError::invalid(
-                &info.group,
-                &info.kind,
-                name,
-                outcome.causes,
-            ));
+            return Err(ApiError::invalid(&info.group, &info.kind, name, outcome.causes));
         }
     }
     let now = now();
     match &old {
         Some(o) => {
-            let live_rv = o["metadata"]["resourceVersion"]
-                .as_str()
-                .unwrap_or_default();
-            let sent_rv = new["metadata"]["resourceVersion"]
-                .as_str()
-                .unwrap_or_default();
+            let live_rv = o["metadata"]["resourceVersion"].as_str().unwrap_or_default();
+            let sent_rv = new["metadata"]["resourceVersion"].as_str().unwrap_or_default();
             if !sent_rv.is_empty() && sent_rv != live_rv {
                 return Err(ApiError::conflict(&t.subject(name)));
             }
@@ -449,10 +381,7 @@ fn commit(
         }
     }
     if !applied {
-        let manager = opts
-            .field_manager
-            .clone()
-            .unwrap_or_else(|| "unknown".into());
+        let manager = opts.field_manager.clone().unwrap_or_else(|| "unknown".into());
         managed_fields::record_update(old.as_ref(), &mut new, &manager, &now);
     }
     if info.plural == "deployments" && info.group == "apps" && t.subresource != "status" {
@@ -479,11 +408,7 @@ fn commit(
         probe["metadata"]["resourceVersion"] = o["metadata"]["resourceVersion"].clone();
         if *o == probe {
             // A no-op write keeps the resourceVersion and emits no event, as the apiserver does.
-            return Ok(Written {
-                object: probe,
-                warnings,
-                created,
-            });
+            return Ok(Written { object: probe, warnings, created });
         }
     }
     if let Some(m) = new["metadata"].as_object_mut() {
@@ -498,9 +423,5 @@ fn commit(
     } else {
         inner.store.put(t.key(name), new)
     };
-    Ok(Written {
-        object,
-        warnings,
-        created,
-    })
+    Ok(Written { object, warnings, created })
 }

@@ -24,9 +24,7 @@ impl PatchKind {
             "application/merge-patch+json" => Some(PatchKind::Merge),
             "application/json-patch+json" => Some(PatchKind::Json),
             "application/strategic-merge-patch+json" => Some(PatchKind::Strategic),
-            "application/apply-patch+yaml" | "application/apply-patch+json" => {
-                Some(PatchKind::Apply)
-            }
+            "application/apply-patch+yaml" | "application/apply-patch+json" => Some(PatchKind::Apply),
             _ => None,
         }
     }
@@ -42,14 +40,15 @@ pub fn unsupported_media_type(custom: bool) -> ApiError {
     ApiError::new(
         415,
         "UnsupportedMediaType",
-        format!("the body of the request was in an unknown format - accepted media types include: {accepted}"),
+        format!(
+            "the body of the request was in an unknown format - accepted media types include: {accepted}"
+        ),
     )
 }
 
 /// Parses a JSON body, mapping syntax errors to 400 as the apiserver does.
 pub fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))
+    serde_json::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))
 }
 
 /// Applies a JSON merge patch or JSON patch to `target` (a copy of the live object).
@@ -78,23 +77,11 @@ pub fn apply_json_kind(kind: PatchKind, target: &mut Value, body: &[u8]) -> Resu
 
 /// Keys by which built-in lists of objects are merged (an approximation of the
 /// `patchMergeKey` tags of the Go types).
-const MERGE_KEYS: &[&str] = &[
-    "name",
-    "containerPort",
-    "port",
-    "mountPath",
-    "devicePath",
-    "ip",
-    "type",
-];
+const MERGE_KEYS: &[&str] = &["name", "containerPort", "port", "mountPath", "devicePath", "ip", "type"];
 
 fn merge_key(patch_items: &[Value], target_items: &[Value]) -> Option<&'static str> {
     MERGE_KEYS.iter().copied().find(|k| {
-        !patch_items.is_empty()
-            && patch_items
-                .iter()
-                .chain(target_items)
-                .all(|i| i.get(k).is_some())
+        !patch_items.is_empty() && patch_items.iter().chain(target_items).all(|i| i.get(k).is_some())
     })
 }
 
@@ -137,9 +124,7 @@ pub fn strategic_merge(target: &mut Value, patch: &Value) {
                     for p in pitems {
                         let id = &p[key];
                         match titems.iter_mut().position(|t| &t[key] == id) {
-                            Some(i)
-                                if p.get("$patch").and_then(Value::as_str) == Some("delete") =>
-                            {
+                            Some(i) if p.get("$patch").and_then(Value::as_str) == Some("delete") => {
                                 titems.remove(i);
                             }
                             Some(i) => strategic_merge(&mut titems[i], p),

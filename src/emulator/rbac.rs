@@ -30,13 +30,7 @@ pub struct Rbac {
 }
 
 fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
+    v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
 }
 
 impl Rbac {
@@ -51,12 +45,7 @@ impl Rbac {
         for doc in super::parse_yaml_docs(yaml)? {
             let kind = doc["kind"].as_str().unwrap_or_default();
             let namespace = match kind {
-                "Role" => Some(
-                    doc["metadata"]["namespace"]
-                        .as_str()
-                        .unwrap_or("default")
-                        .to_string(),
-                ),
+                "Role" => Some(doc["metadata"]["namespace"].as_str().unwrap_or("default").to_string()),
                 "ClusterRole" => None,
                 _ => continue,
             };
@@ -88,40 +77,27 @@ impl Rbac {
             return Err(ApiError::new(401, "Unauthorized", "Unauthorized"));
         };
         let resource = req.resource_path();
-        let allowed = self
-            .bindings
-            .iter()
-            .filter(|(t, _)| t == user)
-            .any(|(_, rule)| {
-                let any = |list: &[String], want: &str| list.iter().any(|x| x == "*" || x == want);
-                any(&rule.api_groups, &req.group)
-                    && any(&rule.verbs, &req.verb)
-                    && rule.resources.iter().any(|r| {
-                        r == "*"
-                            || *r == resource
-                            || (r.starts_with("*/")
-                                && r[2..] == req.subresource
-                                && !req.subresource.is_empty())
-                            || (r.ends_with("/*")
-                                && r[..r.len() - 2] == req.resource
-                                && !req.subresource.is_empty())
-                    })
-                    && (rule.resource_names.is_empty()
-                        || (!req.name.is_empty() && rule.resource_names.contains(&req.name)))
-                    && rule
-                        .namespace
-                        .as_ref()
-                        .is_none_or(|ns| *ns == req.namespace)
-            });
+        let allowed = self.bindings.iter().filter(|(t, _)| t == user).any(|(_, rule)| {
+            let any = |list: &[String], want: &str| list.iter().any(|x| x == "*" || x == want);
+            any(&rule.api_groups, &req.group)
+                && any(&rule.verbs, &req.verb)
+                && rule.resources.iter().any(|r| {
+                    r == "*"
+                        || *r == resource
+                        || (r.starts_with("*/") && r[2..] == req.subresource && !req.subresource.is_empty())
+                        || (r.ends_with("/*")
+                            && r[..r.len() - 2] == req.resource
+                            && !req.subresource.is_empty())
+                })
+                && (rule.resource_names.is_empty()
+                    || (!req.name.is_empty() && rule.resource_names.contains(&req.name)))
+                && rule.namespace.as_ref().is_none_or(|ns| *ns == req.namespace)
+        });
         if allowed {
             Ok(())
         } else {
             Err(ApiError::forbidden(
-                &Subject {
-                    group: &req.group,
-                    resource: &resource,
-                    name: &req.name,
-                },
+                &Subject { group: &req.group, resource: &resource, name: &req.name },
                 user,
                 &req.verb,
                 &req.namespace,

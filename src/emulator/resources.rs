@@ -72,16 +72,7 @@ impl ResourceInfo {
         if self.read_only {
             vec!["get", "list", "watch"]
         } else {
-            vec![
-                "create",
-                "delete",
-                "deletecollection",
-                "get",
-                "list",
-                "patch",
-                "update",
-                "watch",
-            ]
+            vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
         }
     }
 }
@@ -140,23 +131,17 @@ impl Registry {
 
     /// The resource served at `group/version/plural`.
     pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<&ResourceInfo> {
-        self.resources
-            .iter()
-            .find(|r| r.group == group && r.version == version && r.plural == plural)
+        self.resources.iter().find(|r| r.group == group && r.version == version && r.plural == plural)
     }
 
     /// Any served version of `group/plural` (for fixture access independent of version).
     pub fn find_any_version(&self, group: &str, plural: &str) -> Option<&ResourceInfo> {
-        self.resources
-            .iter()
-            .find(|r| r.group == group && r.plural == plural)
+        self.resources.iter().find(|r| r.group == group && r.plural == plural)
     }
 
     /// The resource for an object's `apiVersion` and `kind`.
     pub fn find_kind(&self, api_version: &str, kind: &str) -> Option<&ResourceInfo> {
-        self.resources
-            .iter()
-            .find(|r| r.api_version() == api_version && r.kind == kind)
+        self.resources.iter().find(|r| r.api_version() == api_version && r.kind == kind)
     }
 
     /// All served resources.
@@ -189,8 +174,7 @@ impl Registry {
 
     /// Removes every version of `group/plural`.
     pub fn unregister(&mut self, group: &str, plural: &str) {
-        self.resources
-            .retain(|r| !(r.custom && r.group == group && r.plural == plural));
+        self.resources.retain(|r| !(r.custom && r.group == group && r.plural == plural));
     }
 }
 
@@ -199,38 +183,24 @@ fn invalid_crd(name: &str, field: &str, message: &str) -> ApiError {
         "apiextensions.k8s.io",
         "CustomResourceDefinition",
         name,
-        vec![Cause {
-            reason: "FieldValueRequired".into(),
-            message: message.into(),
-            field: field.into(),
-        }],
+        vec![Cause { reason: "FieldValueRequired".into(), message: message.into(), field: field.into() }],
     )
 }
 
 fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
+    v.as_array().map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default()
 }
 
 /// One `ResourceInfo` per served version of an `apiextensions.k8s.io/v1` CRD.
 fn parse_crd(crd: &Value) -> Result<Vec<ResourceInfo>, ApiError> {
     let name = crd["metadata"]["name"].as_str().unwrap_or_default();
     let spec = &crd["spec"];
-    let group = spec["group"]
-        .as_str()
-        .ok_or_else(|| invalid_crd(name, "spec.group", "Required value"))?;
+    let group = spec["group"].as_str().ok_or_else(|| invalid_crd(name, "spec.group", "Required value"))?;
     let names = &spec["names"];
-    let plural = names["plural"]
-        .as_str()
-        .ok_or_else(|| invalid_crd(name, "spec.names.plural", "Required value"))?;
-    let kind = names["kind"]
-        .as_str()
-        .ok_or_else(|| invalid_crd(name, "spec.names.kind", "Required value"))?;
+    let plural =
+        names["plural"].as_str().ok_or_else(|| invalid_crd(name, "spec.names.plural", "Required value"))?;
+    let kind =
+        names["kind"].as_str().ok_or_else(|| invalid_crd(name, "spec.names.kind", "Required value"))?;
     if name != format!("{plural}.{group}") {
         return Err(ApiError::invalid(
             "apiextensions.k8s.io",
@@ -238,9 +208,7 @@ fn parse_crd(crd: &Value) -> Result<Vec<ResourceInfo>, ApiError> {
             name,
             vec![Cause {
                 reason: "FieldValueInvalid".into(),
-                message: format!(
-                    "Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"
-                ),
+                message: format!("Invalid value: \"{name}\": must be spec.names.plural+\".\"+spec.group"),
                 field: "metadata.name".into(),
             }],
         ));
@@ -257,17 +225,13 @@ fn parse_crd(crd: &Value) -> Result<Vec<ResourceInfo>, ApiError> {
         if v["served"].as_bool() == Some(false) {
             continue;
         }
-        let version = v["name"]
-            .as_str()
-            .ok_or_else(|| invalid_crd(name, "spec.versions[].name", "Required value"))?;
+        let version =
+            v["name"].as_str().ok_or_else(|| invalid_crd(name, "spec.versions[].name", "Required value"))?;
         out.push(ResourceInfo {
             group: group.into(),
             version: version.into(),
             plural: plural.into(),
-            singular: names["singular"]
-                .as_str()
-                .map(String::from)
-                .unwrap_or_else(|| kind.to_lowercase()),
+            singular: names["singular"].as_str().map(String::from).unwrap_or_else(|| kind.to_lowercase()),
             kind: kind.into(),
             namespaced,
             short_names: strings(&names["shortNames"]),
@@ -278,19 +242,12 @@ fn parse_crd(crd: &Value) -> Result<Vec<ResourceInfo>, ApiError> {
             schema: v["schema"]["openAPIV3Schema"]
                 .as_object()
                 .map(|_| v["schema"]["openAPIV3Schema"].clone()),
-            printer_columns: v["additionalPrinterColumns"]
-                .as_array()
-                .cloned()
-                .unwrap_or_default(),
+            printer_columns: v["additionalPrinterColumns"].as_array().cloned().unwrap_or_default(),
             read_only: false,
         });
     }
     if out.is_empty() {
-        return Err(invalid_crd(
-            name,
-            "spec.versions",
-            "must have at least one served version",
-        ));
+        return Err(invalid_crd(name, "spec.versions", "must have at least one served version"));
     }
     Ok(out)
 }

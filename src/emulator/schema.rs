@@ -67,11 +67,7 @@ fn join(key: &str, path: &str) -> String {
 }
 
 fn required(field: &str) -> Cause {
-    Cause {
-        reason: "FieldValueRequired".into(),
-        message: "Required value".into(),
-        field: field.into(),
-    }
+    Cause { reason: "FieldValueRequired".into(), message: "Required value".into(), field: field.into() }
 }
 
 fn type_name(v: &Value) -> &'static str {
@@ -90,9 +86,7 @@ fn type_cause(path: &str, want: &str, v: &Value) -> Cause {
     let got = type_name(v);
     Cause {
         reason: "FieldValueTypeInvalid".into(),
-        message: format!(
-            "Invalid value: \"{got}\": {path} in body must be of type {want}: \"{got}\""
-        ),
+        message: format!("Invalid value: \"{got}\": {path} in body must be of type {want}: \"{got}\""),
         field: path.into(),
     }
 }
@@ -182,10 +176,7 @@ fn check(schema: &Value, v: &mut Value, path: &str, prune: bool, out: &mut Outco
             let supported: Vec<String> = options.iter().map(|o| o.to_string()).collect();
             out.causes.push(Cause {
                 reason: "FieldValueNotSupported".into(),
-                message: format!(
-                    "Unsupported value: {v}: supported values: {}",
-                    supported.join(", ")
-                ),
+                message: format!("Unsupported value: {v}: supported values: {}", supported.join(", ")),
                 field: path.into(),
             });
         }
@@ -203,11 +194,7 @@ fn check(schema: &Value, v: &mut Value, path: &str, prune: bool, out: &mut Outco
                 });
             }
             if let Some(min) = schema["minItems"].as_u64().filter(|m| n < *m) {
-                out.causes.push(invalid(
-                    path,
-                    &Value::Null,
-                    &format!("should have at least {min} items"),
-                ));
+                out.causes.push(invalid(path, &Value::Null, &format!("should have at least {min} items")));
             }
             if let Some(item_schema) = schema.get("items") {
                 for (i, item) in items.iter_mut().enumerate() {
@@ -231,16 +218,11 @@ fn check_scalar(schema: &Value, v: &Value, path: &str, out: &mut Outcome) {
             });
         }
         if let Some(min) = schema["minLength"].as_u64().filter(|m| len < *m) {
-            out.causes.push(invalid(
-                path,
-                v,
-                &format!("should be at least {min} chars long"),
-            ));
+            out.causes.push(invalid(path, v, &format!("should be at least {min} chars long")));
         }
         if let Some(p) = schema["pattern"].as_str() {
             if !regex_matches(p, s) {
-                out.causes
-                    .push(invalid(path, v, &format!("should match '{p}'")));
+                out.causes.push(invalid(path, v, &format!("should match '{p}'")));
             }
         }
     }
@@ -248,31 +230,15 @@ fn check_scalar(schema: &Value, v: &Value, path: &str, out: &mut Outcome) {
         if let Some(max) = schema["maximum"].as_f64() {
             let excl = schema["exclusiveMaximum"] == Value::Bool(true);
             if x > max || (excl && x == max) {
-                let op = if excl {
-                    "less than"
-                } else {
-                    "less than or equal to"
-                };
-                out.causes.push(invalid(
-                    path,
-                    v,
-                    &format!("should be {op} {}", schema["maximum"]),
-                ));
+                let op = if excl { "less than" } else { "less than or equal to" };
+                out.causes.push(invalid(path, v, &format!("should be {op} {}", schema["maximum"])));
             }
         }
         if let Some(min) = schema["minimum"].as_f64() {
             let excl = schema["exclusiveMinimum"] == Value::Bool(true);
             if x < min || (excl && x == min) {
-                let op = if excl {
-                    "greater than"
-                } else {
-                    "greater than or equal to"
-                };
-                out.causes.push(invalid(
-                    path,
-                    v,
-                    &format!("should be {op} {}", schema["minimum"]),
-                ));
+                let op = if excl { "greater than" } else { "greater than or equal to" };
+                out.causes.push(invalid(path, v, &format!("should be {op} {}", schema["minimum"])));
             }
         }
     }
@@ -287,21 +253,13 @@ fn check_combinators(schema: &Value, v: &Value, path: &str, out: &mut Outcome) {
     }
     if let Some(any) = schema["anyOf"].as_array() {
         if !any.iter().any(|s| satisfies(s, v, path)) {
-            out.causes.push(invalid(
-                path,
-                v,
-                "must validate at least one schema (anyOf)",
-            ));
+            out.causes.push(invalid(path, v, "must validate at least one schema (anyOf)"));
         }
     }
     if let Some(one) = schema["oneOf"].as_array() {
         let n = one.iter().filter(|s| satisfies(s, v, path)).count();
         if n != 1 {
-            let found = if n == 0 {
-                String::new()
-            } else {
-                format!(". Found {n} valid alternatives")
-            };
+            let found = if n == 0 { String::new() } else { format!(". Found {n} valid alternatives") };
             out.causes.push(invalid(
                 path,
                 v,
@@ -311,19 +269,12 @@ fn check_combinators(schema: &Value, v: &Value, path: &str, out: &mut Outcome) {
     }
     if let Some(not) = schema.get("not") {
         if satisfies(not, v, path) {
-            out.causes
-                .push(invalid(path, v, "must not validate the schema (not)"));
+            out.causes.push(invalid(path, v, "must not validate the schema (not)"));
         }
     }
 }
 
-fn check_object(
-    schema: &Value,
-    map: &mut Map<String, Value>,
-    path: &str,
-    prune: bool,
-    out: &mut Outcome,
-) {
+fn check_object(schema: &Value, map: &mut Map<String, Value>, path: &str, prune: bool, out: &mut Outcome) {
     let props = schema["properties"].as_object();
     let additional = schema.get("additionalProperties");
     let preserve = schema["x-kubernetes-preserve-unknown-fields"] == Value::Bool(true);

@@ -37,26 +37,16 @@ fn split_top(s: &str) -> Vec<String> {
         cur.push(c);
     }
     out.push(cur);
-    out.into_iter()
-        .map(|p| p.trim().to_string())
-        .filter(|p| !p.is_empty())
-        .collect()
+    out.into_iter().map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect()
 }
 
 fn parse(s: &str, what: &str) -> Result<Vec<Req>, ApiError> {
-    let bad = || {
-        ApiError::bad_request(format!(
-            "unable to parse requirement: invalid {what} selector: {s:?}"
-        ))
-    };
+    let bad =
+        || ApiError::bad_request(format!("unable to parse requirement: invalid {what} selector: {s:?}"));
     let mut out = vec![];
     for part in split_top(s) {
         let set = |rest: &str| -> Result<Vec<String>, ApiError> {
-            let inner = rest
-                .trim()
-                .strip_prefix('(')
-                .and_then(|r| r.strip_suffix(')'))
-                .ok_or_else(bad)?;
+            let inner = rest.trim().strip_prefix('(').and_then(|r| r.strip_suffix(')')).ok_or_else(bad)?;
             Ok(inner.split(',').map(|v| v.trim().to_string()).collect())
         };
         let req = if let Some((k, v)) = part.split_once("!=") {
@@ -71,10 +61,7 @@ fn parse(s: &str, what: &str) -> Result<Vec<Req>, ApiError> {
             Req::In(k.trim().into(), set(rest)?)
         } else if let Some(k) = part.strip_prefix('!') {
             Req::NotExists(k.trim().into())
-        } else if part
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
-        {
+        } else if part.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
             Req::Exists(part)
         } else {
             return Err(bad());
@@ -99,14 +86,8 @@ impl Selector {
     /// Parses the `labelSelector` and `fieldSelector` query parameters.
     pub fn parse(labels: Option<&str>, fields: Option<&str>) -> Result<Self, ApiError> {
         Ok(Selector {
-            labels: labels
-                .map(|l| parse(l, "label"))
-                .transpose()?
-                .unwrap_or_default(),
-            fields: fields
-                .map(|f| parse(f, "field"))
-                .transpose()?
-                .unwrap_or_default(),
+            labels: labels.map(|l| parse(l, "label")).transpose()?.unwrap_or_default(),
+            fields: fields.map(|f| parse(f, "field")).transpose()?.unwrap_or_default(),
         })
     }
 
@@ -114,15 +95,14 @@ impl Selector {
     /// `involvedObject.name`) and compared as strings.
     pub fn matches(&self, obj: &Value) -> bool {
         let labels = &obj["metadata"]["labels"];
-        eval(&self.labels, |k| {
-            labels.get(k).and_then(Value::as_str).map(String::from)
-        }) && eval(&self.fields, |k| {
-            let v = k.split('.').try_fold(obj, |cur, seg| cur.get(seg))?;
-            match v {
-                Value::String(s) => Some(s.clone()),
-                Value::Null => None,
-                other => Some(other.to_string()),
-            }
-        })
+        eval(&self.labels, |k| labels.get(k).and_then(Value::as_str).map(String::from))
+            && eval(&self.fields, |k| {
+                let v = k.split('.').try_fold(obj, |cur, seg| cur.get(seg))?;
+                match v {
+                    Value::String(s) => Some(s.clone()),
+                    Value::Null => None,
+                    other => Some(other.to_string()),
+                }
+            })
     }
 }

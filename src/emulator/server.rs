@@ -16,7 +16,7 @@ use super::objects::{self, as_version, FieldValidation, Target, WriteOpts};
 use super::patch::{self, PatchKind};
 use super::resources::ResourceInfo;
 use super::selectors::Selector;
-use super::{deployments, discovery, table, watch, Shared};
+use super::{deployments, discovery, openapi, table, watch, Shared};
 
 /// Router state.
 #[derive(Clone)]
@@ -60,21 +60,17 @@ fn parse_query(q: &str) -> HashMap<String, String> {
 }
 
 fn json_response(code: u16, body: &Value, warnings: &[String]) -> Response {
-    let mut b = Response::builder()
-        .status(code)
-        .header("content-type", "application/json");
+    let mut b = Response::builder().status(code).header("content-type", "application/json");
     for w in warnings {
         b = b.header("warning", format!("299 - \"{}\"", w.replace('"', "'")));
     }
-    b.body(Body::from(serde_json::to_vec(body).unwrap_or_default()))
-        .expect("static response parts")
+    b.body(Body::from(serde_json::to_vec(body).unwrap_or_default())).expect("static response parts")
 }
 
 fn error_response(e: &ApiError) -> Response {
     let mut r = json_response(e.code, &e.to_status(), &[]);
     if e.code == 429 || e.code == 503 {
-        r.headers_mut()
-            .insert("retry-after", "1".parse().expect("static header"));
+        r.headers_mut().insert("retry-after", "1".parse().expect("static header"));
     }
     r
 }
@@ -105,17 +101,10 @@ fn resolve(
     if tail.is_empty() || tail.len() > 3 {
         return Err(ApiError::no_route());
     }
-    let (resource, name, sub) = (
-        tail[0],
-        tail.get(1).copied().unwrap_or(""),
-        tail.get(2).copied().unwrap_or(""),
-    );
+    let (resource, name, sub) =
+        (tail[0], tail.get(1).copied().unwrap_or(""), tail.get(2).copied().unwrap_or(""));
     let inner = app.shared.lock().expect("emulator lock");
-    let info = inner
-        .registry
-        .find(group, version, resource)
-        .cloned()
-        .ok_or_else(ApiError::no_route)?;
+    let info = inner.registry.find(group, version, resource).cloned().ok_or_else(ApiError::no_route)?;
     drop(inner);
     if (!info.namespaced && !namespace.is_empty())
         || (info.namespaced && namespace.is_empty() && !name.is_empty())
@@ -180,14 +169,8 @@ pub(crate) async fn handle(
     let path = uri.path().to_string();
     let query = uri.query().unwrap_or("").to_string();
     let q = parse_query(&query);
-    let header = |n: &str| {
-        headers
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .map(String::from)
-    };
-    let user = header("authorization")
-        .and_then(|a| a.strip_prefix("Bearer ").map(|t| t.trim().to_string()));
+    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(String::from);
+    let user = header("authorization").and_then(|a| a.strip_prefix("Bearer ").map(|t| t.trim().to_string()));
     let content_type = header("content-type");
     let accept = header("accept").unwrap_or_default();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
@@ -195,6 +178,15 @@ pub(crate) async fn handle(
     let response = match segs.as_slice() {
         ["version"] => json_response(200, &discovery::version(), &[]),
         ["healthz" | "livez" | "readyz"] => Response::new(Body::from("ok")),
+        ["openapi", "v3"] => {
+            let reg = app.shared.lock().expect("emulator lock").registry.clone();
+            json_response(200, &openapi::index(&reg), &[])
+        }
+        ["openapi", "v3", "api", "v1"] | ["openapi", "v3", "apis", _, _] => {
+            let (g, v) = if segs[2] == "api" { ("", "v1") } else { (segs[3], segs[4]) };
+            let doc = openapi::group_version(&app.shared.lock().expect("emulator lock").registry, g, v);
+            doc.map_or_else(|| error_response(&ApiError::no_route()), |d| json_response(200, &d, &[]))
+        }
         ["api"] => json_response(200, &discovery::core_versions(&app.addr), &[]),
         ["apis"] => {
             let reg = app.shared.lock().expect("emulator lock").registry.clone();
@@ -202,30 +194,15 @@ pub(crate) async fn handle(
         }
         ["apis", g] => {
             let doc = discovery::group(&app.shared.lock().expect("emulator lock").registry, g);
-            doc.map_or_else(
-                || error_response(&ApiError::no_route()),
-                |d| json_response(200, &d, &[]),
-            )
+            doc.map_or_else(|| error_response(&ApiError::no_route()), |d| json_response(200, &d, &[]))
         }
         ["api", "v1"] | ["apis", _, _] => {
-            let (g, v) = if segs[0] == "api" {
-                ("", "v1")
-            } else {
-                (segs[1], segs[2])
-            };
-            let doc =
-                discovery::resources(&app.shared.lock().expect("emulator lock").registry, g, v);
-            doc.map_or_else(
-                || error_response(&ApiError::no_route()),
-                |d| json_response(200, &d, &[]),
-            )
+            let (g, v) = if segs[0] == "api" { ("", "v1") } else { (segs[1], segs[2]) };
+            let doc = discovery::resources(&app.shared.lock().expect("emulator lock").registry, g, v);
+            doc.map_or_else(|| error_response(&ApiError::no_route()), |d| json_response(200, &d, &[]))
         }
         ["api", "v1", rest @ ..] | ["apis", _, _, rest @ ..] => {
-            let (g, v) = if segs[0] == "api" {
-                ("", "v1")
-            } else {
-                (segs[1], segs[2])
-            };
+            let (g, v) = if segs[0] == "api" { ("", "v1") } else { (segs[1], segs[2]) };
             match resolve(&app, g, v, rest, &method, &q) {
                 Ok(rr) => {
                     info_for_log = rr.req.clone();
@@ -254,11 +231,7 @@ pub(crate) async fn handle(
         status: response.status().as_u16(),
         user,
         verb: info_for_log.verb.clone(),
-        resource: if info_for_log.resource.is_empty() {
-            String::new()
-        } else {
-            info_for_log.resource_path()
-        },
+        resource: if info_for_log.resource.is_empty() { String::new() } else { info_for_log.resource_path() },
         namespace: info_for_log.namespace,
         name: info_for_log.name,
     };
@@ -314,42 +287,20 @@ async fn serve_resource(
         let params = watch::WatchParams {
             resource_version: q.get("resourceVersion").cloned(),
             selector,
-            timeout: q
-                .get("timeoutSeconds")
-                .and_then(|t| t.parse().ok())
-                .map(Duration::from_secs),
+            timeout: q.get("timeoutSeconds").and_then(|t| t.parse().ok()).map(Duration::from_secs),
             send_initial_events: q.get("sendInitialEvents").is_some_and(|s| s == "true"),
         };
         return watch::start(&app.shared, info, req.clone(), params);
     }
-    let target = Target {
-        info,
-        namespace: &req.namespace,
-        name: &req.name,
-        subresource: &req.subresource,
-    };
-    let user_agent = headers
-        .get("user-agent")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("unknown");
+    let target = Target { info, namespace: &req.namespace, name: &req.name, subresource: &req.subresource };
+    let user_agent = headers.get("user-agent").and_then(|v| v.to_str().ok()).unwrap_or("unknown");
     let opts = WriteOpts {
         field_manager: q.get("fieldManager").cloned().or_else(|| {
             // The apiserver's default manager is the user agent's program name.
-            (content_type.and_then(PatchKind::from_content_type) != Some(PatchKind::Apply)).then(
-                || {
-                    user_agent
-                        .split('/')
-                        .next()
-                        .unwrap_or("unknown")
-                        .to_string()
-                },
-            )
+            (content_type.and_then(PatchKind::from_content_type) != Some(PatchKind::Apply))
+                .then(|| user_agent.split('/').next().unwrap_or("unknown").to_string())
         }),
-        field_validation: match q
-            .get("fieldValidation")
-            .map(|s| s.to_ascii_lowercase())
-            .as_deref()
-        {
+        field_validation: match q.get("fieldValidation").map(|s| s.to_ascii_lowercase()).as_deref() {
             Some("strict") => FieldValidation::Strict,
             Some("ignore") => FieldValidation::Ignore,
             _ => FieldValidation::Warn,
@@ -368,20 +319,14 @@ async fn serve_resource(
     };
     let result: Result<Response, ApiError> = (|| match req.verb.as_str() {
         "get" => {
-            let obj = inner
-                .store
-                .get(&target.key(&req.name))
-                .cloned()
-                .ok_or_else(|| objects_not_found(&target))?;
+            let obj =
+                inner.store.get(&target.key(&req.name)).cloned().ok_or_else(|| objects_not_found(&target))?;
             let obj = match req.subresource.as_str() {
                 "scale" => deployments::scale_of(&obj),
                 _ => as_version(info, obj),
             };
             if table::wants_table(accept) && req.subresource.is_empty() {
-                let rv = obj["metadata"]["resourceVersion"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
+                let rv = obj["metadata"]["resourceVersion"].as_str().unwrap_or_default().to_string();
                 return Ok(json_response(
                     200,
                     &table::render(info, &[obj], &rv, q.get("includeObject").map_or("", |s| s)),
@@ -413,11 +358,7 @@ async fn serve_resource(
         }
         "create" => {
             let w = objects::create(&mut inner, &target, parse_body()?, &opts)?;
-            Ok(json_response(
-                if w.created { 201 } else { 200 },
-                &w.object,
-                &w.warnings,
-            ))
+            Ok(json_response(if w.created { 201 } else { 200 }, &w.object, &w.warnings))
         }
         "update" => {
             let w = objects::update(&mut inner, &target, parse_body()?, &opts)?;
@@ -428,11 +369,7 @@ async fn serve_resource(
                 .and_then(PatchKind::from_content_type)
                 .ok_or_else(|| patch::unsupported_media_type(info.custom))?;
             let w = objects::patch(&mut inner, &target, kind, body, &opts)?;
-            Ok(json_response(
-                if w.created { 201 } else { 200 },
-                &w.object,
-                &w.warnings,
-            ))
+            Ok(json_response(if w.created { 201 } else { 200 }, &w.object, &w.warnings))
         }
         "delete" => {
             let gone = objects::delete(&mut inner, &target)?;
@@ -455,20 +392,11 @@ async fn serve_resource(
             for n in &names {
                 let t = Target {
                     name: n,
-                    ..Target {
-                        info,
-                        namespace: &req.namespace,
-                        name: "",
-                        subresource: "",
-                    }
+                    ..Target { info, namespace: &req.namespace, name: "", subresource: "" }
                 };
                 objects::delete(&mut inner, &t)?;
             }
-            Ok(json_response(
-                200,
-                &success_status(json!({"kind": info.plural, "group": info.group})),
-                &[],
-            ))
+            Ok(json_response(200, &success_status(json!({"kind": info.plural, "group": info.group})), &[]))
         }
         other => Err(ApiError::method_not_allowed(other)),
     })();

@@ -72,13 +72,7 @@ pub struct Store {
 impl Default for Store {
     fn default() -> Self {
         let (tx, _) = broadcast::channel(8192);
-        Store {
-            rv: 1000,
-            objects: BTreeMap::new(),
-            history: VecDeque::new(),
-            floor: 1000,
-            tx,
-        }
+        Store { rv: 1000, objects: BTreeMap::new(), history: VecDeque::new(), floor: 1000, tx }
     }
 }
 
@@ -98,9 +92,7 @@ impl Store {
         self.objects
             .iter()
             .filter(|(k, _)| {
-                k.group == group
-                    && k.resource == resource
-                    && namespace.is_none_or(|ns| k.namespace == ns)
+                k.group == group && k.resource == resource && namespace.is_none_or(|ns| k.namespace == ns)
             })
             .map(|(_, v)| v)
             .collect()
@@ -111,9 +103,7 @@ impl Store {
         self.objects
             .keys()
             .filter(|k| {
-                k.group == group
-                    && k.resource == resource
-                    && namespace.is_none_or(|ns| k.namespace == ns)
+                k.group == group && k.resource == resource && namespace.is_none_or(|ns| k.namespace == ns)
             })
             .cloned()
             .collect()
@@ -121,22 +111,14 @@ impl Store {
 
     /// Keys of every object in a namespace.
     pub fn keys_in_namespace(&self, namespace: &str) -> Vec<Key> {
-        self.objects
-            .keys()
-            .filter(|k| k.namespace == namespace)
-            .cloned()
-            .collect()
+        self.objects.keys().filter(|k| k.namespace == namespace).cloned().collect()
     }
 
     /// Stores `object` under `key`, stamping a fresh resourceVersion; returns the stored copy.
     pub fn put(&mut self, key: Key, mut object: Value) -> Value {
         self.rv += 1;
         object["metadata"]["resourceVersion"] = json!(self.rv.to_string());
-        let kind = if self.objects.contains_key(&key) {
-            EventType::Modified
-        } else {
-            EventType::Added
-        };
+        let kind = if self.objects.contains_key(&key) { EventType::Modified } else { EventType::Added };
         self.objects.insert(key.clone(), object.clone());
         self.record(kind, key, object.clone());
         object
@@ -152,12 +134,7 @@ impl Store {
     }
 
     fn record(&mut self, kind: EventType, key: Key, object: Value) {
-        let event = Arc::new(Event {
-            rv: self.rv,
-            kind,
-            key,
-            object,
-        });
+        let event = Arc::new(Event { rv: self.rv, kind, key, object });
         self.history.push_back(event.clone());
         while self.history.len() > HISTORY_LIMIT {
             if let Some(old) = self.history.pop_front() {

@@ -7,10 +7,7 @@ use super::resources::ResourceInfo;
 
 /// Whether the `Accept` header asks for a Table.
 pub fn wants_table(accept: &str) -> bool {
-    accept
-        .split(',')
-        .next()
-        .is_some_and(|first| first.contains("as=Table"))
+    accept.split(',').next().is_some_and(|first| first.contains("as=Table"))
 }
 
 /// `5s`, `3m`, `2h`, `4d` since an RFC 3339 timestamp, as kubectl prints ages.
@@ -57,10 +54,8 @@ fn columns(info: &ResourceInfo) -> (Vec<Value>, Box<dyn Fn(&Value) -> Vec<Value>
         let pcs = info.printer_columns.clone();
         let mut cols = vec![column("Name", "string")];
         for pc in &pcs {
-            let mut c = column(
-                pc["name"].as_str().unwrap_or_default(),
-                pc["type"].as_str().unwrap_or("string"),
-            );
+            let mut c =
+                column(pc["name"].as_str().unwrap_or_default(), pc["type"].as_str().unwrap_or("string"));
             c["priority"] = pc["priority"].clone();
             cols.push(c);
         }
@@ -80,10 +75,7 @@ fn columns(info: &ResourceInfo) -> (Vec<Value>, Box<dyn Fn(&Value) -> Vec<Value>
     }
     match (info.group.as_str(), info.plural.as_str()) {
         ("apps", "deployments") => (
-            ["Name", "Ready", "Up-to-date", "Available", "Age"]
-                .iter()
-                .map(|c| column(c, "string"))
-                .collect(),
+            ["Name", "Ready", "Up-to-date", "Available", "Age"].iter().map(|c| column(c, "string")).collect(),
             Box::new(move |o| {
                 let s = &o["status"];
                 let n = |v: &Value| v.as_i64().unwrap_or(0);
@@ -101,19 +93,11 @@ fn columns(info: &ResourceInfo) -> (Vec<Value>, Box<dyn Fn(&Value) -> Vec<Value>
             }),
         ),
         ("", "namespaces") => (
-            vec![
-                column("Name", "string"),
-                column("Status", "string"),
-                column("Age", "string"),
-            ],
+            vec![column("Name", "string"), column("Status", "string"), column("Age", "string")],
             Box::new(move |o| vec![name(o), json!("Active"), created(o)]),
         ),
         ("", "configmaps") => (
-            vec![
-                column("Name", "string"),
-                column("Data", "integer"),
-                column("Age", "string"),
-            ],
+            vec![column("Name", "string"), column("Data", "integer"), column("Age", "string")],
             Box::new(move |o| {
                 let n = o["data"].as_object().map_or(0, |m| m.len())
                     + o["binaryData"].as_object().map_or(0, |m| m.len());
@@ -121,18 +105,8 @@ fn columns(info: &ResourceInfo) -> (Vec<Value>, Box<dyn Fn(&Value) -> Vec<Value>
             }),
         ),
         ("coordination.k8s.io", "leases") => (
-            vec![
-                column("Name", "string"),
-                column("Holder", "string"),
-                column("Age", "string"),
-            ],
-            Box::new(move |o| {
-                vec![
-                    name(o),
-                    cell(&o["spec"]["holderIdentity"], "string"),
-                    created(o),
-                ]
-            }),
+            vec![column("Name", "string"), column("Holder", "string"), column("Age", "string")],
+            Box::new(move |o| vec![name(o), cell(&o["spec"]["holderIdentity"], "string"), created(o)]),
         ),
         _ => (
             vec![column("Name", "string"), column("Age", "string")],
@@ -143,12 +117,7 @@ fn columns(info: &ResourceInfo) -> (Vec<Value>, Box<dyn Fn(&Value) -> Vec<Value>
 
 /// A Table for `objects`; `include` is the `includeObject` parameter (`None`, `Metadata`,
 /// `Object`; default `Metadata`).
-pub fn render(
-    info: &ResourceInfo,
-    objects: &[Value],
-    resource_version: &str,
-    include: &str,
-) -> Value {
+pub fn render(info: &ResourceInfo, objects: &[Value], resource_version: &str, include: &str) -> Value {
     let (cols, cells) = columns(info);
     let rows: Vec<Value> = objects
         .iter()

@@ -62,12 +62,7 @@ fn take_drop_fault(inner: &mut Inner, req: &RequestInfo) -> bool {
 }
 
 /// Starts a watch; the response streams until the timeout, a drop, or the client leaves.
-pub(crate) fn start(
-    shared: &Shared,
-    info: &ResourceInfo,
-    req: RequestInfo,
-    p: WatchParams,
-) -> Response {
+pub(crate) fn start(shared: &Shared, info: &ResourceInfo, req: RequestInfo, p: WatchParams) -> Response {
     let (mut tx, rx) = mpsc::channel::<Result<Bytes, Infallible>>(64);
     let namespace = (!req.namespace.is_empty()).then(|| req.namespace.clone());
     let name = req.name.clone();
@@ -99,10 +94,7 @@ pub(crate) fn start(
                 }
             }
             Some(rv) => {
-                let since = rv
-                    .parse::<u64>()
-                    .ok()
-                    .and_then(|n| inner.store.events_since(n));
+                let since = rv.parse::<u64>().ok().and_then(|n| inner.store.events_since(n));
                 match since {
                     None => {
                         initial.push(line("ERROR", &expired(rv)));
@@ -111,10 +103,7 @@ pub(crate) fn start(
                     Some(events) => {
                         for e in events.iter().filter(|e| filter(e)) {
                             if p.selector.matches(&e.object) {
-                                initial.push(line(
-                                    e.kind.as_str(),
-                                    &as_version(info, e.object.clone()),
-                                ));
+                                initial.push(line(e.kind.as_str(), &as_version(info, e.object.clone())));
                             }
                         }
                     }
@@ -138,11 +127,7 @@ pub(crate) fn start(
         let (dtx, drx) = oneshot::channel();
         inner.next_watch_id += 1;
         id = inner.next_watch_id;
-        inner.open_watches.push(OpenWatch {
-            id,
-            req: req.clone(),
-            drop: Some(dtx),
-        });
+        inner.open_watches.push(OpenWatch { id, req: req.clone(), drop: Some(dtx) });
         drop_rx = drx;
     }
     let info = info.clone();
@@ -155,11 +140,7 @@ pub(crate) fn start(
                 .then(|| line(e.kind.as_str(), &as_version(&info, e.object.clone())))
         })
         .await;
-        shared2
-            .lock()
-            .expect("emulator lock")
-            .open_watches
-            .retain(|w| w.id != id);
+        shared2.lock().expect("emulator lock").open_watches.retain(|w| w.id != id);
     });
     Response::builder()
         .status(200)
@@ -182,9 +163,7 @@ async fn pump(
     let mut seen = 0u64;
     for l in initial {
         if let Ok(v) = serde_json::from_slice::<Value>(&l) {
-            if let Some(rv) = v["object"]["metadata"]["resourceVersion"]
-                .as_str()
-                .and_then(|r| r.parse().ok())
+            if let Some(rv) = v["object"]["metadata"]["resourceVersion"].as_str().and_then(|r| r.parse().ok())
             {
                 seen = seen.max(rv);
             }

@@ -94,10 +94,5 @@ pub fn dynamic(yaml: &str) -> DynamicObject {
 
 /// The weights of the first http route, in order.
 pub fn weights(vs: &serde_json::Value) -> Vec<i64> {
-    vs["spec"]["http"][0]["route"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["weight"].as_i64().unwrap())
-        .collect()
+    vs["spec"]["http"][0]["route"].as_array().unwrap().iter().map(|d| d["weight"].as_i64().unwrap()).collect()
 }

@@ -1,0 +1,188 @@
+//! `canaryd plan POLICY --rps N`: the steps as a table, what each needs for a verdict at the
+//! given traffic, and the next schedule windows.
+
+use super::output::{human_secs, table, Format};
+use crate::plan;
+use crate::policy::{self, Policy};
+use crate::schedule::CompiledSchedule;
+use jiff::Timestamp;
+use serde_json::json;
+use std::path::Path;
+
+/// Loads and validates one policy file, printing located errors; `Err(exit code)` on failure.
+pub fn load(path: &Path) -> Result<Policy, i32> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        eprintln!("error: cannot read {name}: {e}");
+        2
+    })?;
+    policy::parse_policy(&name, &text).map_err(|d| {
+        eprintln!("{d}");
+        1
+    })
+}
+
+/// One row of the plan.
+struct Row {
+    step: usize,
+    routing: String,
+    bake_secs: u64,
+    needed: u64,
+    secs_to_verdict: f64,
+}
+
+pub fn run(path: &Path, rps: f64, baseline_error_rate: f64, now: Option<&str>, format: Format) -> i32 {
+    if !(rps.is_finite() && rps >= 0.0) {
+        eprintln!("error: --rps {rps} is not a request rate\n  give requests per second of the route, e.g. --rps 20");
+        return 2;
+    }
+    let now: Timestamp = match now.map(str::parse).transpose() {
+        Ok(t) => t.unwrap_or_else(Timestamp::now),
+        Err(e) => {
+            eprintln!("error: --now: {e}\n  give an RFC 3339 time such as 2026-11-23T01:00:00Z");
+            return 2;
+        }
+    };
+    let policy = match load(path) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let analysis = &policy.spec.analysis;
+    let interval = analysis.interval.as_secs() as f64;
+    let steps = plan::steps(&policy);
+    let rows: Vec<Row> = steps
+        .iter()
+        .map(|s| {
+            let share = s.canary_share();
+            let needed = crate::judge::requests_for_verdict(analysis, baseline_error_rate, share)
+                .max(analysis.min_requests);
+            let canary_rps = rps * share;
+            let secs = if canary_rps > 0.0 {
+                (needed as f64 / canary_rps / interval).ceil().max(1.0) * interval
+            } else {
+                f64::INFINITY
+            };
+            Row {
+                step: s.index + 1,
+                routing: s.traffic.describe(),
+                bake_secs: s.bake.as_secs(),
+                needed,
+                secs_to_verdict: secs,
+            }
+        })
+        .collect();
+    let mut warnings = Vec::new();
+    let max_ext = u64::from(analysis.on_inconclusive.max_extensions);
+    for r in &rows {
+        if r.secs_to_verdict > r.bake_secs as f64 {
+            let extended = r.bake_secs * (max_ext + 1);
+            let tail = if r.secs_to_verdict <= extended as f64 {
+                format!("it will be extended to reach a verdict (up to {max_ext} extensions)")
+            } else {
+                "it cannot reach a verdict even with every extension: raise the bake, the weight or the tolerance".to_string()
+            };
+            warnings.push(format!(
+                "step {}: at {rps} req/s the canary needs {} for {} requests, but the step bakes {}; {tail}",
+                r.step,
+                human_secs(r.secs_to_verdict),
+                r.needed,
+                human_secs(r.bake_secs as f64)
+            ));
+        }
+    }
+    let windows = policy.spec.schedule.as_ref().and_then(|s| CompiledSchedule::new(s).ok()).map(|cs| {
+        let current = cs.window_at(now);
+        let next = cs.next_windows(now, 3);
+        (cs, current, next)
+    });
+    let total = plan::total_bake(&steps).as_secs();
+    match format {
+        Format::Json => {
+            let out = json!({
+                "policy": policy.key(),
+                "rps": rps,
+                "steps": rows.iter().map(|r| json!({
+                    "step": r.step, "routing": r.routing, "bakeSeconds": r.bake_secs,
+                    "requestsNeeded": r.needed,
+                    "secondsToVerdict": if r.secs_to_verdict.is_finite() { json!(r.secs_to_verdict) } else { json!(null) },
+                    "verdictWithinBake": r.secs_to_verdict <= r.bake_secs as f64,
+                })).collect::<Vec<_>>(),
+                "totalBakeSeconds": total,
+                "promotion": policy.spec.promotion.mode,
+                "windows": windows.as_ref().map(|(_, cur, next)| json!({
+                    "current": cur.map(|w| json!({"start": w.start.to_string(), "end": w.end.to_string()})),
+                    "next": next.iter().map(|w| json!({"start": w.start.to_string(), "end": w.end.to_string()})).collect::<Vec<_>>(),
+                })),
+                "warnings": warnings,
+            });
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        }
+        Format::Human => {
+            let t = &policy.spec.target;
+            println!(
+                "{}: VirtualService {}, {} → {}, promotion by {:?}",
+                policy.key(),
+                t.virtual_service,
+                t.stable.subset,
+                t.canary.subset,
+                policy.spec.promotion.mode
+            );
+            println!(
+                "judged every {} at {}% confidence: errors within {} pp, p{} latency within +{}%{}",
+                analysis.interval,
+                analysis.confidence * 100.0,
+                analysis.success_rate.tolerance,
+                analysis.latency.quantile * 100.0,
+                analysis.latency.tolerance,
+                if analysis.custom.is_empty() {
+                    String::new()
+                } else {
+                    format!(", {} custom checks", analysis.custom.len())
+                }
+            );
+            println!();
+            let mut t = vec![vec![
+                "STEP".into(),
+                "ROUTING".into(),
+                "BAKE".into(),
+                "CANARY REQS NEEDED".into(),
+                format!("TIME AT {rps} RPS"),
+                "VERDICT IN BAKE".into(),
+            ]];
+            for r in &rows {
+                t.push(vec![
+                    r.step.to_string(),
+                    r.routing.clone(),
+                    human_secs(r.bake_secs as f64),
+                    r.needed.to_string(),
+                    human_secs(r.secs_to_verdict),
+                    if r.secs_to_verdict <= r.bake_secs as f64 { "yes".into() } else { "NO".into() },
+                ]);
+            }
+            t.push(vec![
+                "→".into(),
+                "promote".into(),
+                format!("{:?}", policy.spec.promotion.mode).to_lowercase(),
+            ]);
+            print!("{}", table(&t));
+            println!("\nshortest rollout: {} of bake", human_secs(total as f64));
+            if let Some((cs, current, next)) = &windows {
+                let tz = cs.time_zone().clone();
+                let fmt = |t: Timestamp| t.to_zoned(tz.clone()).strftime("%a %Y-%m-%d %H:%M %Z").to_string();
+                println!("\nschedule windows ({}):", tz.iana_name().unwrap_or("UTC"));
+                if let Some(w) = current {
+                    println!("  now open   {} – {}", fmt(w.start), fmt(w.end));
+                }
+                for w in next {
+                    println!("  next       {} – {}", fmt(w.start), fmt(w.end));
+                }
+            } else {
+                println!("no schedule: a new revision starts rolling out at once");
+            }
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
+        }
+    }
+    0
+}

@@ -1,0 +1,90 @@
+//! `canaryd validate PATH...`: every problem in every file, then exit 0 or 1.
+
+use super::Format;
+use crate::policy::{self, Diagnostic};
+use std::path::{Path, PathBuf};
+
+/// Collects policy files: the files given, and *.yaml / *.yml below the directories given.
+pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            walk(p, &mut out).map_err(|e| format!("cannot read directory {}: {e}", p.display()))?;
+        } else if p.exists() {
+            out.push(p.clone());
+        } else {
+            return Err(format!("{} does not exist", p.display()));
+        }
+    }
+    Ok(out)
+}
+
+fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
+    entries.sort_by_key(|e| e.path());
+    for e in entries {
+        let p = e.path();
+        if p.is_dir() {
+            walk(&p, out)?;
+        } else if matches!(p.extension().and_then(|x| x.to_str()), Some("yaml" | "yml")) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+pub fn run(paths: &[PathBuf], format: Format) -> i32 {
+    let files = match collect(paths) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    let mut problems: Vec<Diagnostic> = Vec::new();
+    for file in &files {
+        let name = file.display().to_string();
+        match std::fs::read(file) {
+            Ok(bytes) => match String::from_utf8(bytes) {
+                Ok(text) => {
+                    if let Err(d) = policy::parse_policy(&name, &text) {
+                        problems.extend(d.0);
+                    }
+                }
+                Err(_) => problems.push(
+                    Diagnostic::at(&name, None, "", "the file is not UTF-8 text".into())
+                        .help("save the policy as UTF-8"),
+                ),
+            },
+            Err(e) => problems.push(Diagnostic::at(&name, None, "", format!("cannot read: {e}"))),
+        }
+    }
+    match format {
+        Format::Json => {
+            let out =
+                serde_json::json!({ "files": files.len(), "valid": problems.is_empty(), "errors": problems });
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        }
+        Format::Human => {
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            if problems.is_empty() {
+                println!("{} {} valid", files.len(), if files.len() == 1 { "policy" } else { "policies" });
+            } else {
+                eprintln!(
+                    "{} {} in {} {}",
+                    problems.len(),
+                    if problems.len() == 1 { "error" } else { "errors" },
+                    files.len(),
+                    if files.len() == 1 { "file" } else { "files" }
+                );
+            }
+        }
+    }
+    if files.is_empty() {
+        eprintln!("error: no policy files (*.yaml, *.yml) found");
+        return 2;
+    }
+    i32::from(!problems.is_empty())
+}

@@ -1,0 +1,583 @@
+//! The transition function. One method per input; helpers for the shared moves (start, enter a
+//! step, promote, abort) so each rule is written once.
+
+use super::{Action, Command, Input, PendingAlert, Phase, RolloutState, Transition};
+use crate::judge::{self, CheckResult, Evidence, IntervalVerdict, JudgeState, Verdict};
+use crate::observation::Observation;
+use crate::plan::{self, PlanStep, Traffic};
+use crate::policy::{
+    AlertEvent, DriftAction, GateKind, InconclusiveAction, OutsideWindow, Policy, PromotionMode,
+};
+use crate::schedule::CompiledSchedule;
+use jiff::Timestamp;
+
+/// Applies one input at time `now` and returns the new state and the actions to carry out.
+pub fn step(policy: &Policy, state: &RolloutState, input: Input, now: Timestamp) -> Transition {
+    let mut m = Machine {
+        policy,
+        plan: plan::steps(policy),
+        schedule: policy.spec.schedule.as_ref().and_then(|s| CompiledSchedule::new(s).ok()),
+        s: state.clone(),
+        actions: Vec::new(),
+        now: now.as_second(),
+    };
+    m.handle(input);
+    if m.s != *state {
+        m.s.decisions = state.decisions + 1;
+    }
+    let wake_at = m.wake_at();
+    Transition { state: m.s, actions: m.actions, wake_at }
+}
+
+struct Machine<'a> {
+    policy: &'a Policy,
+    plan: Vec<PlanStep>,
+    schedule: Option<CompiledSchedule>,
+    s: RolloutState,
+    actions: Vec<Action>,
+    now: i64,
+}
+
+impl Machine<'_> {
+    fn handle(&mut self, input: Input) {
+        match input {
+            Input::Tick => self.tick(),
+            Input::NewRevision(rev) => self.new_revision(rev),
+            Input::Observed(result) => self.observed(result),
+            Input::Gate { kind, open, detail } => self.gate(kind, open, &detail),
+            Input::Command(c) => self.command(c),
+            Input::StableRolledOut => {
+                if self.s.phase == Phase::Promoting {
+                    self.set_traffic(Traffic::stable_only());
+                    self.actions.push(Action::ScaleCanaryDown);
+                    self.finish_promoted("stable now runs the canary's pod template");
+                }
+            }
+            Input::Drift { observed } => self.drift(observed),
+            Input::AlertDelivered { id, channel } => self.delivered(id, channel),
+        }
+    }
+
+    // ---- inputs -------------------------------------------------------------------------
+
+    fn tick(&mut self) {
+        match self.s.phase {
+            Phase::Pending => {
+                if !self.may_advance() {
+                    return;
+                }
+                if self.has_gate(GateKind::ConfirmRollout) {
+                    self.await_gate(GateKind::ConfirmRollout);
+                } else {
+                    self.start();
+                }
+            }
+            Phase::Progressing | Phase::Paused => {
+                if self.may_advance() {
+                    if self.s.reset_outside_window {
+                        // Back inside a window: restore the step's routing and bake it afresh.
+                        self.s.reset_outside_window = false;
+                        let step = self.s.step;
+                        self.enter_step(step, "window opened again; restarting the step");
+                    }
+                    if let Some(kind) = self.awaiting() {
+                        self.actions.push(Action::CallGate(kind));
+                    }
+                    return;
+                }
+                match self.schedule_outside() {
+                    OutsideWindow::Hold => {}
+                    OutsideWindow::Reset => {
+                        if !self.s.reset_outside_window {
+                            self.s.reset_outside_window = true;
+                            self.set_traffic(Traffic::stable_only());
+                            self.record(
+                                "WindowClosed",
+                                "window closed: traffic back on stable until the next window".into(),
+                            );
+                        }
+                    }
+                    OutsideWindow::Abort => {
+                        self.abort("the schedule window closed before the rollout finished".into(), None)
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn new_revision(&mut self, rev: String) {
+        if self.s.revision.as_deref() == Some(rev.as_str()) {
+            return;
+        }
+        if self.s.phase.is_active() {
+            self.set_traffic(Traffic::stable_only());
+            self.record(
+                "Superseded",
+                format!(
+                    "revision {rev} replaces {} mid-rollout; starting over",
+                    self.s.revision.as_deref().unwrap_or("?")
+                ),
+            );
+        }
+        let keep = RolloutState {
+            decisions: self.s.decisions,
+            alert_seq: self.s.alert_seq,
+            outbox: std::mem::take(&mut self.s.outbox),
+            traffic: self.s.traffic.clone(),
+            ..RolloutState::default()
+        };
+        self.s = RolloutState { phase: Phase::Pending, revision: Some(rev.clone()), ..keep };
+        self.record("NewRevision", format!("revision {rev} is pending"));
+        self.tick();
+    }
+
+    fn observed(&mut self, result: Result<Observation, String>) {
+        if !matches!(self.s.phase, Phase::Progressing | Phase::Paused) || self.s.reset_outside_window {
+            return;
+        }
+        if self.has_gate(GateKind::Rollback) {
+            self.actions.push(Action::CallGate(GateKind::Rollback));
+        }
+        let obs = match result {
+            Ok(obs) => obs,
+            Err(msg) => {
+                let verdict = error_verdict(&msg, self.now);
+                return self.unreadable(verdict, msg);
+            }
+        };
+        let end_of_step = self.now >= self.step_deadline();
+        let (judge_state, verdict) =
+            judge::judge(&self.policy.spec.analysis, &self.s.judge, &obs, end_of_step);
+        self.s.judge = judge_state;
+        self.s.observed_until = Some(self.now);
+        self.s.last_verdict = Some(verdict.clone());
+        match verdict.verdict {
+            Verdict::Fail => {
+                let why = verdict.decisive_check().map(|c| c.evidence.summary.clone()).unwrap_or_default();
+                self.abort(format!("check failed: {why}"), Some(verdict));
+            }
+            Verdict::Error => {
+                let why = verdict.decisive_check().map(|c| c.evidence.summary.clone()).unwrap_or_default();
+                self.unreadable(verdict, why);
+            }
+            Verdict::Pass => {
+                self.s.consecutive_errors = 0;
+                // Outside a window a passing step waits: steps advance only inside windows.
+                if end_of_step
+                    && self.s.phase == Phase::Progressing
+                    && self.s.awaiting_gate.is_none()
+                    && self.may_advance()
+                {
+                    self.step_passed();
+                }
+            }
+            Verdict::Inconclusive => {
+                self.s.consecutive_errors = 0;
+                if end_of_step && self.s.phase == Phase::Progressing && self.s.awaiting_gate.is_none() {
+                    self.inconclusive(verdict);
+                }
+            }
+        }
+    }
+
+    fn gate(&mut self, kind: GateKind, open: bool, detail: &str) {
+        if kind == GateKind::Rollback {
+            if open && self.s.phase.is_active() {
+                self.abort(format!("rollback gate answered 2xx: {detail}"), None);
+            }
+            return;
+        }
+        if self.awaiting() != Some(kind) {
+            return;
+        }
+        if !open {
+            self.s.reason = Some(format!("waiting for gate {}: {detail}", gate_name(kind)));
+            return;
+        }
+        self.s.awaiting_gate = None;
+        self.s.reason = None;
+        match kind {
+            GateKind::ConfirmRollout => self.start(),
+            GateKind::ConfirmStep => {
+                let next = self.s.step + 1;
+                self.enter_step(next, "gate confirm-step opened");
+            }
+            GateKind::ConfirmPromotion => self.promote_now(),
+            GateKind::Rollback => {}
+        }
+    }
+
+    fn command(&mut self, c: Command) {
+        match c {
+            Command::Start => {
+                if matches!(self.s.phase, Phase::Pending) || (self.s.phase.is_active() && !self.may_advance())
+                {
+                    self.s.forced_start = true;
+                    self.record("Started", "schedule overridden by canaryd start".into());
+                    self.tick();
+                }
+            }
+            Command::Promote => {
+                if matches!(self.s.phase, Phase::Progressing | Phase::Paused) {
+                    self.record(
+                        "ManualPromote",
+                        "promoted by operator (remaining steps and gates skipped)".into(),
+                    );
+                    self.promote_now();
+                }
+            }
+            Command::Abort(reason) => {
+                if matches!(
+                    self.s.phase,
+                    Phase::Pending | Phase::Progressing | Phase::Paused | Phase::Promoting
+                ) {
+                    self.abort(format!("aborted by operator: {reason}"), None);
+                }
+            }
+            Command::Pause => {
+                if self.s.phase == Phase::Progressing {
+                    self.s.phase = Phase::Paused;
+                    self.s.reason = Some("paused by operator".into());
+                    self.record("Paused", "paused by operator".into());
+                }
+            }
+            Command::Resume => {
+                if self.s.phase == Phase::Paused {
+                    self.s.phase = Phase::Progressing;
+                    self.s.reason = None;
+                    self.record("Resumed", "resumed by operator".into());
+                    if self.s.step_passed {
+                        self.next_step();
+                    }
+                }
+            }
+            Command::Retry => {
+                if self.s.phase == Phase::Aborted {
+                    let rev = self.s.revision.take().unwrap_or_default();
+                    self.s.phase = Phase::Idle;
+                    self.new_revision(rev);
+                }
+            }
+        }
+    }
+
+    fn drift(&mut self, observed: Traffic) {
+        if !self.s.phase.is_active() || observed == self.s.traffic {
+            return;
+        }
+        let msg = format!(
+            "routing changed outside canaryd: found {}, expected {}",
+            observed.describe(),
+            self.s.traffic.describe()
+        );
+        match self.policy.spec.on_drift {
+            DriftAction::Reassert => {
+                self.actions.push(Action::SetTraffic(self.s.traffic.clone()));
+                self.record("DriftReasserted", msg);
+            }
+            DriftAction::Hold => {
+                self.s.traffic = observed;
+                self.s.phase = Phase::Paused;
+                self.s.reason = Some(msg.clone());
+                self.record("DriftHeld", msg);
+            }
+        }
+    }
+
+    fn delivered(&mut self, id: u64, channel: String) {
+        let channels = |event| channels_for(self.policy, event);
+        if let Some(alert) = self.s.outbox.iter_mut().find(|a| a.id == id) {
+            if !alert.delivered.contains(&channel) {
+                alert.delivered.push(channel);
+            }
+        }
+        self.s.outbox.retain(|a| !channels(a.event).iter().all(|c| a.delivered.contains(c)));
+    }
+
+    // ---- moves ---------------------------------------------------------------------------
+
+    fn start(&mut self) {
+        self.s.phase = Phase::Progressing;
+        self.s.started = Some(self.now);
+        self.s.judge = JudgeState::default();
+        self.s.observed_until = Some(self.now);
+        self.s.reason = None;
+        let rev = self.s.revision.clone().unwrap_or_default();
+        self.alert(AlertEvent::Start, format!("rollout of revision {rev} started"), None);
+        self.enter_step(0, "rollout started");
+    }
+
+    fn enter_step(&mut self, index: usize, why: &str) {
+        let Some(step) = self.plan.get(index).cloned() else {
+            return self.promote();
+        };
+        self.s.step = index;
+        self.s.step_started = Some(self.now);
+        self.s.extensions = 0;
+        self.s.step_passed = false;
+        self.s.judge.start_step();
+        self.set_traffic(step.traffic.clone());
+        let msg = format!(
+            "step {}/{}: {} for at least {} ({why})",
+            index + 1,
+            self.plan.len(),
+            step.traffic.describe(),
+            step.bake
+        );
+        if index > 0 {
+            self.alert(AlertEvent::Step, msg.clone(), self.s.last_verdict.clone());
+        }
+        self.record("StepStarted", msg);
+    }
+
+    fn step_passed(&mut self) {
+        let pause = self.plan.get(self.s.step).is_some_and(|s| s.pause);
+        self.s.step_passed = true;
+        if pause {
+            self.s.phase = Phase::Paused;
+            self.s.reason = Some(format!("step {} passed; paused until `canaryd resume`", self.s.step + 1));
+            self.record("StepPaused", self.s.reason.clone().unwrap_or_default());
+        } else {
+            self.next_step();
+        }
+    }
+
+    fn next_step(&mut self) {
+        let next = self.s.step + 1;
+        match self.plan.get(next) {
+            Some(step) => {
+                let rises = step.traffic.canary_weight > self.s.traffic.canary_weight;
+                if rises && self.has_gate(GateKind::ConfirmStep) {
+                    self.await_gate(GateKind::ConfirmStep);
+                } else {
+                    self.enter_step(next, "previous step passed");
+                }
+            }
+            None => self.promote(),
+        }
+    }
+
+    fn inconclusive(&mut self, verdict: IntervalVerdict) {
+        let policy = &self.policy.spec.analysis.on_inconclusive;
+        let exhausted = self.s.extensions >= policy.max_extensions;
+        match policy.action {
+            InconclusiveAction::Extend if !exhausted => {
+                self.s.extensions += 1;
+                self.record(
+                    "StepExtended",
+                    format!(
+                        "step {} inconclusive; extended ({}/{})",
+                        self.s.step + 1,
+                        self.s.extensions,
+                        policy.max_extensions
+                    ),
+                );
+            }
+            InconclusiveAction::Abort => {
+                self.abort("evidence inconclusive at the end of the step".into(), Some(verdict))
+            }
+            InconclusiveAction::Extend if policy.abort_when_exhausted => self.abort(
+                format!("evidence still inconclusive after {} extensions", policy.max_extensions),
+                Some(verdict),
+            ),
+            _ => {
+                if self.s.reason.is_none() {
+                    let msg = format!(
+                        "step {} inconclusive; holding at {} until the evidence is conclusive",
+                        self.s.step + 1,
+                        self.s.traffic.describe()
+                    );
+                    self.s.reason = Some(msg.clone());
+                    self.alert(AlertEvent::Inconclusive, msg.clone(), Some(verdict));
+                    self.record("Holding", msg);
+                }
+            }
+        }
+    }
+
+    fn promote(&mut self) {
+        if self.has_gate(GateKind::ConfirmPromotion) {
+            self.await_gate(GateKind::ConfirmPromotion);
+        } else {
+            self.promote_now();
+        }
+    }
+
+    fn promote_now(&mut self) {
+        self.s.awaiting_gate = None;
+        self.set_traffic(Traffic::canary_only());
+        match self.policy.spec.promotion.mode {
+            PromotionMode::Shift => {
+                self.finish_promoted("the canary serves 100%; the old version can be taken offline")
+            }
+            PromotionMode::Copy => {
+                self.s.phase = Phase::Promoting;
+                self.actions.push(Action::CopyCanaryToStable);
+                self.record("Promoting", "copying the canary pod template to the stable workload".into());
+            }
+        }
+    }
+
+    fn finish_promoted(&mut self, how: &str) {
+        self.s.phase = Phase::Promoted;
+        self.s.finished = Some(self.now);
+        let msg = format!("revision {} promoted: {how}", self.s.revision.as_deref().unwrap_or("?"));
+        self.s.reason = Some(msg.clone());
+        self.alert(AlertEvent::Promote, msg.clone(), self.s.last_verdict.clone());
+        self.record("Promoted", msg);
+    }
+
+    /// Abort: traffic back to stable in this very transition, then the alert.
+    fn abort(&mut self, reason: String, verdict: Option<IntervalVerdict>) {
+        let at = format!("step {}/{} ({})", self.s.step + 1, self.plan.len(), self.s.traffic.describe());
+        let was_active = self.s.phase.is_active();
+        self.set_traffic(Traffic::stable_only());
+        self.s.phase = Phase::Aborted;
+        self.s.finished = Some(self.now);
+        self.s.awaiting_gate = None;
+        self.s.reason = Some(reason.clone());
+        let headline = if was_active {
+            format!("aborted at {at}: {reason}")
+        } else {
+            format!("aborted before start: {reason}")
+        };
+        self.alert(AlertEvent::Abort, headline.clone(), verdict);
+        self.record("Aborted", headline);
+    }
+
+    fn unreadable(&mut self, verdict: IntervalVerdict, why: String) {
+        self.s.consecutive_errors += 1;
+        self.s.last_verdict = Some(verdict.clone());
+        let limit = self.policy.spec.analysis.max_consecutive_errors;
+        if self.s.consecutive_errors >= limit {
+            self.abort(
+                format!("evidence unreadable for {limit} consecutive intervals (last: {why})"),
+                Some(verdict),
+            );
+        } else {
+            self.record(
+                "EvidenceError",
+                format!("evidence unreadable ({}/{limit}): {why}", self.s.consecutive_errors),
+            );
+        }
+    }
+
+    // ---- helpers -------------------------------------------------------------------------
+
+    fn set_traffic(&mut self, t: Traffic) {
+        if t != self.s.traffic {
+            self.s.traffic = t.clone();
+            self.actions.push(Action::SetTraffic(t));
+        }
+    }
+
+    fn record(&mut self, reason: &'static str, message: String) {
+        self.actions.push(Action::Record { reason, message });
+    }
+
+    fn alert(&mut self, event: AlertEvent, headline: String, verdict: Option<IntervalVerdict>) {
+        if channels_for(self.policy, event).is_empty() {
+            return;
+        }
+        self.s.alert_seq += 1;
+        let id = self.s.alert_seq;
+        self.s.outbox.push(PendingAlert {
+            id,
+            event,
+            at: self.now,
+            headline,
+            verdict,
+            delivered: Vec::new(),
+        });
+        self.actions.push(Action::Deliver(id));
+    }
+
+    fn has_gate(&self, kind: GateKind) -> bool {
+        self.policy.spec.gates.iter().any(|g| g.kind == kind)
+    }
+
+    fn await_gate(&mut self, kind: GateKind) {
+        self.s.awaiting_gate = Some(gate_name(kind).to_string());
+        self.actions.push(Action::CallGate(kind));
+    }
+
+    fn awaiting(&self) -> Option<GateKind> {
+        let name = self.s.awaiting_gate.as_deref()?;
+        [GateKind::ConfirmRollout, GateKind::ConfirmStep, GateKind::ConfirmPromotion]
+            .into_iter()
+            .find(|k| gate_name(*k) == name)
+    }
+
+    /// Steps may start and advance: no schedule, inside a window, or `canaryd start`.
+    fn may_advance(&self) -> bool {
+        self.s.forced_start
+            || self
+                .schedule
+                .as_ref()
+                .is_none_or(|s| Timestamp::from_second(self.now).ok().and_then(|t| s.window_at(t)).is_some())
+    }
+
+    fn schedule_outside(&self) -> OutsideWindow {
+        self.policy.spec.schedule.as_ref().map(|s| s.outside_window).unwrap_or_default()
+    }
+
+    fn step_deadline(&self) -> i64 {
+        let bake = self.plan.get(self.s.step).map(|s| s.bake.as_secs_i64()).unwrap_or(0);
+        self.s
+            .step_started
+            .unwrap_or(self.now)
+            .saturating_add(bake.saturating_mul(i64::from(self.s.extensions) + 1))
+    }
+
+    fn wake_at(&self) -> Option<i64> {
+        let interval = self.policy.spec.analysis.interval.as_secs_i64();
+        match self.s.phase {
+            Phase::Pending if !self.may_advance() => {
+                let now = Timestamp::from_second(self.now).ok()?;
+                self.schedule.as_ref()?.next_windows(now, 1).first().map(|w| w.start.as_second())
+            }
+            Phase::Pending | Phase::Promoting => Some(self.now + interval),
+            Phase::Progressing | Phase::Paused => Some(self.s.observed_until.unwrap_or(self.now) + interval),
+            _ => None,
+        }
+    }
+}
+
+/// Channels (`email`, webhook names) that want `event` under this policy.
+pub fn channels_for(policy: &Policy, event: AlertEvent) -> Vec<String> {
+    let alerts = &policy.spec.alerts;
+    let wants = |on: &Option<Vec<AlertEvent>>| on.as_ref().unwrap_or(&alerts.on).contains(&event);
+    let mut out = Vec::new();
+    if let Some(email) = &alerts.email {
+        if wants(&email.on) {
+            out.push("email".to_string());
+        }
+    }
+    for w in &alerts.webhooks {
+        if wants(&w.on) {
+            out.push(w.name.clone());
+        }
+    }
+    out
+}
+
+/// Kebab-case gate kind, as in policies.
+pub fn gate_name(kind: GateKind) -> &'static str {
+    match kind {
+        GateKind::ConfirmRollout => "confirm-rollout",
+        GateKind::ConfirmStep => "confirm-step",
+        GateKind::ConfirmPromotion => "confirm-promotion",
+        GateKind::Rollback => "rollback",
+    }
+}
+
+fn error_verdict(msg: &str, at: i64) -> IntervalVerdict {
+    let check = CheckResult {
+        check: "metrics".to_string(),
+        verdict: Verdict::Error,
+        evidence: Evidence { summary: format!("metrics unreadable: {msg}"), ..Evidence::default() },
+        dry_run: false,
+    };
+    IntervalVerdict::from_checks(vec![check], at)
+}

@@ -1,0 +1,95 @@
+//! The rollout engine: a pure state machine. `step(policy, state, input, now)` returns the new
+//! state and the actions the IO shell must carry out. No IO and no clock: time is an argument,
+//! observations are inputs — which is what makes backtests, the demo's compressed time and the
+//! crash-recovery tests possible.
+//!
+//! Invariants (tested in `tests.rs`):
+//! - a step advances only on a Pass verdict for that step, after its bake time, inside a window
+//!   (or after `canaryd start`), with its gates open — never on Inconclusive or Error;
+//! - every path to Aborted sets the traffic to stable-only in the same transition;
+//! - an abort is allowed in every phase and at any time, outside windows included;
+//! - every alert is put in the state's outbox in the same transition as its cause.
+
+mod machine;
+mod state;
+#[cfg(test)]
+mod tests;
+
+pub use machine::step;
+pub use state::{PendingAlert, Phase, RolloutState};
+
+use crate::judge::IntervalVerdict;
+use crate::observation::Observation;
+use crate::plan::Traffic;
+use crate::policy::GateKind;
+use serde::{Deserialize, Serialize};
+
+/// Something that happened, fed to the engine.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// Time passed; re-evaluate windows and deadlines.
+    Tick,
+    /// The canary workload's pod template changed to this revision.
+    NewRevision(String),
+    /// Evidence for the window `[state.observed_until, now)`, or why it could not be read.
+    Observed(Result<Observation, String>),
+    /// A gate answered: `open` is true on a 2xx answer.
+    Gate { kind: GateKind, open: bool, detail: String },
+    /// An operator command.
+    Command(Command),
+    /// Copy promotion: the stable Deployment finished rolling out the canary's template.
+    StableRolledOut,
+    /// Someone else changed the route's routing (GitOps revert, a person).
+    Drift { observed: Traffic },
+    /// An alert was delivered to a channel.
+    AlertDelivered { id: u64, channel: String },
+}
+
+/// Operator commands (`canaryd start|promote|abort|pause|resume|retry`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Command {
+    /// Start a pending rollout now, whatever the schedule says.
+    Start,
+    /// Skip the remaining steps and promote.
+    Promote,
+    /// Abort with the operator's reason.
+    Abort(String),
+    Pause,
+    Resume,
+    /// Roll out an aborted revision again.
+    Retry,
+}
+
+/// What the IO shell must do after a transition. Traffic and state are written together.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// Make the route look like this (written atomically with the new state).
+    SetTraffic(Traffic),
+    /// Ask a gate; its answer comes back as [`Input::Gate`].
+    CallGate(GateKind),
+    /// Copy promotion: copy the canary pod template to the stable Deployment.
+    CopyCanaryToStable,
+    /// Copy promotion: scale the canary Deployment to zero.
+    ScaleCanaryDown,
+    /// Deliver the outbox alert with this id.
+    Deliver(u64),
+    /// Record a Kubernetes Event and a log line for this transition.
+    Record { reason: &'static str, message: String },
+}
+
+/// The result of one engine step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub state: RolloutState,
+    pub actions: Vec<Action>,
+    /// When the engine next wants to be woken (Unix seconds), if it has a deadline.
+    pub wake_at: Option<i64>,
+}
+
+impl Transition {
+    /// The verdict this transition judged, if any.
+    pub fn verdict(&self) -> Option<&IntervalVerdict> {
+        self.state.last_verdict.as_ref()
+    }
+}

@@ -1,0 +1,115 @@
+//! Observations: what Prometheus (or a simulator) saw for each side over one window.
+//!
+//! Pure data. The judge consumes these; adapters produce them. Counts, not ratios, so that
+//! windows can be summed exactly (a ratio of ratios loses the sample size).
+
+use serde::{Deserialize, Serialize};
+
+/// A latency histogram in Prometheus `le` form: `bounds_ms[i]` is the upper bound (inclusive) of
+/// bucket `i` in milliseconds and `counts[i]` the number of requests in that bucket alone
+/// (not cumulative). Requests above the last bound are in `overflow` (the `+Inf` bucket minus the
+/// last finite one).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Histogram {
+    /// Upper bounds in milliseconds, strictly increasing, finite.
+    pub bounds_ms: Vec<f64>,
+    /// Requests per bucket (same length as `bounds_ms`), not cumulative.
+    pub counts: Vec<u64>,
+    /// Requests slower than the last finite bound.
+    pub overflow: u64,
+}
+
+impl Histogram {
+    /// An empty histogram over the given bucket bounds (milliseconds).
+    pub fn empty(bounds_ms: &[f64]) -> Self {
+        Histogram { bounds_ms: bounds_ms.to_vec(), counts: vec![0; bounds_ms.len()], overflow: 0 }
+    }
+
+    /// Builds a histogram from Prometheus-style cumulative counts (`le` buckets, `+Inf` last).
+    /// Cumulative counts that decrease (counter resets inside the window) are clamped to zero.
+    pub fn from_cumulative(bounds_ms: &[f64], cumulative: &[u64], total: u64) -> Self {
+        let mut counts = Vec::with_capacity(bounds_ms.len());
+        let mut prev = 0u64;
+        for &c in cumulative.iter().take(bounds_ms.len()) {
+            counts.push(c.saturating_sub(prev));
+            prev = prev.max(c);
+        }
+        counts.resize(bounds_ms.len(), 0);
+        Histogram { bounds_ms: bounds_ms.to_vec(), counts, overflow: total.saturating_sub(prev) }
+    }
+
+    /// Total number of requests in the histogram.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum::<u64>() + self.overflow
+    }
+
+    /// Adds another histogram with the same bounds; mismatched bounds are a programming error
+    /// upstream, so the other histogram is re-bucketed conservatively (each count goes to the
+    /// first bound at or above its own upper bound).
+    pub fn add(&mut self, other: &Histogram) {
+        if self.bounds_ms.is_empty() && self.counts.is_empty() {
+            *self = other.clone();
+            return;
+        }
+        if self.bounds_ms == other.bounds_ms {
+            for (a, b) in self.counts.iter_mut().zip(&other.counts) {
+                *a += b;
+            }
+        } else {
+            for (bound, count) in other.bounds_ms.iter().zip(&other.counts) {
+                match self.bounds_ms.iter().position(|b| b >= bound) {
+                    Some(i) => self.counts[i] += count,
+                    None => self.overflow += count,
+                }
+            }
+        }
+        self.overflow += other.overflow;
+    }
+}
+
+/// What one side (canary or baseline) served in a window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SideObservation {
+    /// Requests completed in the window.
+    pub requests: u64,
+    /// Requests that failed (HTTP 5xx by default) in the window.
+    pub errors: u64,
+    /// Latency distribution of the window's requests; `None` when the source had no histogram.
+    pub latency: Option<Histogram>,
+}
+
+impl SideObservation {
+    /// Adds another window's counts to this one.
+    pub fn add(&mut self, other: &SideObservation) {
+        self.requests += other.requests;
+        self.errors += other.errors;
+        match (&mut self.latency, &other.latency) {
+            (Some(a), Some(b)) => a.add(b),
+            (None, Some(b)) => self.latency = Some(b.clone()),
+            _ => {}
+        }
+    }
+}
+
+/// One custom check's value(s) for a window: a single value, or one per side for comparisons.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CustomValue {
+    /// The check's name as written in the policy.
+    pub name: String,
+    /// The value for the canary (or the only value of a threshold check). `None`: no data.
+    pub canary: Option<f64>,
+    /// The value for the baseline, for comparison checks.
+    pub baseline: Option<f64>,
+}
+
+/// Everything observed in one analysis window `[start, end)` (Unix seconds).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Observation {
+    /// Window start, Unix seconds.
+    pub start: i64,
+    /// Window end, Unix seconds.
+    pub end: i64,
+    pub canary: SideObservation,
+    pub baseline: SideObservation,
+    pub custom: Vec<CustomValue>,
+}

@@ -1,0 +1,20 @@
+//! The policy model: RolloutPolicy documents, their defaults and their validation.
+//!
+//! Raw text → [`parse_policy`] → [`Policy`] (typed, defaulted, validated) or every problem as a
+//! located [`Diagnostic`]. Nothing downstream sees an unvalidated policy.
+
+mod diagnostic;
+pub mod duration;
+mod load;
+pub mod locate;
+mod schema;
+pub mod spec;
+pub mod status;
+mod validate;
+
+pub use diagnostic::{Diagnostic, Diagnostics};
+pub use duration::Duration;
+pub use load::{from_resource, parse_policy, Metadata, Policy, PolicyDocument, MAX_POLICY_BYTES};
+pub use schema::{crd_yaml, editor_schema};
+pub use spec::*;
+pub use status::{Condition, RolloutPolicyStatus};

@@ -1,0 +1,132 @@
+//! Prometheus adapter: the HTTP query API, Istio observation queries, custom-check templates,
+//! and helpers that run a real Prometheus for tests, backtests and the demo.
+//!
+//! - [`PrometheusClient`] (in `client`): queries with retries, typed errors, secrets kept out
+//!   of logs.
+//! - [`PrometheusClient::observe_sides`] (in `istio`): per-workload requests, 5xx errors and
+//!   latency histograms from Istio's standard metrics, three queries per cycle for all rollouts.
+//! - [`template`]: `{{ name }}` PromQL templates of custom checks, with escaping.
+//! - [`server`]: start a real `prometheus` binary on loopback, backfilled with `promtool`.
+//! - [`synthetic`]: OpenMetrics text of synthetic Istio series, for backfilling.
+//!
+//! [`MetricsSource`] is the seam the engine's shell, the demo and the bench use to swap the
+//! source of observations.
+
+mod client;
+mod istio;
+pub mod server;
+pub mod synthetic;
+pub mod template;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
+pub use client::{
+    HeaderValue, InstantResult, PrometheusClient, PrometheusConfig, QueryError, Sample, Secret, Series,
+    DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT,
+};
+pub use istio::{errors_query, latency_query, requests_query};
+
+use crate::observation::SideObservation;
+
+/// A workload as Istio labels it: `destination_workload_namespace` and `destination_workload`
+/// (the Deployment name).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkloadKey {
+    /// Kubernetes namespace.
+    pub namespace: String,
+    /// Workload (Deployment) name.
+    pub workload: String,
+}
+
+impl WorkloadKey {
+    /// A key from a namespace and a workload name.
+    pub fn new(namespace: impl Into<String>, workload: impl Into<String>) -> Self {
+        WorkloadKey { namespace: namespace.into(), workload: workload.into() }
+    }
+}
+
+impl std::fmt::Display for WorkloadKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.workload)
+    }
+}
+
+impl PrometheusClient {
+    /// For every key: requests, 5xx errors and the latency histogram (milliseconds) over the
+    /// `window` before `end`, from `increase()` evaluated at `end`.
+    ///
+    /// Three queries whatever the number of keys. Prometheus 2.x range selectors include both
+    /// ends, so with samples aligned to `end - window` and `end` the counts are exact; otherwise
+    /// `increase()` extrapolates and counts are rounded to whole requests. A key with no series
+    /// gets [`SideObservation::default()`] (zero requests: the judge says Inconclusive); a key
+    /// with requests but no histogram series gets `latency: None`. A failed query fails every
+    /// key.
+    pub async fn observe_sides(
+        &self,
+        keys: &[WorkloadKey],
+        end: jiff::Timestamp,
+        window: Duration,
+    ) -> Result<HashMap<WorkloadKey, SideObservation>, QueryError> {
+        istio::observe_sides(self, keys, end, window).await
+    }
+}
+
+/// A source of observations: Prometheus in production, a simulator in the demo and the bench.
+pub trait MetricsSource: Send + Sync {
+    /// Per-workload observations over the `window` before `end`; see
+    /// [`PrometheusClient::observe_sides`] for the contract.
+    fn observe_sides(
+        &self,
+        keys: &[WorkloadKey],
+        end: jiff::Timestamp,
+        window: Duration,
+    ) -> impl Future<Output = Result<HashMap<WorkloadKey, SideObservation>, QueryError>> + Send;
+
+    /// One finite number from a rendered custom-check query evaluated at `at`; see
+    /// [`PrometheusClient::query_scalar`].
+    fn query_scalar(
+        &self,
+        promql: &str,
+        at: jiff::Timestamp,
+    ) -> impl Future<Output = Result<f64, QueryError>> + Send;
+}
+
+impl MetricsSource for PrometheusClient {
+    fn observe_sides(
+        &self,
+        keys: &[WorkloadKey],
+        end: jiff::Timestamp,
+        window: Duration,
+    ) -> impl Future<Output = Result<HashMap<WorkloadKey, SideObservation>, QueryError>> + Send {
+        PrometheusClient::observe_sides(self, keys, end, window)
+    }
+
+    fn query_scalar(
+        &self,
+        promql: &str,
+        at: jiff::Timestamp,
+    ) -> impl Future<Output = Result<f64, QueryError>> + Send {
+        PrometheusClient::query_scalar(self, promql, at)
+    }
+}
+
+impl<T: MetricsSource + ?Sized> MetricsSource for std::sync::Arc<T> {
+    fn observe_sides(
+        &self,
+        keys: &[WorkloadKey],
+        end: jiff::Timestamp,
+        window: Duration,
+    ) -> impl Future<Output = Result<HashMap<WorkloadKey, SideObservation>, QueryError>> + Send {
+        (**self).observe_sides(keys, end, window)
+    }
+
+    fn query_scalar(
+        &self,
+        promql: &str,
+        at: jiff::Timestamp,
+    ) -> impl Future<Output = Result<f64, QueryError>> + Send {
+        (**self).query_scalar(promql, at)
+    }
+}
