@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod emulator;
 pub mod engine;
+pub mod istio;
 pub mod judge;
 pub mod observation;
 pub mod plan;

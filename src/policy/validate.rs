@@ -324,7 +324,7 @@ impl Validator<'_> {
                         "a compare check needs `tolerance`",
                         "the allowed increase over the baseline in percent, e.g. `tolerance: 10`",
                     ),
-                    Some(t) if !(t >= 0.0 && t <= 1000.0) => {
+                    Some(t) if !(0.0..=1000.0).contains(&t) => {
                         self.err(&format!("{f}.tolerance"), format!("{t} is out of range"), "0–1000 percent")
                     }
                     Some(_) => {}
