@@ -5,6 +5,8 @@
 //! return data; `prometheus`, `emulator` and the daemon's adapters talk to the outside world.
 
 pub mod cli;
+pub mod daemon;
+pub mod demo;
 pub mod emulator;
 pub mod engine;
 pub mod istio;

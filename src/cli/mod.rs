@@ -56,6 +56,29 @@ pub enum Commands {
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
     },
+    /// The whole product on a laptop: the daemon against an in-process cluster, compressed time.
+    ///
+    /// Runs the real engine, judge and VirtualService writer against a Kubernetes API emulator
+    /// holding bookinfo's `reviews` VirtualService and a simulated mesh whose traffic follows
+    /// the weights canaryd writes. Release 1 (v2, healthy) is promoted; release 2 (v3, faulty)
+    /// is aborted and its alert written to a local mailbox file.
+    Demo {
+        /// Try your own policy (target bookinfo `reviews`, subsets v1/v2) instead of the built-in one.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// What is wrong with release 2.
+        #[arg(long, value_enum, default_value_t = crate::demo::Fault::Errors)]
+        fault: crate::demo::Fault,
+        /// Requests per second on the route.
+        #[arg(long, default_value_t = 100.0)]
+        rps: f64,
+        /// Time compression: simulated seconds per real second.
+        #[arg(long, default_value_t = 10.0)]
+        speed: f64,
+        /// Where abort/promote alert emails are written (mbox).
+        #[arg(long, default_value = "canaryd-demo.mbox")]
+        mailbox: PathBuf,
+    },
     /// Print the JSON Schema of policy files (for yaml-language-server / editors).
     Schema,
     /// Print the RolloutPolicy CustomResourceDefinition (deploy/crd.yaml is generated from it).
@@ -76,6 +99,36 @@ pub fn run() -> i32 {
         Commands::Validate { paths, format } => validate::run(&paths, format),
         Commands::Plan { policy, rps, baseline_errors, now, format } => {
             plan::run(&policy, rps, baseline_errors / 100.0, now.as_deref(), format)
+        }
+        Commands::Demo { policy, fault, rps, speed, mailbox } => {
+            let opts = crate::demo::DemoOptions { policy, fault, rps, speed, mailbox, verbose: true };
+            let rt = match tokio::runtime::Runtime::new() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the async runtime: {e}");
+                    return 2;
+                }
+            };
+            match rt.block_on(crate::demo::run(&opts)) {
+                Ok(o)
+                    if o.first == crate::engine::Phase::Promoted
+                        && (o.second == crate::engine::Phase::Aborted
+                            || fault == crate::demo::Fault::None) =>
+                {
+                    0
+                }
+                Ok(o) => {
+                    eprintln!(
+                        "error: unexpected demo outcome: release 1 {:?}, release 2 {:?}",
+                        o.first, o.second
+                    );
+                    1
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    2
+                }
+            }
         }
         Commands::Schema => print_json(&crate::policy::editor_schema()),
         Commands::Crdgen => match crate::policy::crd_yaml() {

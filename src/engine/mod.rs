@@ -15,7 +15,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub use machine::step;
+pub use machine::{channels_for, gate_name, step};
 pub use state::{PendingAlert, Phase, RolloutState};
 
 use crate::judge::IntervalVerdict;

@@ -1,0 +1,332 @@
+//! One reconcile of one policy: read → decide (pure engine) → one guarded write → effects.
+
+use super::kube_io::{pod_template_revision, virtual_service_resource};
+use crate::engine::{self, Action, Input, PendingAlert, Phase, RolloutState};
+use crate::istio::{RouteView, VsError};
+use crate::observation::{CustomValue, Observation};
+use crate::policy::{CustomMode, Gate, GateKind, Policy};
+use crate::prometheus::{template, MetricsSource, WorkloadKey};
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+
+/// Why a reconcile did not complete. The state on the cluster is unchanged in every case.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("VirtualService {namespace}/{name}: {source}")]
+    VirtualService { namespace: String, name: String, source: VsError },
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("the VirtualService changed while we decided (409/422); re-reading")]
+    Conflict,
+    #[error("canary workload {0} not found")]
+    CanaryMissing(String),
+    #[error("recorded state on the VirtualService is unreadable: {0}")]
+    State(String),
+}
+
+/// Side effects outside Kubernetes: gates and alert delivery (webhooks, email).
+pub trait Effects: Send + Sync {
+    /// Asks a gate; `(open, detail)`.
+    fn call_gate(
+        &self,
+        policy: &Policy,
+        gate: &Gate,
+        state: &RolloutState,
+    ) -> impl Future<Output = (bool, String)> + Send;
+    /// Delivers one outbox alert to one channel.
+    fn deliver(
+        &self,
+        policy: &Policy,
+        alert: &PendingAlert,
+        channel: &str,
+    ) -> impl Future<Output = Result<(), String>> + Send;
+}
+
+/// Effects for runs without gates or alert channels.
+pub struct NoEffects;
+
+impl Effects for NoEffects {
+    async fn call_gate(&self, _: &Policy, _: &Gate, _: &RolloutState) -> (bool, String) {
+        (false, "no gate caller configured".into())
+    }
+    async fn deliver(&self, _: &Policy, _: &PendingAlert, _: &str) -> Result<(), String> {
+        Err("no alert channel configured".into())
+    }
+}
+
+/// What one reconcile did, for logs, the demo's view and metrics.
+#[derive(Debug, Clone)]
+pub struct CycleReport {
+    pub state: RolloutState,
+    pub actions: Vec<Action>,
+    /// The weights and state were written this cycle.
+    pub wrote: bool,
+    /// Wall time from the verdict being available to the write being acknowledged.
+    pub verdict_to_write: Option<std::time::Duration>,
+}
+
+/// Drives policies against one cluster and one metrics source.
+pub struct Driver<M, E> {
+    pub client: kube::Client,
+    pub metrics: M,
+    pub effects: E,
+    /// Inputs learnt from effects (gate answers, deliveries), fed to the next reconcile.
+    pending: Mutex<HashMap<String, Vec<Input>>>,
+}
+
+impl<M: MetricsSource, E: Effects> Driver<M, E> {
+    pub fn new(client: kube::Client, metrics: M, effects: E) -> Self {
+        Driver { client, metrics, effects, pending: Mutex::new(HashMap::new()) }
+    }
+
+    /// Reconciles `policy` at time `now` (the caller's clock: real or compressed).
+    pub async fn reconcile(&self, policy: &Policy, now: Timestamp) -> Result<CycleReport, DaemonError> {
+        let vs_api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &policy.namespace, &virtual_service_resource());
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &policy.namespace);
+        let vs_name = &policy.spec.target.virtual_service;
+        let vs = serde_json::to_value(vs_api.get(vs_name).await?).unwrap_or_default();
+        let view = RouteView::read(&vs, policy).map_err(|source| DaemonError::VirtualService {
+            namespace: policy.namespace.clone(),
+            name: vs_name.clone(),
+            source,
+        })?;
+        let before: RolloutState = match &view.state {
+            Some(raw) => serde_json::from_str(raw).map_err(|e| DaemonError::State(e.to_string()))?,
+            None => RolloutState { traffic: view.traffic.clone(), ..RolloutState::default() },
+        };
+        let canary_name = workload(policy, false, &view);
+        let canary = deployments
+            .get_opt(&canary_name)
+            .await?
+            .ok_or_else(|| DaemonError::CanaryMissing(canary_name.clone()))?;
+        let revision = pod_template_revision(&serde_json::to_value(&canary).unwrap_or_default());
+
+        let key = policy.key();
+        let mut inputs =
+            self.pending.lock().map(|mut p| p.remove(&key).unwrap_or_default()).unwrap_or_default();
+        let queued = inputs.clone();
+        if let Some(rev) = revision.filter(|r| before.revision.as_deref() != Some(r)) {
+            inputs.push(Input::NewRevision(rev));
+        }
+        if before.phase.is_active() && view.traffic != before.traffic {
+            inputs.push(Input::Drift { observed: view.traffic.clone() });
+        }
+        if before.phase == Phase::Promoting && self.stable_rolled_out(policy, &view, &deployments).await? {
+            inputs.push(Input::StableRolledOut);
+        }
+        let interval = policy.spec.analysis.interval.as_secs_i64();
+        let due = before.observed_until.is_none_or(|t| now.as_second() >= t + interval);
+        if matches!(before.phase, Phase::Progressing | Phase::Paused) && due {
+            let from = before.observed_until.unwrap_or(now.as_second() - interval);
+            inputs.push(Input::Observed(self.observe(policy, &view, from, now).await));
+        }
+        inputs.push(Input::Tick);
+
+        let mut state = before.clone();
+        let mut actions = Vec::new();
+        for input in inputs {
+            let t = engine::step(policy, &state, input, now);
+            state = t.state;
+            actions.extend(t.actions);
+        }
+        let verdict_ready = std::time::Instant::now();
+        let mut wrote = false;
+        if state != before {
+            let body = serde_json::to_string(&state).map_err(|e| DaemonError::State(e.to_string()))?;
+            let patch = view.patch(&vs, policy, &state.traffic, &body);
+            let patch: json_patch::Patch =
+                serde_json::from_value(patch).map_err(|e| DaemonError::State(e.to_string()))?;
+            match vs_api.patch(vs_name, &PatchParams::default(), &Patch::<()>::Json(patch)).await {
+                Ok(_) => wrote = true,
+                Err(kube::Error::Api(e)) if e.code == 409 || e.code == 422 => {
+                    self.requeue(&key, queued);
+                    return Err(DaemonError::Conflict);
+                }
+                Err(e) => {
+                    self.requeue(&key, queued);
+                    return Err(e.into());
+                }
+            }
+        }
+        let verdict_to_write = wrote.then(|| verdict_ready.elapsed());
+        self.carry_out(policy, &state, &actions, &deployments, &view).await;
+        Ok(CycleReport { state, actions, wrote, verdict_to_write })
+    }
+
+    fn requeue(&self, key: &str, inputs: Vec<Input>) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.entry(key.to_string()).or_default().splice(0..0, inputs);
+        }
+    }
+
+    async fn observe(
+        &self,
+        policy: &Policy,
+        view: &RouteView,
+        from: i64,
+        now: Timestamp,
+    ) -> Result<Observation, String> {
+        let canary = WorkloadKey::new(&policy.namespace, workload(policy, false, view));
+        let baseline = WorkloadKey::new(&policy.namespace, workload(policy, true, view));
+        let window =
+            std::time::Duration::from_secs(u64::try_from((now.as_second() - from).max(1)).unwrap_or(1));
+        let sides = self
+            .metrics
+            .observe_sides(&[canary.clone(), baseline.clone()], now, window)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut custom = Vec::new();
+        for check in &policy.spec.analysis.custom {
+            let value = |side: &WorkloadKey| {
+                let mut vars: HashMap<&str, String> = HashMap::new();
+                vars.insert("namespace", policy.namespace.clone());
+                vars.insert("workload", side.workload.clone());
+                vars.insert("canaryWorkload", canary.workload.clone());
+                vars.insert("baselineWorkload", baseline.workload.clone());
+                vars.insert("virtualService", policy.spec.target.virtual_service.clone());
+                vars.insert("interval", format!("{}s", window.as_secs()));
+                template::render(&check.query, &vars).map_err(|e| e.to_string())
+            };
+            let c = match value(&canary) {
+                Ok(q) => self.metrics.query_scalar(&q, now).await.ok(),
+                Err(_) => None,
+            };
+            let b = if check.mode == CustomMode::Compare {
+                match value(&baseline) {
+                    Ok(q) => self.metrics.query_scalar(&q, now).await.ok(),
+                    Err(_) => None,
+                }
+            } else {
+                None
+            };
+            custom.push(CustomValue { name: check.name.clone(), canary: c, baseline: b });
+        }
+        Ok(Observation {
+            start: from,
+            end: now.as_second(),
+            canary: sides.get(&canary).cloned().unwrap_or_default(),
+            baseline: sides.get(&baseline).cloned().unwrap_or_default(),
+            custom,
+        })
+    }
+
+    async fn stable_rolled_out(
+        &self,
+        policy: &Policy,
+        view: &RouteView,
+        api: &Api<Deployment>,
+    ) -> Result<bool, DaemonError> {
+        let Some(d) = api.get_opt(&workload(policy, true, view)).await? else { return Ok(false) };
+        let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        let generation = d.metadata.generation.unwrap_or(0);
+        let status = d.status.unwrap_or_default();
+        Ok(status.observed_generation.unwrap_or(0) >= generation
+            && status.updated_replicas.unwrap_or(0) >= want)
+    }
+
+    /// Effects after the write: if the daemon dies here, the next reconcile repeats them
+    /// (gates are asked again, undelivered outbox alerts are sent again).
+    async fn carry_out(
+        &self,
+        policy: &Policy,
+        state: &RolloutState,
+        actions: &[Action],
+        api: &Api<Deployment>,
+        view: &RouteView,
+    ) {
+        let key = policy.key();
+        let mut feedback = Vec::new();
+        for action in actions {
+            match action {
+                Action::CallGate(kind) => {
+                    for gate in policy.spec.gates.iter().filter(|g| g.kind == *kind) {
+                        let (open, detail) = self.effects.call_gate(policy, gate, state).await;
+                        feedback.push(Input::Gate { kind: *kind, open, detail });
+                        if !open && *kind != GateKind::Rollback {
+                            break;
+                        }
+                    }
+                }
+                Action::CopyCanaryToStable => {
+                    if let Err(e) = self.copy_template(policy, view, api).await {
+                        tracing::warn!(policy = %key, error = %e, "copying the canary template to stable failed; retrying next cycle");
+                    }
+                }
+                Action::ScaleCanaryDown => {
+                    let patch = json!({"spec": {"replicas": 0}});
+                    if let Err(e) = api
+                        .patch(&workload(policy, false, view), &PatchParams::default(), &Patch::Merge(&patch))
+                        .await
+                    {
+                        tracing::warn!(policy = %key, error = %e, "scaling the canary down failed");
+                    }
+                }
+                Action::Record { reason, message } => {
+                    tracing::info!(policy = %key, reason, phase = state.phase.as_str(), step = state.step + 1, canary_weight = state.traffic.canary_weight, "{message}");
+                }
+                Action::SetTraffic(_) | Action::Deliver(_) => {}
+            }
+        }
+        // Every undelivered alert, not only this cycle's: after a restart the outbox is the
+        // only record of what is owed.
+        for alert in &state.outbox {
+            for channel in engine::channels_for(policy, alert.event) {
+                if alert.delivered.contains(&channel) {
+                    continue;
+                }
+                match self.effects.deliver(policy, alert, &channel).await {
+                    Ok(()) => feedback.push(Input::AlertDelivered { id: alert.id, channel }),
+                    Err(e) => {
+                        tracing::warn!(policy = %key, channel, error = %e, "alert delivery failed; will retry")
+                    }
+                }
+            }
+        }
+        if !feedback.is_empty() {
+            if let Ok(mut p) = self.pending.lock() {
+                p.entry(key).or_default().extend(feedback);
+            }
+        }
+    }
+
+    async fn copy_template(
+        &self,
+        policy: &Policy,
+        view: &RouteView,
+        api: &Api<Deployment>,
+    ) -> Result<(), kube::Error> {
+        let canary = api.get(&workload(policy, false, view)).await?;
+        let stable_name = workload(policy, true, view);
+        let stable = api.get(&stable_name).await?;
+        let mut template = serde_json::to_value(canary.spec.map(|s| s.template)).unwrap_or_default();
+        // The stable selector must keep matching its pods: its labels win over the canary's.
+        let selector = serde_json::to_value(stable.spec.map(|s| s.selector.match_labels)).unwrap_or_default();
+        if let (Some(labels), Some(sel)) =
+            (template.pointer_mut("/metadata/labels").and_then(Value::as_object_mut), selector.as_object())
+        {
+            for (k, v) in sel {
+                labels.insert(k.clone(), v.clone());
+            }
+        }
+        api.patch(
+            &stable_name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"template": template}})),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// The Deployment name of a side: the policy's `workload`, else `<host short name>-<subset>`.
+pub fn workload(policy: &Policy, stable: bool, view: &RouteView) -> String {
+    let t = &policy.spec.target;
+    let (d, host) = if stable { (&t.stable, &view.stable_host) } else { (&t.canary, &view.canary_host) };
+    d.workload.clone().unwrap_or_else(|| format!("{}-{}", host.split('.').next().unwrap_or(host), d.subset))
+}

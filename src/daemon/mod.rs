@@ -1,0 +1,11 @@
+//! The daemon's IO shell around the pure engine: one `reconcile` per policy per cycle reads the
+//! VirtualService (weights + recorded state) and the canary Deployment, gathers evidence,
+//! steps the engine, and writes the new weights and state in one guarded patch. Side effects
+//! (gates, alerts, Deployment copies, events) happen only after that write succeeded, so a
+//! crash at any instant either loses nothing or repeats an idempotent read.
+
+mod driver;
+mod kube_io;
+
+pub use driver::{CycleReport, DaemonError, Driver, Effects, NoEffects};
+pub use kube_io::{pod_template_revision, virtual_service_resource};
