@@ -109,9 +109,14 @@ impl EmulatorHandle {
         Ok(std::fs::write(path, kubeconfig(&self.url, None))?)
     }
 
-    /// Writes a kubeconfig whose user sends `token` as a bearer token.
+    /// Writes a kubeconfig that makes kubectl act as user `token`.
+    ///
+    /// client-go sends kubeconfig credentials only over TLS, so a plain-HTTP kubeconfig token
+    /// would be silently dropped. Instead the token goes into the server URL's userinfo, which
+    /// Go's HTTP client sends as Basic auth; the emulator takes that user name as the token.
     pub fn write_kubeconfig_as(&self, path: impl AsRef<Path>, token: &str) -> Result<(), EmulatorError> {
-        Ok(std::fs::write(path, kubeconfig(&self.url, Some(token)))?)
+        let url = self.url.replacen("http://", &format!("http://{token}:x@"), 1);
+        Ok(std::fs::write(path, kubeconfig(&url, Some(token)))?)
     }
 
     /// Stops serving. Open watch streams end.

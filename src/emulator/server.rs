@@ -75,6 +75,19 @@ fn error_response(e: &ApiError) -> Response {
     r
 }
 
+/// The user a request authenticates as: a bearer token, or the user name of Basic auth (what
+/// kubectl sends over plain HTTP, see `EmulatorHandle::write_kubeconfig_as`).
+fn user_of(authorization: &str) -> Option<String> {
+    use base64::Engine;
+    if let Some(t) = authorization.strip_prefix("Bearer ") {
+        return Some(t.trim().to_string());
+    }
+    let encoded = authorization.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    Some(text.split(':').next().unwrap_or_default().to_string())
+}
+
 /// A parsed resource request.
 struct ResourceRequest {
     info: ResourceInfo,
@@ -170,7 +183,7 @@ pub(crate) async fn handle(
     let query = uri.query().unwrap_or("").to_string();
     let q = parse_query(&query);
     let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).map(String::from);
-    let user = header("authorization").and_then(|a| a.strip_prefix("Bearer ").map(|t| t.trim().to_string()));
+    let user = header("authorization").and_then(|a| user_of(&a));
     let content_type = header("content-type");
     let accept = header("accept").unwrap_or_default();
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();

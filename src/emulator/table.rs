@@ -46,8 +46,11 @@ fn column(name: &str, kind: &str) -> Value {
            "description": "", "priority": 0})
 }
 
+/// Renders one object's cells.
+type CellFn = Box<dyn Fn(&Value) -> Vec<Value>>;
+
 /// Columns and a per-object cell function for a resource.
-fn columns(info: &ResourceInfo) -> (Vec<Value>, Box<dyn Fn(&Value) -> Vec<Value>>) {
+fn columns(info: &ResourceInfo) -> (Vec<Value>, CellFn) {
     let name = |o: &Value| o["metadata"]["name"].clone();
     let created = |o: &Value| json!(age(&o["metadata"]["creationTimestamp"]));
     if info.custom && !info.printer_columns.is_empty() {
