@@ -15,9 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use canaryd::prometheus::{
-    HeaderValue, PrometheusClient, PrometheusConfig, QueryError, Secret, WorkloadKey,
-};
+use canaryd::prometheus::{HeaderValue, PrometheusClient, PrometheusConfig, QueryError, Secret, WorkloadKey};
 
 /// What the fake saw: every request's query parameters and headers.
 #[derive(Default)]
@@ -29,7 +27,9 @@ struct Seen {
 type Handler = Arc<dyn Fn(usize, &HashMap<String, String>) -> Response + Send + Sync>;
 
 /// Starts a fake Prometheus whose `/api/v1/query` answers with `handler(call_index, params)`.
-async fn fake(handler: impl Fn(usize, &HashMap<String, String>) -> Response + Send + Sync + 'static) -> (String, Arc<Seen>) {
+async fn fake(
+    handler: impl Fn(usize, &HashMap<String, String>) -> Response + Send + Sync + 'static,
+) -> (String, Arc<Seen>) {
     fake_at("/api/v1/query", Arc::new(handler)).await
 }
 
@@ -38,11 +38,15 @@ async fn fake_at(path: &str, handler: Handler) -> (String, Arc<Seen>) {
     let app = Router::new()
         .route(
             path,
-            get(|State((seen, handler)): State<(Arc<Seen>, Handler)>, Query(params): Query<HashMap<String, String>>, headers: HeaderMap| async move {
-                let n = seen.calls.fetch_add(1, Ordering::SeqCst);
-                seen.requests.lock().unwrap().push((params.clone(), headers));
-                handler(n, &params)
-            }),
+            get(
+                |State((seen, handler)): State<(Arc<Seen>, Handler)>,
+                 Query(params): Query<HashMap<String, String>>,
+                 headers: HeaderMap| async move {
+                    let n = seen.calls.fetch_add(1, Ordering::SeqCst);
+                    seen.requests.lock().unwrap().push((params.clone(), headers));
+                    handler(n, &params)
+                },
+            ),
         )
         .with_state((seen.clone(), handler));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -63,11 +67,17 @@ fn client(url: &str) -> PrometheusClient {
 }
 
 fn json(status: u16, body: &str) -> Response {
-    (StatusCode::from_u16(status).unwrap(), [("content-type", "application/json")], body.to_string()).into_response()
+    (StatusCode::from_u16(status).unwrap(), [("content-type", "application/json")], body.to_string())
+        .into_response()
 }
 
 fn scalar(value: &str) -> Response {
-    json(200, &format!(r#"{{"status":"success","data":{{"resultType":"scalar","result":[1735689600,"{value}"]}}}}"#))
+    json(
+        200,
+        &format!(
+            r#"{{"status":"success","data":{{"resultType":"scalar","result":[1735689600,"{value}"]}}}}"#
+        ),
+    )
 }
 
 fn vector(samples: &[(&str, &str)]) -> Response {
@@ -75,7 +85,13 @@ fn vector(samples: &[(&str, &str)]) -> Response {
         .iter()
         .map(|(labels, v)| format!(r#"{{"metric":{{{labels}}},"value":[1735689600,"{v}"]}}"#))
         .collect();
-    json(200, &format!(r#"{{"status":"success","data":{{"resultType":"vector","result":[{}]}}}}"#, result.join(",")))
+    json(
+        200,
+        &format!(
+            r#"{{"status":"success","data":{{"resultType":"vector","result":[{}]}}}}"#,
+            result.join(",")
+        ),
+    )
 }
 
 fn at() -> jiff::Timestamp {
@@ -84,7 +100,8 @@ fn at() -> jiff::Timestamp {
 
 #[tokio::test]
 async fn server_error_500_is_a_server_error_and_not_retried() {
-    let (url, seen) = fake(|_, _| json(500, r#"{"status":"error","errorType":"internal","error":"boom"}"#)).await;
+    let (url, seen) =
+        fake(|_, _| json(500, r#"{"status":"error","errorType":"internal","error":"boom"}"#)).await;
     let got = client(&url).query_scalar("up", at()).await;
     assert_eq!(got, Err(QueryError::Server { status: 500, message: "boom".into() }));
     assert_eq!(seen.calls.load(Ordering::SeqCst), 1);
@@ -140,8 +157,13 @@ async fn bad_data_400_is_a_bad_query_with_prometheus_message() {
 
 #[tokio::test]
 async fn execution_error_422_is_a_bad_query() {
-    let (url, _) = fake(|_, _| json(422, r#"{"status":"error","errorType":"execution","error":"too many samples"}"#)).await;
-    assert!(matches!(client(&url).query_scalar("x", at()).await, Err(QueryError::BadQuery { status: 422, .. })));
+    let (url, _) =
+        fake(|_, _| json(422, r#"{"status":"error","errorType":"execution","error":"too many samples"}"#))
+            .await;
+    assert!(matches!(
+        client(&url).query_scalar("x", at()).await,
+        Err(QueryError::BadQuery { status: 422, .. })
+    ));
 }
 
 #[tokio::test]
@@ -248,22 +270,32 @@ async fn basic_auth_arrives_but_stays_out_of_debug_output() {
 
 #[tokio::test]
 async fn oversized_answers_are_refused_with_or_without_content_length() {
-    let big = format!(r#"{{"status":"success","data":{{"resultType":"vector","result":[]}},"pad":"{}"}}"#, "x".repeat(2 << 20));
+    let big = format!(
+        r#"{{"status":"success","data":{{"resultType":"vector","result":[]}},"pad":"{}"}}"#,
+        "x".repeat(2 << 20)
+    );
     let sized = big.clone();
     let (url, _) = fake(move |_, _| json(200, &sized)).await;
     let mut c = config(&url);
     c.max_response_bytes = 1 << 20;
-    assert_eq!(PrometheusClient::new(c).unwrap().query_scalar("x", at()).await, Err(QueryError::TooLarge { limit: 1 << 20 }));
+    assert_eq!(
+        PrometheusClient::new(c).unwrap().query_scalar("x", at()).await,
+        Err(QueryError::TooLarge { limit: 1 << 20 })
+    );
 
     // Streamed in chunks with no Content-Length: the limit is enforced while reading.
     let (url, _) = fake(move |_, _| {
-        let chunks: Vec<Result<String, std::io::Error>> = big.as_bytes().chunks(64 << 10).map(|c| Ok(String::from_utf8_lossy(c).into_owned())).collect();
+        let chunks: Vec<Result<String, std::io::Error>> =
+            big.as_bytes().chunks(64 << 10).map(|c| Ok(String::from_utf8_lossy(c).into_owned())).collect();
         Response::new(Body::from_stream(futures::stream::iter(chunks)))
     })
     .await;
     let mut c = config(&url);
     c.max_response_bytes = 1 << 20;
-    assert_eq!(PrometheusClient::new(c).unwrap().query_scalar("x", at()).await, Err(QueryError::TooLarge { limit: 1 << 20 }));
+    assert_eq!(
+        PrometheusClient::new(c).unwrap().query_scalar("x", at()).await,
+        Err(QueryError::TooLarge { limit: 1 << 20 })
+    );
 }
 
 #[tokio::test]
@@ -271,7 +303,8 @@ async fn observe_sides_sends_three_queries_however_many_workloads() {
     let (url, seen) = fake(|_, _| vector(&[])).await;
     let client = client(&url);
     let few = [WorkloadKey::new("a", "w1")];
-    let many: Vec<WorkloadKey> = (0..200).map(|i| WorkloadKey::new(format!("ns{}", i % 7), format!("svc-{i}"))).collect();
+    let many: Vec<WorkloadKey> =
+        (0..200).map(|i| WorkloadKey::new(format!("ns{}", i % 7), format!("svc-{i}"))).collect();
 
     let got = client.observe_sides(&few, at(), Duration::from_secs(60)).await.unwrap();
     assert_eq!(seen.calls.load(Ordering::SeqCst), 3);

@@ -1,8 +1,8 @@
 //! Prometheus adapter: the HTTP query API, Istio observation queries, custom-check templates,
 //! and helpers that run a real Prometheus for tests, backtests and the demo.
 //!
-//! - [`PrometheusClient`] (in `client`): queries with retries, typed errors, secrets kept out
-//!   of logs.
+//! - [`PrometheusConfig`] (in `config`): URL, credentials as [`Secret`]s, TLS, limits.
+//! - [`PrometheusClient`] (in `client`): queries with retries, typed errors, bounded answers.
 //! - [`PrometheusClient::observe_sides`] (in `istio`): per-workload requests, 5xx errors and
 //!   latency histograms from Istio's standard metrics, three queries per cycle for all rollouts.
 //! - [`template`]: `{{ name }}` PromQL templates of custom checks, with escaping.
@@ -13,6 +13,7 @@
 //! source of observations.
 
 mod client;
+mod config;
 mod istio;
 pub mod server;
 pub mod synthetic;
@@ -22,10 +23,8 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
-pub use client::{
-    HeaderValue, InstantResult, PrometheusClient, PrometheusConfig, QueryError, Sample, Secret, Series,
-    DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT,
-};
+pub use client::{InstantResult, PrometheusClient, QueryError, Sample, Series};
+pub use config::{HeaderValue, PrometheusConfig, Secret, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT};
 pub use istio::{errors_query, latency_query, requests_query};
 
 use crate::observation::SideObservation;
