@@ -1,6 +1,7 @@
 //! The command line: clap definitions and dispatch. Each command lives in its own file and
 //! returns an exit code: 0 success, 1 the thing checked is bad, 2 usage or environment error.
 
+mod cluster;
 mod output;
 mod plan;
 mod validate;
@@ -79,6 +80,50 @@ pub enum Commands {
         #[arg(long, default_value = "canaryd-demo.mbox")]
         mailbox: PathBuf,
     },
+    /// Run the daemon: reconcile every policy in a directory against the cluster until SIGTERM.
+    ///
+    /// Policies are re-read every cycle (mount them from a repo or ConfigMap); invalid ones are
+    /// logged with their located errors and never acted on.
+    Run {
+        /// Directory of policy files.
+        #[arg(long)]
+        policies: PathBuf,
+        /// Prometheus base URL.
+        #[arg(long, env = "CANARYD_PROMETHEUS_URL")]
+        prometheus: String,
+        /// File holding a bearer token for Prometheus.
+        #[arg(long)]
+        prometheus_token_file: Option<PathBuf>,
+        /// Reconcile every policy once and exit.
+        #[arg(long)]
+        once: bool,
+        /// Log format.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Show a policy's rollout on the cluster: phase, step, weights, last verdict with numbers.
+    Status {
+        policy: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+    },
+    /// Start a pending rollout now, whatever the schedule says.
+    Start { policy: PathBuf },
+    /// Skip the remaining steps (and gates) and promote.
+    Promote { policy: PathBuf },
+    /// Abort: all traffic back to stable at once.
+    Abort {
+        policy: PathBuf,
+        /// Why (shown in status and alerts).
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Stop advancing (checks keep running and can still abort).
+    Pause { policy: PathBuf },
+    /// Continue a paused rollout.
+    Resume { policy: PathBuf },
+    /// Roll out an aborted revision again.
+    Retry { policy: PathBuf },
     /// Print the JSON Schema of policy files (for yaml-language-server / editors).
     Schema,
     /// Print the RolloutPolicy CustomResourceDefinition (deploy/crd.yaml is generated from it).
@@ -130,6 +175,17 @@ pub fn run() -> i32 {
                 }
             }
         }
+        Commands::Run { policies, prometheus, prometheus_token_file, once, log_format } => {
+            init_logs(log_format);
+            cluster::run(&policies, &prometheus, prometheus_token_file.as_deref(), once)
+        }
+        Commands::Status { policy, format } => cluster::status(&policy, format == Format::Json),
+        Commands::Start { policy } => cluster::command(&policy, "start", None),
+        Commands::Promote { policy } => cluster::command(&policy, "promote", None),
+        Commands::Abort { policy, reason } => cluster::command(&policy, "abort", reason.as_deref()),
+        Commands::Pause { policy } => cluster::command(&policy, "pause", None),
+        Commands::Resume { policy } => cluster::command(&policy, "resume", None),
+        Commands::Retry { policy } => cluster::command(&policy, "retry", None),
         Commands::Schema => print_json(&crate::policy::editor_schema()),
         Commands::Crdgen => match crate::policy::crd_yaml() {
             Ok(yaml) => {
@@ -154,5 +210,15 @@ fn print_json(value: &serde_json::Value) -> i32 {
             eprintln!("error: {e}");
             2
         }
+    }
+}
+
+fn init_logs(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "canaryd=info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
     }
 }

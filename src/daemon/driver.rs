@@ -111,6 +111,12 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
         let mut inputs =
             self.pending.lock().map(|mut p| p.remove(&key).unwrap_or_default()).unwrap_or_default();
         let queued = inputs.clone();
+        if let Some(raw) = &view.command {
+            match parse_command(raw) {
+                Some(c) => inputs.push(Input::Command(c)),
+                None => tracing::warn!(policy = %key, command = %raw, "ignoring an unknown command"),
+            }
+        }
         if let Some(rev) = revision.filter(|r| before.revision.as_deref() != Some(r)) {
             inputs.push(Input::NewRevision(rev));
         }
@@ -137,7 +143,7 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
         }
         let verdict_ready = std::time::Instant::now();
         let mut wrote = false;
-        if state != before {
+        if state != before || view.command.is_some() {
             let body = serde_json::to_string(&state).map_err(|e| DaemonError::State(e.to_string()))?;
             let patch = view.patch(&vs, policy, &state.traffic, &body);
             let patch: json_patch::Patch =
@@ -329,4 +335,19 @@ pub fn workload(policy: &Policy, stable: bool, view: &RouteView) -> String {
     let t = &policy.spec.target;
     let (d, host) = if stable { (&t.stable, &view.stable_host) } else { (&t.canary, &view.canary_host) };
     d.workload.clone().unwrap_or_else(|| format!("{}-{}", host.split('.').next().unwrap_or(host), d.subset))
+}
+
+/// Parses the command annotation: `start`, `promote`, `pause`, `resume`, `retry`, `abort[: reason]`.
+pub fn parse_command(raw: &str) -> Option<crate::engine::Command> {
+    use crate::engine::Command;
+    let (verb, rest) = raw.split_once(':').map(|(v, r)| (v.trim(), r.trim())).unwrap_or((raw.trim(), ""));
+    Some(match verb {
+        "start" => Command::Start,
+        "promote" => Command::Promote,
+        "pause" => Command::Pause,
+        "resume" => Command::Resume,
+        "retry" => Command::Retry,
+        "abort" => Command::Abort(if rest.is_empty() { "no reason given".into() } else { rest.to_string() }),
+        _ => return None,
+    })
 }

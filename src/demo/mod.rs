@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 /// The default policy, embedded so the demo runs from a fresh clone.
 pub const DEFAULT_POLICY: &str = include_str!("../../policies/demo-reviews.yaml");
-const FIXTURES: &str = include_str!("fixtures.yaml");
+pub const FIXTURES: &str = include_str!("fixtures.yaml");
 const V3_IMAGE: &str = "docker.io/istio/examples-bookinfo-reviews-v3:1.20.1";
 
 /// What goes wrong with the second release.

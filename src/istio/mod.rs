@@ -6,4 +6,4 @@
 
 mod virtual_service;
 
-pub use virtual_service::{state_annotation_key, RouteView, VsError};
+pub use virtual_service::{command_annotation_key, state_annotation_key, RouteView, VsError};

@@ -30,6 +30,14 @@ pub fn state_annotation_key(policy: &Policy) -> String {
     format!("canaryd.io/state-{name}")
 }
 
+/// Annotation through which `canaryd promote|abort|pause|resume|retry|start` reach the daemon;
+/// the daemon removes it in the same write that applies it.
+pub fn command_annotation_key(policy: &Policy) -> String {
+    let mut name = policy.name.clone();
+    name.truncate(48);
+    format!("canaryd.io/command-{name}")
+}
+
 fn managed_route_name(policy: &Policy) -> String {
     format!("canaryd-{}-header", policy.name)
 }
@@ -48,6 +56,8 @@ pub struct RouteView {
     pub traffic: Traffic,
     /// The raw state annotation, if any.
     pub state: Option<String>,
+    /// A pending operator command (`abort: reason`, `promote`, ...), if any.
+    pub command: Option<String>,
     /// metadata.resourceVersion as read.
     pub resource_version: String,
 }
@@ -118,7 +128,13 @@ impl RouteView {
             .and_then(|a| a.get(state_annotation_key(policy)))
             .and_then(Value::as_str)
             .map(str::to_string);
+        let command = vs
+            .pointer("/metadata/annotations")
+            .and_then(|a| a.get(command_annotation_key(policy)))
+            .and_then(Value::as_str)
+            .map(str::to_string);
         Ok(RouteView {
+            command,
             index,
             name: names[index].clone(),
             stable_host,
@@ -164,11 +180,11 @@ impl RouteView {
             });
             stable["weight"] = json!(100 - traffic.canary_weight.min(100));
             canary["weight"] = json!(traffic.canary_weight.min(100));
+            let is = |d: &Value, subset: &str, host: &str| {
+                dest_subset(d) == Some(subset) && dest_host(d) == Some(host)
+            };
             let others = dests.iter().filter(|d| {
-                !(dest_subset(d) == Some(t.stable.subset.as_str())
-                    && dest_host(d) == Some(self.stable_host.as_str()))
-                    && !(dest_subset(d) == Some(t.canary.subset.as_str())
-                        && dest_host(d) == Some(self.canary_host.as_str()))
+                !is(d, &t.stable.subset, &self.stable_host) && !is(d, &t.canary.subset, &self.canary_host)
             });
             let mut new_dests = vec![stable, canary];
             new_dests.extend(others.cloned().map(|mut d| {
@@ -214,6 +230,10 @@ impl RouteView {
             ops.push(json!({"op": "add", "path": "/metadata/annotations", "value": {}}));
         }
         ops.push(json!({"op": "add", "path": format!("/metadata/annotations/{key}"), "value": state}));
+        if self.command.is_some() {
+            let ckey = command_annotation_key(policy).replace('~', "~0").replace('/', "~1");
+            ops.push(json!({"op": "remove", "path": format!("/metadata/annotations/{ckey}")}));
+        }
         Value::Array(ops)
     }
 }
