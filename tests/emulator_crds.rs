@@ -61,7 +61,12 @@ async fn the_rolloutpolicy_crd_registers_over_http_and_accepts_the_repository_po
             assert!(created.is_ok(), "{}: {:?}", path.display(), created.err());
             let stored = created.unwrap();
             // Defaults may be added, but nothing the policy says may be pruned.
-            assert!(contains(&stored.data["spec"], &doc["spec"]), "{}: pruned: {}", path.display(), stored.data["spec"]);
+            assert!(
+                contains(&stored.data["spec"], &doc["spec"]),
+                "{}: pruned: {}",
+                path.display(),
+                stored.data["spec"]
+            );
             // Several example policies share a name; make room for the next one.
             api.delete(&stored.metadata.name.unwrap(), &Default::default()).await.unwrap();
             checked += 1;
