@@ -251,3 +251,45 @@ async fn deployments_report_finished_rollouts_and_scale_through_the_subresource(
     let status = deployments.get("reviews-v2").await.unwrap().status.unwrap();
     assert_eq!((status.observed_generation, status.updated_replicas), (Some(3), Some(4)));
 }
+
+#[tokio::test]
+async fn a_lease_taken_with_a_stale_version_is_409_so_only_one_leader_writes() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let emu = Emulator::start().await.unwrap();
+    let leases: Api<Lease> = Api::namespaced(emu.client(), "default");
+    let lease: Lease =
+        serde_json::from_value(json!({"metadata": {"name": "canaryd"}, "spec": {"holderIdentity": "a"}}))
+            .unwrap();
+    let seen = leases.create(&PostParams::default(), &lease).await.unwrap();
+    let mut by_b = seen.clone();
+    by_b.spec.as_mut().unwrap().holder_identity = Some("b".into());
+    leases.replace("canaryd", &PostParams::default(), &by_b).await.unwrap();
+    let mut by_c = seen;
+    by_c.spec.as_mut().unwrap().holder_identity = Some("c".into());
+    let err = api_error(leases.replace("canaryd", &PostParams::default(), &by_c).await.unwrap_err());
+    assert_eq!(err.code, 409);
+    let holder = leases.get("canaryd").await.unwrap().spec.unwrap().holder_identity;
+    assert_eq!(holder.as_deref(), Some("b"));
+}
+
+#[tokio::test]
+async fn list_filters_by_label_and_field_selectors() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    let emu = Emulator::start().await.unwrap();
+    emu.apply_yaml(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a, labels: {app: reviews, version: v1}}\n---\n\
+         apiVersion: v1\nkind: ConfigMap\nmetadata: {name: b, labels: {app: reviews, version: v2}}\n---\n\
+         apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c, labels: {app: ratings}}\n",
+    )
+    .unwrap();
+    let cms: Api<ConfigMap> = Api::namespaced(emu.client(), "default");
+    let names = |l: kube::api::ObjectList<ConfigMap>| -> Vec<String> {
+        l.items.into_iter().map(|c| c.metadata.name.unwrap()).collect()
+    };
+    let lp = kube::api::ListParams::default().labels("app=reviews,version notin (v1)");
+    assert_eq!(names(cms.list(&lp).await.unwrap()), vec!["b"]);
+    let lp = kube::api::ListParams::default().labels("!version");
+    assert_eq!(names(cms.list(&lp).await.unwrap()), vec!["c"]);
+    let lp = kube::api::ListParams::default().fields("metadata.name=a");
+    assert_eq!(names(cms.list(&lp).await.unwrap()), vec!["a"]);
+}
