@@ -1,0 +1,230 @@
+//! The daemon's reconcile loop against the strict API emulator: it changes only the policy
+//! route's weights and its state annotation, survives 409s and 5xx, and — killed at any point
+//! and restarted — never advances a step twice, never loses an abort.
+
+use canaryd::daemon::{Driver, NoEffects};
+use canaryd::demo::{Behaviour, SimulatedMesh, FIXTURES};
+use canaryd::emulator::{Emulator, EmulatorHandle, Fault, FaultKind, Matcher};
+use canaryd::engine::{Phase, RolloutState};
+use canaryd::policy::{parse_policy, Policy};
+use jiff::Timestamp;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+const POLICY: &str = "apiVersion: canaryd.io/v1alpha1\nkind: RolloutPolicy\nmetadata: {name: reviews, namespace: bookinfo}\nspec:\n  target: {virtualService: reviews, route: main, stable: {subset: v1, workload: reviews-v1}, canary: {subset: v2, workload: reviews-v2}}\n  steps: [{weight: 10, bake: 1m}, {weight: 30, bake: 1m}, {weight: 60, bake: 1m}]\n  analysis: {interval: 15s, successRate: {tolerance: 2}, latency: {tolerance: 50}}\n";
+
+const EXTRA_VS: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata:
+  name: reviews
+  namespace: bookinfo
+  annotations: {owner: books-team}
+  labels: {app: reviews}
+spec:
+  hosts: [reviews, reviews.bookinfo.svc.cluster.local]
+  gateways: [mesh, bookinfo-gateway]
+  http:
+    - name: debug
+      match: [{headers: {x-debug: {exact: "1"}}}]
+      route: [{destination: {host: reviews, subset: v1}}]
+      timeout: 3s
+    - name: main
+      retries: {attempts: 3, perTryTimeout: 2s}
+      route:
+        - destination: {host: reviews, subset: v1, port: {number: 9080}}
+          weight: 100
+        - destination: {host: reviews, subset: v2, port: {number: 9080}}
+          weight: 0
+"#;
+
+async fn sandbox(fault_v2: Option<Behaviour>) -> (Arc<EmulatorHandle>, Policy, SimulatedMesh) {
+    let emu = Arc::new(Emulator::start().await.unwrap());
+    emu.apply_yaml(FIXTURES).unwrap();
+    emu.apply_yaml(EXTRA_VS).unwrap();
+    let policy = parse_policy("p.yaml", POLICY).unwrap();
+    let mesh = SimulatedMesh::new(emu.clone(), policy.clone(), 200.0, 11);
+    if let Some(b) = fault_v2 {
+        mesh.set_behaviour("docker.io/istio/examples-bookinfo-reviews-v2:1.20.1", b);
+    }
+    (emu, policy, mesh)
+}
+
+fn vs(emu: &EmulatorHandle) -> Value {
+    emu.get("networking.istio.io", "v1", "virtualservices", "bookinfo", "reviews").unwrap()
+}
+
+fn state(emu: &EmulatorHandle) -> RolloutState {
+    vs(emu)["metadata"]["annotations"]["canaryd.io/state-reviews"]
+        .as_str()
+        .map(|s| serde_json::from_str(s).unwrap())
+        .unwrap_or_default()
+}
+
+fn t0() -> Timestamp {
+    "2026-11-23T01:00:00Z".parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_rollout_changes_only_the_policy_route_weights_and_its_state() {
+    let (emu, policy, mesh) = sandbox(None).await;
+    let before = vs(&emu);
+    let driver = Driver::new(emu.client(), mesh, NoEffects);
+    let mut now = t0();
+    for _ in 0..60 {
+        driver.reconcile(&policy, now).await.unwrap();
+        if state(&emu).phase == Phase::Promoted {
+            break;
+        }
+        now = Timestamp::from_second(now.as_second() + 15).unwrap();
+    }
+    let after = vs(&emu);
+    assert_eq!(state(&emu).phase, Phase::Promoted);
+    assert_eq!(after["spec"]["hosts"], before["spec"]["hosts"]);
+    assert_eq!(after["spec"]["gateways"], before["spec"]["gateways"]);
+    assert_eq!(after["spec"]["http"][0], before["spec"]["http"][0], "the user's other route is untouched");
+    assert_eq!(after["spec"]["http"][1]["retries"], before["spec"]["http"][1]["retries"]);
+    assert_eq!(
+        after["spec"]["http"][1]["route"][1]["destination"],
+        before["spec"]["http"][1]["route"][1]["destination"]
+    );
+    assert_eq!(after["spec"]["http"][1]["route"][1]["weight"], 100);
+    assert_eq!(after["metadata"]["labels"], before["metadata"]["labels"]);
+    assert_eq!(after["metadata"]["annotations"]["owner"], "books-team");
+    // Every write was a JSON patch (strategic merge does not work on custom resources).
+    let writes: Vec<_> = emu
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "PATCH" && r.path.contains("virtualservices"))
+        .collect();
+    assert!(!writes.is_empty());
+    assert!(writes.iter().all(|r| r.content_type.as_deref() == Some("application/json-patch+json")));
+}
+
+#[tokio::test]
+async fn recovers_from_409s_and_5xx_without_clobbering_a_concurrent_writer() {
+    let (emu, policy, mesh) = sandbox(None).await;
+    let driver = Driver::new(emu.client(), mesh, NoEffects);
+    let patch_vs = || Matcher::any().verb("patch").resource("virtualservices");
+    emu.inject(Fault::new(patch_vs(), FaultKind::Status(500)).times(2));
+    emu.inject(Fault::new(patch_vs(), FaultKind::Status(409)).times(2));
+    emu.inject(
+        Fault::new(Matcher::any().verb("get").resource("virtualservices"), FaultKind::Status(503)).times(1),
+    );
+    let mut now = t0();
+    let mut failures = 0;
+    for i in 0..80 {
+        if i == 6 {
+            // Someone else edits the object mid-rollout.
+            let mut other = vs(&emu);
+            other["metadata"]["annotations"]["gitops/synced"] = json!("yes");
+            emu.apply_value(other).unwrap();
+        }
+        if driver.reconcile(&policy, now).await.is_err() {
+            failures += 1;
+        }
+        if state(&emu).phase == Phase::Promoted {
+            break;
+        }
+        now = Timestamp::from_second(now.as_second() + 15).unwrap();
+    }
+    assert!(failures >= 4, "the injected write faults were seen ({failures})");
+    assert_eq!(state(&emu).phase, Phase::Promoted);
+    assert_eq!(
+        vs(&emu)["metadata"]["annotations"]["gitops/synced"],
+        "yes",
+        "the other writer's field survives"
+    );
+}
+
+/// Runs one release with restarts: before each cycle, with the seeded probability, the
+/// "daemon" is killed (a fresh Driver loses every in-memory input) and, sometimes, killed
+/// between its decision and its write (a 500 on the write). Returns (final state, the step
+/// sequence seen on the cluster, restarts).
+async fn run_with_crashes(seed: u64, faulty: bool) -> (RolloutState, Vec<(Phase, usize, u32)>, usize) {
+    let bad = Behaviour { error_rate: 0.2, ..Behaviour::HEALTHY };
+    let (emu, policy, _) = sandbox(faulty.then_some(bad)).await;
+    let mut rng = seed;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % 100
+    };
+    let new_driver = |s: u64| {
+        let mesh = SimulatedMesh::new(emu.clone(), policy.clone(), 200.0, s);
+        if faulty {
+            mesh.set_behaviour("docker.io/istio/examples-bookinfo-reviews-v2:1.20.1", bad);
+        }
+        Driver::new(emu.client(), mesh, NoEffects)
+    };
+    let mut driver = new_driver(seed);
+    let mut seen = Vec::new();
+    let mut restarts = 0;
+    let mut now = t0();
+    for cycle in 0..120 {
+        match next() {
+            0..=19 => {
+                driver = new_driver(seed + cycle);
+                restarts += 1;
+            }
+            20..=29 => {
+                // Killed between decision and write: the write never lands.
+                emu.inject(
+                    Fault::new(
+                        Matcher::any().verb("patch").resource("virtualservices"),
+                        FaultKind::Status(500),
+                    )
+                    .times(1),
+                );
+                driver = new_driver(seed + cycle);
+                restarts += 1;
+            }
+            _ => {}
+        }
+        let _ = driver.reconcile(&policy, now).await;
+        emu.clear_faults();
+        let s = state(&emu);
+        let w = vs(&emu)["spec"]["http"][1]["route"][1]["weight"].as_u64().unwrap_or(0) as u32;
+        if seen.last() != Some(&(s.phase, s.step, w)) {
+            seen.push((s.phase, s.step, w));
+        }
+        if matches!(s.phase, Phase::Promoted | Phase::Aborted) {
+            break;
+        }
+        now = Timestamp::from_second(now.as_second() + 15).unwrap();
+    }
+    (state(&emu), seen, restarts)
+}
+
+#[tokio::test]
+async fn killed_at_random_points_never_double_advances_or_loses_an_abort() {
+    let mut restarts = 0;
+    for seed in 1..=12u64 {
+        let faulty = seed % 3 == 0;
+        let (s, seen, r) = run_with_crashes(seed * 7919, faulty).await;
+        restarts += r;
+        let steps: Vec<usize> =
+            seen.iter().filter(|(p, ..)| *p == Phase::Progressing).map(|(_, st, _)| *st).collect();
+        let mut entered = steps.clone();
+        entered.dedup();
+        for pair in entered.windows(2) {
+            assert_eq!(pair[1], pair[0] + 1, "seed {seed}: steps advance one at a time: {seen:?}");
+        }
+        let weights: Vec<u32> =
+            seen.iter().filter(|(p, ..)| *p == Phase::Progressing).map(|(.., w)| *w).collect();
+        assert!(
+            weights.windows(2).all(|w| w[0] <= w[1]),
+            "seed {seed}: weights never go back mid-rollout: {seen:?}"
+        );
+        if faulty {
+            assert_eq!(s.phase, Phase::Aborted, "seed {seed}: {seen:?}");
+            assert_eq!(s.traffic.canary_weight, 0);
+            assert_eq!(seen.last().unwrap().2, 0, "seed {seed}: the abort's weights are on the cluster");
+        } else {
+            assert_eq!(s.phase, Phase::Promoted, "seed {seed}: {seen:?}");
+            assert_eq!(seen.last().unwrap().2, 100);
+        }
+    }
+    assert!(restarts > 30, "the test really restarted the daemon ({restarts} times)");
+}
