@@ -1,6 +1,7 @@
 //! The command line: clap definitions and dispatch. Each command lives in its own file and
 //! returns an exit code: 0 success, 1 the thing checked is bad, 2 usage or environment error.
 
+mod backtest;
 mod cluster;
 mod output;
 mod plan;
@@ -124,6 +125,36 @@ pub enum Commands {
     Resume { policy: PathBuf },
     /// Roll out an aborted revision again.
     Retry { policy: PathBuf },
+    /// Replay a policy's analysis on historical Prometheus data, as the daemon would have decided.
+    ///
+    /// From --start, the real engine is fed one observation per analysis interval (no cluster
+    /// is touched; the weights are what the data shows) until it promotes or aborts or the data
+    /// ends. Prints a table per interval with every check's verdict and evidence, then the
+    /// decision. Exit 0; 1 on abort with --fail-on-abort; 2 when Prometheus cannot be reached.
+    Backtest {
+        /// The policy file.
+        policy: PathBuf,
+        /// Prometheus base URL.
+        #[arg(long, env = "CANARYD_PROMETHEUS_URL")]
+        prometheus: String,
+        /// File holding a bearer token for Prometheus.
+        #[arg(long)]
+        prometheus_token_file: Option<PathBuf>,
+        /// When the canary revision appeared (RFC 3339).
+        #[arg(long)]
+        start: String,
+        /// End of the replay (RFC 3339). Default: now.
+        #[arg(long)]
+        end: Option<String>,
+        #[arg(long, value_enum, default_value_t = Format::Human)]
+        format: Format,
+        /// Also draw canary vs baseline error rate and p99 latency, with weights and decision, to this SVG file.
+        #[arg(long)]
+        chart: Option<PathBuf>,
+        /// Exit 1 when the replayed rollout aborts.
+        #[arg(long)]
+        fail_on_abort: bool,
+    },
     /// Print the JSON Schema of policy files (for yaml-language-server / editors).
     Schema,
     /// Print the RolloutPolicy CustomResourceDefinition (deploy/crd.yaml is generated from it).
@@ -186,6 +217,25 @@ pub fn run() -> i32 {
         Commands::Pause { policy } => cluster::command(&policy, "pause", None),
         Commands::Resume { policy } => cluster::command(&policy, "resume", None),
         Commands::Retry { policy } => cluster::command(&policy, "retry", None),
+        Commands::Backtest {
+            policy,
+            prometheus,
+            prometheus_token_file,
+            start,
+            end,
+            format,
+            chart,
+            fail_on_abort,
+        } => backtest::run(&backtest::Args {
+            policy: &policy,
+            prometheus: &prometheus,
+            token_file: prometheus_token_file.as_deref(),
+            start: &start,
+            end: end.as_deref(),
+            format,
+            chart: chart.as_ref(),
+            fail_on_abort,
+        }),
         Commands::Schema => print_json(&crate::policy::editor_schema()),
         Commands::Crdgen => match crate::policy::crd_yaml() {
             Ok(yaml) => {
