@@ -75,22 +75,22 @@ pub fn run(dir: &Path, prometheus: &str, token_file: Option<&Path>, once: bool) 
         tracing::info!(policies = %dir.display(), "canaryd running");
         loop {
             let now = jiff::Timestamp::now();
-            for policy in load_dir(dir) {
+            // Every due policy in one cycle: one grouped Prometheus query set for all of them.
+            let due: Vec<Policy> = load_dir(dir)
+                .into_iter()
+                .filter(|p| next_due.get(&p.key()).is_none_or(|t| *t <= now.as_second()))
+                .collect();
+            for (policy, result) in due.iter().zip(driver.cycle(&due, now).await) {
                 let key = policy.key();
-                if next_due.get(&key).is_some_and(|t| *t > now.as_second()) {
-                    continue;
-                }
-                let span = tracing::info_span!("rollout", policy = %key);
-                let _enter = span.enter();
-                match driver.reconcile(&policy, now).await {
+                match result {
                     Ok(r) => {
                         let interval = policy.spec.analysis.interval.as_secs_i64();
                         next_due.insert(key, now.as_second() + interval.min(30));
                         if let Some(d) = r.verdict_to_write {
-                            tracing::debug!(micros = d.as_micros() as u64, "verdict to write");
+                            tracing::debug!(policy = %key, micros = d.as_micros() as u64, "verdict to write");
                         }
                     }
-                    Err(e) => tracing::warn!(error = %e, "reconcile failed; state unchanged, retrying"),
+                    Err(e) => tracing::warn!(policy = %key, error = %e, "reconcile failed; state unchanged, retrying"),
                 }
             }
             if once {

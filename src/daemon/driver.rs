@@ -3,7 +3,7 @@
 use super::kube_io::{pod_template_revision, virtual_service_resource};
 use crate::engine::{self, Action, Input, PendingAlert, Phase, RolloutState};
 use crate::istio::{RouteView, VsError};
-use crate::observation::{CustomValue, Observation};
+use crate::observation::{CustomValue, Observation, SideObservation};
 use crate::policy::{CustomMode, Gate, GateKind, Policy};
 use crate::prometheus::{template, MetricsSource, WorkloadKey};
 use jiff::Timestamp;
@@ -70,6 +70,28 @@ pub struct CycleReport {
     pub verdict_to_write: Option<std::time::Duration>,
 }
 
+/// One policy's reads, ready for the cycle's grouped evidence.
+struct Prepared<'p> {
+    policy: &'p Policy,
+    vs: Value,
+    view: RouteView,
+    before: RolloutState,
+    inputs: Vec<Input>,
+    /// Inputs taken from the pending queue; put back if the write fails.
+    queued: Vec<Input>,
+    /// Start of the evidence window when an analysis is due.
+    observe_from: Option<i64>,
+}
+
+impl Prepared<'_> {
+    fn canary_key(&self) -> WorkloadKey {
+        WorkloadKey::new(&self.policy.namespace, workload(self.policy, false, &self.view))
+    }
+    fn baseline_key(&self) -> WorkloadKey {
+        WorkloadKey::new(&self.policy.namespace, workload(self.policy, true, &self.view))
+    }
+}
+
 /// Drives policies against one cluster and one metrics source.
 pub struct Driver<M, E> {
     pub client: kube::Client,
@@ -84,8 +106,53 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
         Driver { client, metrics, effects, pending: Mutex::new(HashMap::new()) }
     }
 
-    /// Reconciles `policy` at time `now` (the caller's clock: real or compressed).
+    /// Reconciles one policy at time `now` (the caller's clock: real or compressed).
     pub async fn reconcile(&self, policy: &Policy, now: Timestamp) -> Result<CycleReport, DaemonError> {
+        self.cycle(std::slice::from_ref(policy), now).await.pop().unwrap_or(Err(DaemonError::Conflict))
+    }
+
+    /// Reconciles many policies in one cycle: reads concurrently, then asks the metrics source
+    /// once per distinct window length for every due workload (so the number of Prometheus
+    /// queries does not grow with the number of rollouts), then decides and writes each.
+    /// Results are in the order of `policies`.
+    pub async fn cycle(&self, policies: &[Policy], now: Timestamp) -> Vec<Result<CycleReport, DaemonError>> {
+        use futures::StreamExt;
+        let prepared: Vec<Result<Prepared<'_>, DaemonError>> =
+            futures::stream::iter(policies).map(|p| self.prepare(p, now)).buffered(32).collect().await;
+        let mut windows: HashMap<i64, Vec<WorkloadKey>> = HashMap::new();
+        for prep in prepared.iter().flatten() {
+            if let Some(from) = prep.observe_from {
+                let keys = windows.entry(now.as_second() - from).or_default();
+                keys.push(prep.canary_key());
+                keys.push(prep.baseline_key());
+            }
+        }
+        let mut batches: HashMap<i64, Result<HashMap<WorkloadKey, SideObservation>, String>> = HashMap::new();
+        for (window, mut keys) in windows {
+            keys.sort();
+            keys.dedup();
+            let secs = u64::try_from(window.max(1)).unwrap_or(1);
+            let result = self
+                .metrics
+                .observe_sides(&keys, now, std::time::Duration::from_secs(secs))
+                .await
+                .map_err(|e| e.to_string());
+            batches.insert(window, result);
+        }
+        let batches = &batches;
+        futures::stream::iter(prepared)
+            .map(|prep| async move {
+                let prep = prep?;
+                let sides = prep.observe_from.and_then(|from| batches.get(&(now.as_second() - from)));
+                self.finish(prep, sides, now).await
+            })
+            .buffered(32)
+            .collect()
+            .await
+    }
+
+    /// Reads what the cluster says and turns it into the engine's inputs (all but evidence).
+    async fn prepare<'p>(&self, policy: &'p Policy, now: Timestamp) -> Result<Prepared<'p>, DaemonError> {
         let vs_api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), &policy.namespace, &virtual_service_resource());
         let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &policy.namespace);
@@ -128,9 +195,29 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
         }
         let interval = policy.spec.analysis.interval.as_secs_i64();
         let due = before.observed_until.is_none_or(|t| now.as_second() >= t + interval);
-        if matches!(before.phase, Phase::Progressing | Phase::Paused) && due {
-            let from = before.observed_until.unwrap_or(now.as_second() - interval);
-            inputs.push(Input::Observed(self.observe(policy, &view, from, now).await));
+        let observe_from = (matches!(before.phase, Phase::Progressing | Phase::Paused) && due)
+            .then(|| before.observed_until.unwrap_or(now.as_second() - interval));
+        Ok(Prepared { policy, vs, view, before, inputs, queued, observe_from })
+    }
+
+    /// Adds the evidence, steps the engine, writes once, then carries out the effects.
+    async fn finish(
+        &self,
+        prep: Prepared<'_>,
+        sides: Option<&Result<HashMap<WorkloadKey, SideObservation>, String>>,
+        now: Timestamp,
+    ) -> Result<CycleReport, DaemonError> {
+        let Prepared { policy, vs, view, before, mut inputs, queued, observe_from } = prep;
+        let key = policy.key();
+        let vs_api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), &policy.namespace, &virtual_service_resource());
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &policy.namespace);
+        if let (Some(from), Some(sides)) = (observe_from, sides) {
+            let observed = match sides {
+                Ok(sides) => Ok(self.observation(policy, &view, sides, from, now).await),
+                Err(e) => Err(e.clone()),
+            };
+            inputs.push(Input::Observed(observed));
         }
         inputs.push(Input::Tick);
 
@@ -148,6 +235,7 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
             let patch = view.patch(&vs, policy, &state.traffic, &body);
             let patch: json_patch::Patch =
                 serde_json::from_value(patch).map_err(|e| DaemonError::State(e.to_string()))?;
+            let vs_name = &policy.spec.target.virtual_service;
             match vs_api.patch(vs_name, &PatchParams::default(), &Patch::<()>::Json(patch)).await {
                 Ok(_) => wrote = true,
                 Err(kube::Error::Api(e)) if e.code == 409 || e.code == 422 => {
@@ -171,55 +259,49 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
         }
     }
 
-    async fn observe(
+    /// The policy's observation from the cycle's grouped answer, plus its custom checks.
+    async fn observation(
         &self,
         policy: &Policy,
         view: &RouteView,
+        sides: &HashMap<WorkloadKey, SideObservation>,
         from: i64,
         now: Timestamp,
-    ) -> Result<Observation, String> {
+    ) -> Observation {
         let canary = WorkloadKey::new(&policy.namespace, workload(policy, false, view));
         let baseline = WorkloadKey::new(&policy.namespace, workload(policy, true, view));
-        let window =
-            std::time::Duration::from_secs(u64::try_from((now.as_second() - from).max(1)).unwrap_or(1));
-        let sides = self
-            .metrics
-            .observe_sides(&[canary.clone(), baseline.clone()], now, window)
-            .await
-            .map_err(|e| e.to_string())?;
+        let window_secs = (now.as_second() - from).max(1);
         let mut custom = Vec::new();
         for check in &policy.spec.analysis.custom {
-            let value = |side: &WorkloadKey| {
+            let query = |side: &WorkloadKey| {
                 let mut vars: HashMap<&str, String> = HashMap::new();
                 vars.insert("namespace", policy.namespace.clone());
                 vars.insert("workload", side.workload.clone());
                 vars.insert("canaryWorkload", canary.workload.clone());
                 vars.insert("baselineWorkload", baseline.workload.clone());
                 vars.insert("virtualService", policy.spec.target.virtual_service.clone());
-                vars.insert("interval", format!("{}s", window.as_secs()));
-                template::render(&check.query, &vars).map_err(|e| e.to_string())
+                vars.insert("interval", format!("{window_secs}s"));
+                template::render(&check.query, &vars).ok()
             };
-            let c = match value(&canary) {
-                Ok(q) => self.metrics.query_scalar(&q, now).await.ok(),
-                Err(_) => None,
+            // A query that cannot be rendered or answered is a missing value: the judge turns it
+            // into an Error verdict for that check, never a Pass.
+            let c = match query(&canary) {
+                Some(q) => self.metrics.query_scalar(&q, now).await.ok(),
+                None => None,
             };
-            let b = if check.mode == CustomMode::Compare {
-                match value(&baseline) {
-                    Ok(q) => self.metrics.query_scalar(&q, now).await.ok(),
-                    Err(_) => None,
-                }
-            } else {
-                None
+            let b = match (check.mode, query(&baseline)) {
+                (CustomMode::Compare, Some(q)) => self.metrics.query_scalar(&q, now).await.ok(),
+                _ => None,
             };
             custom.push(CustomValue { name: check.name.clone(), canary: c, baseline: b });
         }
-        Ok(Observation {
+        Observation {
             start: from,
             end: now.as_second(),
             canary: sides.get(&canary).cloned().unwrap_or_default(),
             baseline: sides.get(&baseline).cloned().unwrap_or_default(),
             custom,
-        })
+        }
     }
 
     async fn stable_rolled_out(
