@@ -85,7 +85,7 @@ pub fn run(dir: &Path, prometheus: &str, token_file: Option<&Path>, once: bool) 
                 match result {
                     Ok(r) => {
                         let interval = policy.spec.analysis.interval.as_secs_i64();
-                        next_due.insert(key, now.as_second() + interval.min(30));
+                        next_due.insert(key.clone(), now.as_second() + interval.min(30));
                         if let Some(d) = r.verdict_to_write {
                             tracing::debug!(policy = %key, micros = d.as_micros() as u64, "verdict to write");
                         }
