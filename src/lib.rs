@@ -4,6 +4,7 @@
 //! `policy`, `plan`, `schedule`, `observation`, `judge` and `engine` take data and time and
 //! return data; `prometheus`, `emulator` and the daemon's adapters talk to the outside world.
 
+pub mod alert;
 pub mod backtest;
 pub mod cli;
 pub mod daemon;
