@@ -99,6 +99,28 @@ async fn a_rollout_changes_only_the_policy_route_weights_and_its_state() {
         .collect();
     assert!(!writes.is_empty());
     assert!(writes.iter().all(|r| r.content_type.as_deref() == Some("application/json-patch+json")));
+    // Every transition is a Kubernetes Event on the VirtualService.
+    let reasons: Vec<String> = emu
+        .list("", "events", Some("bookinfo"))
+        .iter()
+        .filter_map(|e| e["reason"].as_str().map(str::to_string))
+        .collect();
+    for want in ["NewRevision", "StepStarted", "Promoted"] {
+        assert!(reasons.iter().any(|r| r == want), "missing event {want}: {reasons:?}");
+    }
+}
+
+#[tokio::test]
+async fn refuses_to_start_when_the_destination_rule_lacks_the_canary_subset() {
+    let (emu, policy, mesh) = sandbox(None).await;
+    let mut dr = emu.get("networking.istio.io", "v1", "destinationrules", "bookinfo", "reviews").unwrap();
+    dr["spec"]["subsets"] = json!([{"name": "v1", "labels": {"version": "v1"}}]);
+    emu.apply_value(dr).unwrap();
+    let before = vs(&emu);
+    let driver = Driver::new(emu.client(), mesh, NoEffects);
+    let err = driver.reconcile(&policy, t0()).await.unwrap_err();
+    assert!(err.to_string().contains("subset \"v2\""), "{err}");
+    assert_eq!(vs(&emu)["spec"], before["spec"], "no weight was touched");
 }
 
 #[tokio::test]

@@ -25,6 +25,8 @@ pub enum DaemonError {
     Conflict,
     #[error("canary workload {0} not found")]
     CanaryMissing(String),
+    #[error("no DestinationRule defines subset {subset:?} for host {host:?}; add it before rolling out")]
+    MissingSubset { host: String, subset: String },
     #[error("recorded state on the VirtualService is unreadable: {0}")]
     State(String),
 }
@@ -185,6 +187,11 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
             }
         }
         if let Some(rev) = revision.filter(|r| before.revision.as_deref() != Some(r)) {
+            // A rollout is about to start: routing to a subset that does not exist would send
+            // canary traffic into a 503 black hole, so refuse before touching weights.
+            if !before.phase.is_active() {
+                self.check_subsets(policy, &view).await?;
+            }
             inputs.push(Input::NewRevision(rev));
         }
         if before.phase.is_active() && view.traffic != before.traffic {
@@ -356,6 +363,7 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
                     }
                 }
                 Action::Record { reason, message } => {
+                    self.event(policy, view, reason, message).await;
                     tracing::info!(policy = %key, reason, phase = state.phase.as_str(), step = state.step + 1, canary_weight = state.traffic.canary_weight, "{message}");
                 }
                 Action::SetTraffic(_) | Action::Deliver(_) => {}
@@ -381,6 +389,66 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
                 p.entry(key).or_default().extend(feedback);
             }
         }
+    }
+
+    /// Records a Kubernetes Event on the VirtualService; failures are logged, never fatal.
+    async fn event(&self, policy: &Policy, view: &RouteView, reason: &str, message: &str) {
+        use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &policy.namespace);
+        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
+        let event = Event {
+            metadata: kube::api::ObjectMeta {
+                generate_name: Some(format!("{}-", policy.spec.target.virtual_service)),
+                namespace: Some(policy.namespace.clone()),
+                ..Default::default()
+            },
+            involved_object: ObjectReference {
+                api_version: Some("networking.istio.io/v1".into()),
+                kind: Some("VirtualService".into()),
+                name: Some(policy.spec.target.virtual_service.clone()),
+                namespace: Some(policy.namespace.clone()),
+                field_path: Some(format!("spec.http[{}]", view.index)),
+                ..Default::default()
+            },
+            reason: Some(reason.to_string()),
+            message: Some(format!("{}: {message}", policy.key())),
+            type_: Some(
+                if reason == "Aborted" || reason.starts_with("Drift") { "Warning" } else { "Normal" }.into(),
+            ),
+            source: Some(EventSource { component: Some("canaryd".into()), ..Default::default() }),
+            first_timestamp: Some(now.clone()),
+            last_timestamp: Some(now),
+            count: Some(1),
+            ..Default::default()
+        };
+        if let Err(e) = api.create(&kube::api::PostParams::default(), &event).await {
+            tracing::debug!(error = %e, "cannot record a Kubernetes Event");
+        }
+    }
+
+    /// Before a rollout starts: the DestinationRule for the host must define both subsets.
+    async fn check_subsets(&self, policy: &Policy, view: &RouteView) -> Result<(), DaemonError> {
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            &policy.namespace,
+            &super::kube_io::destination_rule_resource(),
+        );
+        let rules = api.list(&Default::default()).await?;
+        let short = |h: &str| h.split('.').next().unwrap_or(h).to_string();
+        let t = &policy.spec.target;
+        for (host, subset) in [(&view.stable_host, &t.stable.subset), (&view.canary_host, &t.canary.subset)] {
+            let found = rules.items.iter().any(|dr| {
+                let spec = &dr.data["spec"];
+                spec["host"].as_str().is_some_and(|h| short(h) == short(host))
+                    && spec["subsets"]
+                        .as_array()
+                        .is_some_and(|subs| subs.iter().any(|s| s["name"].as_str() == Some(subset.as_str())))
+            });
+            if !found {
+                return Err(DaemonError::MissingSubset { host: host.clone(), subset: subset.clone() });
+            }
+        }
+        Ok(())
     }
 
     async fn copy_template(

@@ -12,6 +12,14 @@ pub fn virtual_service_resource() -> ApiResource {
     )
 }
 
+/// The DestinationRule resource (networking.istio.io/v1).
+pub fn destination_rule_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("networking.istio.io", "v1", "DestinationRule"),
+        "destinationrules",
+    )
+}
+
 /// A Deployment's revision: a short hash of its pod template. A new template means a new
 /// release; replicas, annotations outside the template and status do not count.
 pub fn pod_template_revision(deployment: &Value) -> Option<String> {

@@ -6,6 +6,8 @@
 
 mod driver;
 mod kube_io;
+pub mod leader;
+pub mod metrics;
 
 pub use driver::{CycleReport, DaemonError, Driver, Effects, NoEffects};
 pub use kube_io::{pod_template_revision, virtual_service_resource};
