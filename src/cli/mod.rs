@@ -5,6 +5,7 @@ mod backtest;
 mod cluster;
 mod output;
 mod plan;
+mod run;
 mod validate;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -86,18 +87,8 @@ pub enum Commands {
     /// Policies are re-read every cycle (mount them from a repo or ConfigMap); invalid ones are
     /// logged with their located errors and never acted on.
     Run {
-        /// Directory of policy files.
-        #[arg(long)]
-        policies: PathBuf,
-        /// Prometheus base URL.
-        #[arg(long, env = "CANARYD_PROMETHEUS_URL")]
-        prometheus: String,
-        /// File holding a bearer token for Prometheus.
-        #[arg(long)]
-        prometheus_token_file: Option<PathBuf>,
-        /// Reconcile every policy once and exit.
-        #[arg(long)]
-        once: bool,
+        #[command(flatten)]
+        options: Box<run::RunOptions>,
         /// Log format.
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
@@ -206,9 +197,9 @@ pub fn run() -> i32 {
                 }
             }
         }
-        Commands::Run { policies, prometheus, prometheus_token_file, once, log_format } => {
+        Commands::Run { options, log_format } => {
             init_logs(log_format);
-            cluster::run(&policies, &prometheus, prometheus_token_file.as_deref(), once)
+            run::run(*options)
         }
         Commands::Status { policy, format } => cluster::status(&policy, format == Format::Json),
         Commands::Start { policy } => cluster::command(&policy, "start", None),

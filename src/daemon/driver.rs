@@ -12,7 +12,7 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Why a reconcile did not complete. The state on the cluster is unchanged in every case.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +31,32 @@ pub enum DaemonError {
     State(String),
 }
 
+/// Where effects report what they learnt (gate answers, delivered alerts): the next
+/// reconcile of that policy feeds it to the engine. Cloneable into spawned tasks.
+#[derive(Clone, Default)]
+pub struct Feedback {
+    pending: Arc<Mutex<HashMap<String, Vec<Input>>>>,
+}
+
+impl Feedback {
+    /// Queues `input` for the policy `key` (`namespace/name`).
+    pub fn push(&self, key: &str, input: Input) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.entry(key.to_string()).or_default().push(input);
+        }
+    }
+
+    fn take(&self, key: &str) -> Vec<Input> {
+        self.pending.lock().map(|mut p| p.remove(key).unwrap_or_default()).unwrap_or_default()
+    }
+
+    fn put_back(&self, key: &str, inputs: Vec<Input>) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.entry(key.to_string()).or_default().splice(0..0, inputs);
+        }
+    }
+}
+
 /// Side effects outside Kubernetes: gates and alert delivery (webhooks, email).
 pub trait Effects: Send + Sync {
     /// Asks a gate; `(open, detail)`.
@@ -40,13 +66,16 @@ pub trait Effects: Send + Sync {
         gate: &Gate,
         state: &RolloutState,
     ) -> impl Future<Output = (bool, String)> + Send;
-    /// Delivers one outbox alert to one channel.
+    /// Starts delivering one outbox alert to the channels that still miss it and reports each
+    /// delivered channel as `Input::AlertDelivered` through `feedback`. It must not hold up the
+    /// cycle (spawn slow work): the rollback has already been written when this runs.
     fn deliver(
         &self,
         policy: &Policy,
         alert: &PendingAlert,
-        channel: &str,
-    ) -> impl Future<Output = Result<(), String>> + Send;
+        state: &RolloutState,
+        feedback: Feedback,
+    ) -> impl Future<Output = ()> + Send;
 }
 
 /// Effects for runs without gates or alert channels.
@@ -56,9 +85,7 @@ impl Effects for NoEffects {
     async fn call_gate(&self, _: &Policy, _: &Gate, _: &RolloutState) -> (bool, String) {
         (false, "no gate caller configured".into())
     }
-    async fn deliver(&self, _: &Policy, _: &PendingAlert, _: &str) -> Result<(), String> {
-        Err("no alert channel configured".into())
-    }
+    async fn deliver(&self, _: &Policy, _: &PendingAlert, _: &RolloutState, _: Feedback) {}
 }
 
 /// What one reconcile did, for logs, the demo's view and metrics.
@@ -100,12 +127,12 @@ pub struct Driver<M, E> {
     pub metrics: M,
     pub effects: E,
     /// Inputs learnt from effects (gate answers, deliveries), fed to the next reconcile.
-    pending: Mutex<HashMap<String, Vec<Input>>>,
+    pending: Feedback,
 }
 
 impl<M: MetricsSource, E: Effects> Driver<M, E> {
     pub fn new(client: kube::Client, metrics: M, effects: E) -> Self {
-        Driver { client, metrics, effects, pending: Mutex::new(HashMap::new()) }
+        Driver { client, metrics, effects, pending: Feedback::default() }
     }
 
     /// Reconciles one policy at time `now` (the caller's clock: real or compressed).
@@ -177,8 +204,7 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
         let revision = pod_template_revision(&serde_json::to_value(&canary).unwrap_or_default());
 
         let key = policy.key();
-        let mut inputs =
-            self.pending.lock().map(|mut p| p.remove(&key).unwrap_or_default()).unwrap_or_default();
+        let mut inputs = self.pending.take(&key);
         let queued = inputs.clone();
         if let Some(raw) = &view.command {
             match parse_command(raw) {
@@ -261,9 +287,7 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
     }
 
     fn requeue(&self, key: &str, inputs: Vec<Input>) {
-        if let Ok(mut p) = self.pending.lock() {
-            p.entry(key.to_string()).or_default().splice(0..0, inputs);
-        }
+        self.pending.put_back(key, inputs);
     }
 
     /// The policy's observation from the cycle's grouped answer, plus its custom checks.
@@ -372,22 +396,10 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
         // Every undelivered alert, not only this cycle's: after a restart the outbox is the
         // only record of what is owed.
         for alert in &state.outbox {
-            for channel in engine::channels_for(policy, alert.event) {
-                if alert.delivered.contains(&channel) {
-                    continue;
-                }
-                match self.effects.deliver(policy, alert, &channel).await {
-                    Ok(()) => feedback.push(Input::AlertDelivered { id: alert.id, channel }),
-                    Err(e) => {
-                        tracing::warn!(policy = %key, channel, error = %e, "alert delivery failed; will retry")
-                    }
-                }
-            }
+            self.effects.deliver(policy, alert, state, self.pending.clone()).await;
         }
-        if !feedback.is_empty() {
-            if let Ok(mut p) = self.pending.lock() {
-                p.entry(key).or_default().extend(feedback);
-            }
+        for input in feedback {
+            self.pending.push(&key, input);
         }
     }
 

@@ -5,9 +5,11 @@
 //! crash at any instant either loses nothing or repeats an idempotent read.
 
 mod driver;
+mod effects;
 mod kube_io;
 pub mod leader;
 pub mod metrics;
 
-pub use driver::{CycleReport, DaemonError, Driver, Effects, NoEffects};
+pub use driver::{CycleReport, DaemonError, Driver, Effects, Feedback, NoEffects};
+pub use effects::{DaemonEffects, KubeSecretStore};
 pub use kube_io::{pod_template_revision, virtual_service_resource};

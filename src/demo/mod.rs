@@ -11,9 +11,9 @@ mod view;
 
 pub use mesh::{Behaviour, SimulatedMesh, ISTIO_BUCKETS_MS};
 
-use crate::daemon::{Driver, Effects};
+use crate::daemon::{Driver, Effects, Feedback};
 use crate::emulator::Emulator;
-use crate::engine::{PendingAlert, Phase, RolloutState};
+use crate::engine::{Input, PendingAlert, Phase, RolloutState};
 use crate::policy::{parse_policy, Gate, Policy};
 use jiff::Timestamp;
 use std::io::Write;
@@ -169,7 +169,18 @@ impl Effects for MailboxEffects {
         (true, format!("demo sandbox opens gate {}", gate.name))
     }
 
-    async fn deliver(&self, policy: &Policy, alert: &PendingAlert, channel: &str) -> Result<(), String> {
+    async fn deliver(&self, policy: &Policy, alert: &PendingAlert, _: &RolloutState, feedback: Feedback) {
+        for channel in crate::alert::missing_channels(policy, alert) {
+            match self.write_mail(policy, alert, &channel) {
+                Ok(()) => feedback.push(&policy.key(), Input::AlertDelivered { id: alert.id, channel }),
+                Err(e) => tracing::warn!(error = %e, "cannot write the demo mailbox"),
+            }
+        }
+    }
+}
+
+impl MailboxEffects {
+    fn write_mail(&self, policy: &Policy, alert: &PendingAlert, channel: &str) -> Result<(), String> {
         let to = policy.spec.alerts.email.as_ref().map(|e| e.to.join(", ")).unwrap_or_default();
         let mut text = format!(
             "From canaryd@localhost {}\nFrom: canaryd <canaryd@localhost>\nTo: {to}\nSubject: [canaryd] {}: {}\nX-Canaryd-Channel: {channel}\n\n{}\n",

@@ -1,0 +1,354 @@
+//! `canaryd run`: the daemon. Policies from a directory and/or RolloutPolicy custom resources,
+//! one grouped cycle at a time, leader election, /metrics, alerts and gates.
+
+use crate::alert::{
+    Deliverer, DelivererConfig, Mailer, RenderOptions, RetryPolicy, SmtpConfig, SmtpTls, WebhookSender,
+};
+use crate::daemon::leader::LeaderElector;
+use crate::daemon::metrics::DaemonMetrics;
+use crate::daemon::{CycleReport, DaemonEffects, DaemonError, Driver, KubeSecretStore};
+use crate::policy::{from_resource, parse_policy, Condition, Policy, RolloutPolicy, RolloutPolicyStatus};
+use crate::prometheus::{PrometheusClient, PrometheusConfig, Secret};
+use kube::api::{Api, Patch, PatchParams};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// Everything `canaryd run` is told on its command line.
+#[derive(Debug, Clone, clap::Args)]
+pub struct RunOptions {
+    /// Directory of policy files (re-read every cycle; mount it from a repo or ConfigMap).
+    #[arg(long)]
+    pub policies: Option<PathBuf>,
+    /// Also act on RolloutPolicy custom resources (cluster-wide, or in --namespace).
+    #[arg(long)]
+    pub crds: bool,
+    /// Only RolloutPolicy resources in this namespace.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Prometheus base URL.
+    #[arg(long, env = "CANARYD_PROMETHEUS_URL")]
+    pub prometheus: String,
+    /// File holding a bearer token for Prometheus.
+    #[arg(long)]
+    pub prometheus_token_file: Option<PathBuf>,
+    /// Prometheus UI base URL for graph links in alerts.
+    #[arg(long, env = "CANARYD_PROMETHEUS_LINK")]
+    pub prometheus_link: Option<String>,
+    /// SMTP server for email alerts.
+    #[arg(long, env = "CANARYD_SMTP_HOST")]
+    pub smtp_host: Option<String>,
+    #[arg(long, env = "CANARYD_SMTP_PORT", default_value_t = 587)]
+    pub smtp_port: u16,
+    /// `starttls` (default), `implicit`, or `none` (loopback relays only).
+    #[arg(long, default_value = "starttls")]
+    pub smtp_tls: String,
+    #[arg(long, env = "CANARYD_SMTP_USERNAME")]
+    pub smtp_username: Option<String>,
+    /// File holding the SMTP password (or set CANARYD_SMTP_PASSWORD).
+    #[arg(long)]
+    pub smtp_password_file: Option<PathBuf>,
+    /// Sender address of alert emails.
+    #[arg(long, env = "CANARYD_MAIL_FROM", default_value = "canaryd <canaryd@localhost>")]
+    pub mail_from: String,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_addr: std::net::SocketAddr,
+    /// Act only while holding the Lease `canaryd-leader` (run two replicas).
+    #[arg(long)]
+    pub leader_election: bool,
+    #[arg(long, env = "POD_NAMESPACE", default_value = "canaryd-system")]
+    pub lease_namespace: String,
+    /// Reconcile once and exit.
+    #[arg(long)]
+    pub once: bool,
+}
+
+fn read_secret_file(path: &PathBuf) -> Result<Secret, String> {
+    std::fs::read_to_string(path)
+        .map(|s| Secret::new(s.trim()))
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+fn deliverer(o: &RunOptions, client: &kube::Client) -> Result<Deliverer, String> {
+    let mailer = match &o.smtp_host {
+        None => None,
+        Some(host) => {
+            let mut cfg = SmtpConfig::new(host.clone(), o.mail_from.clone());
+            cfg.port = o.smtp_port;
+            cfg.tls = match o.smtp_tls.as_str() {
+                "starttls" => SmtpTls::StartTls,
+                "implicit" => SmtpTls::Implicit,
+                "none" => SmtpTls::None,
+                other => return Err(format!("--smtp-tls {other:?}: use starttls, implicit or none")),
+            };
+            cfg.username = o.smtp_username.clone();
+            cfg.password = match (&o.smtp_password_file, std::env::var("CANARYD_SMTP_PASSWORD")) {
+                (Some(p), _) => Some(crate::alert::Secret::new(read_secret_file(p)?.expose().to_string())),
+                (None, Ok(v)) => Some(crate::alert::Secret::new(v)),
+                (None, Err(_)) => None,
+            };
+            Some(Mailer::new(&cfg).map_err(|e| format!("SMTP: {e}"))?)
+        }
+    };
+    Ok(Deliverer::new(DelivererConfig {
+        mailer,
+        webhooks: WebhookSender::new(std::time::Duration::from_secs(10)).map_err(|e| e.to_string())?,
+        secrets: Arc::new(KubeSecretStore { client: client.clone() }),
+        render: RenderOptions { prometheus_url: o.prometheus_link.clone() },
+        retry: RetryPolicy::default(),
+    }))
+}
+
+/// Runs the daemon until SIGTERM / Ctrl-C; returns the exit code.
+pub fn run(o: RunOptions) -> i32 {
+    if o.policies.is_none() && !o.crds {
+        eprintln!("error: nothing to run: give --policies DIR, --crds, or both");
+        return 2;
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return 2;
+        }
+    };
+    rt.block_on(async move {
+        match daemon(o).await {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("error: {e}");
+                2
+            }
+        }
+    })
+}
+
+async fn daemon(o: RunOptions) -> Result<(), String> {
+    let mut config = PrometheusConfig::new(o.prometheus.clone());
+    if let Some(path) = &o.prometheus_token_file {
+        config.bearer_token = Some(read_secret_file(path)?);
+    }
+    let metrics_source = PrometheusClient::new(config).map_err(|e| format!("Prometheus: {e}"))?;
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| format!("cannot reach the cluster: {e}\n  set KUBECONFIG or run inside a cluster"))?;
+    let effects = DaemonEffects {
+        deliverer: deliverer(&o, &client)?,
+        http: reqwest::Client::builder().build().map_err(|e| e.to_string())?,
+        secrets: Arc::new(KubeSecretStore { client: client.clone() }),
+    };
+    let driver = Driver::new(client.clone(), metrics_source, effects);
+    let metrics = Arc::new(DaemonMetrics::default());
+    if !o.once {
+        let (addr, m) = (o.metrics_addr, metrics.clone());
+        tokio::spawn(async move {
+            if let Err(e) = crate::daemon::metrics::serve(addr, m).await {
+                tracing::error!(error = %e, %addr, "cannot serve /metrics");
+            }
+        });
+    }
+    let identity =
+        std::env::var("POD_NAME").or_else(|_| std::env::var("HOSTNAME")).unwrap_or_else(|_| "canaryd".into());
+    let elector = o
+        .leader_election
+        .then(|| LeaderElector::new(client.clone(), &o.lease_namespace, "canaryd-leader", &identity));
+    let mut next_due: HashMap<String, i64> = HashMap::new();
+    let mut statuses: HashMap<String, RolloutPolicyStatus> = HashMap::new();
+    tracing::info!(identity = %identity, "canaryd running");
+    loop {
+        let now = jiff::Timestamp::now();
+        let leading = match &elector {
+            Some(e) => e.try_lead(now).await,
+            None => true,
+        };
+        if leading {
+            let (policies, from_crs) = gather(&o, &client, &mut statuses).await;
+            let due: Vec<Policy> = policies
+                .into_iter()
+                .filter(|p| next_due.get(&p.key()).is_none_or(|t| *t <= now.as_second()))
+                .collect();
+            for (policy, result) in due.iter().zip(driver.cycle(&due, now).await) {
+                let key = policy.key();
+                match &result {
+                    Ok(r) => {
+                        metrics.observe(&key, r);
+                        next_due.insert(
+                            key.clone(),
+                            now.as_second() + policy.spec.analysis.interval.as_secs_i64().min(30),
+                        );
+                    }
+                    Err(e) => {
+                        metrics.error(error_kind(e));
+                        tracing::warn!(policy = %key, error = %e, "reconcile failed; state unchanged, retrying");
+                    }
+                }
+                if from_crs.contains(&key) {
+                    write_status(&client, policy, &result, &mut statuses).await;
+                }
+            }
+        }
+        metrics.cycle_done();
+        if o.once {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+            _ = shutdown_signal() => {
+                tracing::info!("shutting down between cycles: every decision is already written");
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn error_kind(e: &DaemonError) -> &'static str {
+    match e {
+        DaemonError::Conflict => "conflict",
+        DaemonError::Kube(_) => "kubernetes",
+        _ => "policy",
+    }
+}
+
+/// Valid policies from the directory and the custom resources; invalid ones are logged (and,
+/// for resources, reported in their status) and never acted on.
+async fn gather(
+    o: &RunOptions,
+    client: &kube::Client,
+    statuses: &mut HashMap<String, RolloutPolicyStatus>,
+) -> (Vec<Policy>, Vec<String>) {
+    let mut out = Vec::new();
+    if let Some(dir) = &o.policies {
+        let files = super::validate::collect(std::slice::from_ref(dir)).unwrap_or_default();
+        for f in files {
+            let name = f.display().to_string();
+            match std::fs::read_to_string(&f).map_err(|e| e.to_string()).map(|t| parse_policy(&name, &t)) {
+                Ok(Ok(p)) => out.push(p),
+                Ok(Err(d)) => tracing::error!(file = %name, "invalid policy, not acted on:\n{d}"),
+                Err(e) => tracing::error!(file = %name, error = %e, "cannot read policy"),
+            }
+        }
+    }
+    let mut from_crs = Vec::new();
+    if o.crds {
+        let api: Api<RolloutPolicy> = match &o.namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        match api.list(&Default::default()).await {
+            Ok(list) => {
+                for rp in list.items {
+                    match from_resource(&rp) {
+                        Ok(p) => {
+                            from_crs.push(p.key());
+                            out.push(p);
+                        }
+                        Err(d) => {
+                            tracing::error!("invalid RolloutPolicy, not acted on:\n{d}");
+                            let ns = rp.metadata.namespace.clone().unwrap_or_default();
+                            let name = rp.metadata.name.clone().unwrap_or_default();
+                            let status = RolloutPolicyStatus {
+                                phase: Some("Invalid".into()),
+                                conditions: vec![condition(
+                                    "Valid",
+                                    "False",
+                                    "InvalidPolicy",
+                                    &d.to_string(),
+                                )],
+                                observed_generation: rp.metadata.generation,
+                                ..Default::default()
+                            };
+                            patch_status(client, &ns, &name, status, statuses).await;
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot list RolloutPolicy resources"),
+        }
+    }
+    (out, from_crs)
+}
+
+fn condition(type_: &str, status: &str, reason: &str, message: &str) -> Condition {
+    Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.chars().take(1000).collect(),
+        last_transition_time: jiff::Timestamp::now().to_string(),
+    }
+}
+
+async fn write_status(
+    client: &kube::Client,
+    policy: &Policy,
+    result: &Result<CycleReport, DaemonError>,
+    statuses: &mut HashMap<String, RolloutPolicyStatus>,
+) {
+    let status = match result {
+        Ok(r) => {
+            let s = &r.state;
+            let verdict = s.last_verdict.as_ref().map(|v| {
+                let why = v.decisive_check().map(|c| format!(": {}", c.check)).unwrap_or_default();
+                format!("{}{why}", v.verdict)
+            });
+            RolloutPolicyStatus {
+                phase: Some(s.phase.as_str().into()),
+                step: Some(format!("{}/{}", s.step + 1, policy.spec.steps.len())),
+                canary_weight: Some(s.traffic.canary_weight),
+                last_verdict: verdict,
+                revision: s.revision.clone(),
+                conditions: vec![condition("Valid", "True", "Valid", "policy is valid")],
+                observed_generation: None,
+            }
+        }
+        Err(e) => RolloutPolicyStatus {
+            conditions: vec![condition("Reconciled", "False", "Error", &e.to_string())],
+            ..statuses.get(&policy.key()).cloned().unwrap_or_default()
+        },
+    };
+    patch_status(client, &policy.namespace, &policy.name, status, statuses).await;
+}
+
+/// Writes a status only when it changed (conditions' times aside), to keep API traffic flat.
+async fn patch_status(
+    client: &kube::Client,
+    namespace: &str,
+    name: &str,
+    status: RolloutPolicyStatus,
+    cache: &mut HashMap<String, RolloutPolicyStatus>,
+) {
+    let key = format!("{namespace}/{name}");
+    let strip = |s: &RolloutPolicyStatus| {
+        let mut s = s.clone();
+        s.conditions.iter_mut().for_each(|c| c.last_transition_time.clear());
+        s
+    };
+    if cache.get(&key).map(strip) == Some(strip(&status)) {
+        return;
+    }
+    let api: Api<RolloutPolicy> = Api::namespaced(client.clone(), namespace);
+    let patch = serde_json::json!({"status": status});
+    match api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        Ok(_) => {
+            cache.insert(key, status);
+        }
+        Err(e) => tracing::warn!(policy = %key, error = %e, "cannot write RolloutPolicy status"),
+    }
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
+}
