@@ -1,0 +1,251 @@
+//! The simulated world: what the baseline and the canary serve, 10 s bucket by 10 s bucket.
+//!
+//! A scenario is a deterministic function of time (error rates and latency distributions per
+//! side); the randomness is in [`bucket`], which draws one 10 s bucket from a RNG seeded by
+//! (run seed, bucket index). Two controllers that route the same weight in the same bucket
+//! therefore see the *same* requests (common random numbers): the comparison between canaryd,
+//! the Flagger-style rule and the oracle is on identical data wherever their weights agree.
+
+use canaryd::observation::{Histogram, SideObservation};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
+use rand_distr::{Binomial, Distribution, Poisson};
+use statrs::distribution::{ContinuousCDF, LogNormal};
+
+/// Istio's default `istio_request_duration_milliseconds` bucket bounds.
+pub const ISTIO_MS: [f64; 19] = [
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0,
+    300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+/// Number of histogram categories: the finite buckets plus `+Inf`.
+pub const CATS: usize = ISTIO_MS.len() + 1;
+/// Resolution of the traffic model (what a 10 s Prometheus scrape would give).
+pub const BUCKET_SECS: i64 = 10;
+/// The whole world is precomputed up to this horizon (3 h): held low-traffic rollouts run long.
+pub const HORIZON_SECS: i64 = 3 * 3600;
+pub const HORIZON_BUCKETS: usize = (HORIZON_SECS / BUCKET_SECS) as usize;
+
+/// A latency distribution: a mixture of log-normals `(weight, median ms, log-sd)`.
+#[derive(Debug, Clone)]
+pub struct Latency(pub Vec<(f64, f64, f64)>);
+
+impl Latency {
+    pub fn lognormal(median_ms: f64, sigma: f64) -> Self {
+        Latency(vec![(1.0, median_ms, sigma)])
+    }
+
+    /// Every request `factor` times slower (a lognormal scale shift moves every quantile, the
+    /// median and the p99 alike, by the same factor).
+    pub fn scaled(&self, factor: f64) -> Self {
+        Latency(self.0.iter().map(|&(w, m, s)| (w, m * factor, s)).collect())
+    }
+
+    /// A share of requests takes a slow path (cache miss, retry, lock): heavy tail, same median.
+    pub fn with_tail(&self, share: f64, median_ms: f64, sigma: f64) -> Self {
+        let mut parts: Vec<_> = self.0.iter().map(|&(w, m, s)| (w * (1.0 - share), m, s)).collect();
+        parts.push((share, median_ms, sigma));
+        Latency(parts)
+    }
+
+    /// Probability of each Istio bucket (last entry: `+Inf`).
+    pub fn probs(&self) -> [f64; CATS] {
+        let mut p = [0.0; CATS];
+        for &(w, median, sigma) in &self.0 {
+            let d = LogNormal::new(median.ln(), sigma).expect("valid lognormal");
+            let mut prev = 0.0;
+            for (i, b) in ISTIO_MS.iter().enumerate() {
+                let c = d.cdf(*b);
+                p[i] += w * (c - prev);
+                prev = c;
+            }
+            p[ISTIO_MS.len()] += w * (1.0 - prev);
+        }
+        p
+    }
+}
+
+/// What one side serves during one bucket.
+#[derive(Debug, Clone)]
+pub struct SideModel {
+    /// Probability that a request fails (5xx).
+    pub err: f64,
+    /// Latency bucket probabilities.
+    pub probs: [f64; CATS],
+}
+
+/// How the canary differs from the baseline once its fault is on.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    None,
+    /// Error rate + this many percentage points.
+    ErrorPp(f64),
+    /// Every request this factor slower.
+    LatencyScale(f64),
+    /// A share of requests takes a slow path `(share, median ms, log-sd)`.
+    LatencyTail(f64, f64, f64),
+}
+
+/// What happens to both sides alike (the environment: dependencies, load).
+#[derive(Debug, Clone)]
+pub enum Common {
+    Steady,
+    /// Both sides' error rate jumps by `err_pp` and latency by `lat_factor` for `secs` seconds
+    /// from each start (a dependency blip).
+    Blips {
+        starts: Vec<i64>,
+        secs: i64,
+        err_pp: f64,
+        lat_factor: f64,
+    },
+    /// Both sides drift linearly from the base to `err_to` (fraction) and latency × `lat_to`
+    /// over `secs`, then stay there (evening load, a slowly degrading dependency).
+    Drift {
+        secs: i64,
+        err_to: f64,
+        lat_to: f64,
+    },
+}
+
+/// Baseline latency of every scenario: median 45 ms, p99 ≈ 230 ms (p99 from the Istio buckets
+/// ≈ 246 ms), comfortably inside Flagger's 500 ms.
+pub fn base_latency() -> Latency {
+    Latency::lognormal(45.0, 0.7)
+}
+
+/// One scenario: a healthy or faulty canary in an environment.
+pub struct Scenario {
+    pub name: String,
+    /// A healthy canary must promote; a faulty one must abort.
+    pub healthy: bool,
+    /// Baseline error rate (fraction).
+    pub base_err: f64,
+    /// When the canary's fault starts, seconds after the rollout started (0: from the start).
+    pub onset: i64,
+    pub fault: Fault,
+    pub common: Common,
+    /// `(canary, baseline)` per bucket, precomputed over the horizon.
+    models: Vec<(SideModel, SideModel)>,
+}
+
+impl Scenario {
+    pub fn new(name: &str, healthy: bool, base_err: f64, onset: i64, fault: Fault, common: Common) -> Self {
+        let mut s =
+            Scenario { name: name.to_string(), healthy, base_err, onset, fault, common, models: Vec::new() };
+        s.models = (0..HORIZON_BUCKETS).map(|i| s.model_at(i as i64 * BUCKET_SECS)).collect();
+        s
+    }
+
+    fn model_at(&self, t: i64) -> (SideModel, SideModel) {
+        let (err, lat_factor) = match &self.common {
+            Common::Steady => (self.base_err, 1.0),
+            Common::Blips { starts, secs, err_pp, lat_factor } => {
+                if starts.iter().any(|s| t >= *s && t < s + secs) {
+                    (self.base_err + err_pp / 100.0, *lat_factor)
+                } else {
+                    (self.base_err, 1.0)
+                }
+            }
+            Common::Drift { secs, err_to, lat_to } => {
+                let x = (t as f64 / *secs as f64).min(1.0);
+                (self.base_err + x * (err_to - self.base_err), 1.0 + x * (lat_to - 1.0))
+            }
+        };
+        let lat = base_latency().scaled(lat_factor);
+        let baseline = SideModel { err, probs: lat.probs() };
+        let on = !self.healthy && t >= self.onset;
+        let canary = match (&self.fault, on) {
+            (Fault::ErrorPp(pp), true) => {
+                SideModel { err: (err + pp / 100.0).min(1.0), probs: baseline.probs }
+            }
+            (Fault::LatencyScale(f), true) => SideModel { err, probs: lat.scaled(*f).probs() },
+            (Fault::LatencyTail(share, m, s), true) => {
+                SideModel { err, probs: lat.with_tail(*share, *m, *s).probs() }
+            }
+            _ => baseline.clone(),
+        };
+        (canary, baseline)
+    }
+
+    /// `(canary, baseline)` models of bucket `idx`.
+    pub fn models(&self, idx: usize) -> &(SideModel, SideModel) {
+        &self.models[idx.min(HORIZON_BUCKETS - 1)]
+    }
+
+    /// First bucket in which the fault is on (0 for healthy scenarios: everything counts).
+    pub fn onset_bucket(&self) -> usize {
+        if self.healthy {
+            0
+        } else {
+            (self.onset / BUCKET_SECS) as usize
+        }
+    }
+}
+
+/// One 10 s bucket of both sides.
+pub struct Bucket {
+    pub canary: SideObservation,
+    pub baseline: SideObservation,
+}
+
+fn splitmix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+/// The RNG of one bucket of one run: independent across runs and buckets, identical for every
+/// controller that looks at the same run and bucket.
+pub fn bucket_rng(seed: u64, idx: usize, salt: u64) -> SmallRng {
+    SmallRng::seed_from_u64(splitmix(splitmix(seed) ^ splitmix(idx as u64 ^ (salt << 32))))
+}
+
+fn binomial(n: u64, p: f64, rng: &mut SmallRng) -> u64 {
+    if n == 0 || p <= 0.0 {
+        return 0;
+    }
+    if p >= 1.0 {
+        return n;
+    }
+    Binomial::new(n, p).map(|b| b.sample(rng)).unwrap_or(0)
+}
+
+/// A multinomial draw of `n` requests over the latency buckets (conditional binomials).
+fn histogram(n: u64, probs: &[f64; CATS], rng: &mut SmallRng) -> Histogram {
+    let mut h = Histogram::empty(&ISTIO_MS);
+    let (mut left, mut mass) = (n, 1.0);
+    for (i, p) in probs.iter().enumerate() {
+        if left == 0 {
+            break;
+        }
+        let k =
+            if i == CATS - 1 || mass <= 0.0 { left } else { binomial(left, (p / mass).clamp(0.0, 1.0), rng) };
+        if i < ISTIO_MS.len() {
+            h.counts[i] = k;
+        } else {
+            h.overflow = k;
+        }
+        left -= k;
+        mass -= p;
+    }
+    h
+}
+
+fn side(n: u64, m: &SideModel, rng: &mut SmallRng) -> SideObservation {
+    let errors = binomial(n, m.err, rng);
+    SideObservation { requests: n, errors, latency: Some(histogram(n, &m.probs, rng)) }
+}
+
+/// Draws bucket `idx` of run `seed` at `rate` req/s on the route with `weight`% on the canary.
+/// Route traffic is Poisson; the split is binomial (Istio routes request by request).
+pub fn bucket(sc: &Scenario, rate: f64, seed: u64, idx: usize, weight: u32) -> Bucket {
+    let mut rng = bucket_rng(seed, idx, 0);
+    let lambda = rate * BUCKET_SECS as f64;
+    let total = Poisson::new(lambda).map(|p| p.sample(&mut rng) as u64).unwrap_or(0);
+    let nc = binomial(total, f64::from(weight.min(100)) / 100.0, &mut rng);
+    let (cm, bm) = sc.models(idx);
+    // Separate streams per side, so the canary's draws do not shift the baseline's.
+    let mut rc = bucket_rng(seed, idx, 1);
+    let mut rb = bucket_rng(seed, idx, 2);
+    Bucket { canary: side(nc, cm, &mut rc), baseline: side(total - nc, bm, &mut rb) }
+}
