@@ -84,7 +84,7 @@ fn wilson_high(rate: f64, n: usize) -> f64 {
     (centre + rad) / denom
 }
 
-pub fn print_table(healthy: bool, rows: &[(f64, [Summary; 4])]) {
+pub fn print_table(healthy: bool, rows: &[Row]) {
     if healthy {
         println!(
             "  {:>6}  {:<15} {:>11} {:>9} {:>9}  {:>17}  {:>21}",
@@ -139,9 +139,12 @@ pub fn print_table(healthy: bool, rows: &[(f64, [Summary; 4])]) {
     }
 }
 
+/// One row of a table: the route rate and each decider's summary.
+pub type Row = (f64, [Summary; 4]);
+
 /// Everything measured: per scenario, its role, name and rows.
 pub struct Results {
-    pub scenarios: Vec<(Role, String, Vec<(f64, [Summary; 4])>)>,
+    pub scenarios: Vec<(Role, String, Vec<Row>)>,
     pub interval_secs: f64,
 }
 
@@ -162,7 +165,7 @@ impl Verdicts {
 }
 
 impl Results {
-    fn rows(&self, role: Role) -> impl Iterator<Item = (&str, &(f64, [Summary; 4]))> {
+    fn rows(&self, role: Role) -> impl Iterator<Item = (&str, &Row)> {
         self.scenarios
             .iter()
             .filter(move |(r, _, _)| *r == role)
