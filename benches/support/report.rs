@@ -271,7 +271,8 @@ impl Results {
             for role in cases {
                 for (name, (rate, s)) in self.rows(role) {
                     let (c, o) = (s[0].failed.0, s[who].failed.0);
-                    let ok = c <= limit * o || (!o.is_finite() && c.is_finite());
+                    // Both never aborting is no success: require canaryd to abort at all.
+                    let ok = c.is_finite() && (c <= limit * o || !o.is_finite());
                     v.line(
                         ok,
                         format!(
