@@ -18,3 +18,4 @@ pub mod plan;
 pub mod policy;
 pub mod prometheus;
 pub mod schedule;
+pub mod secret;

@@ -13,34 +13,10 @@ pub struct Traffic {
     pub canary_weight: u32,
     /// Requests matching this header go to the canary (managed route above the user's routes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub header_match: Option<HeaderMatchRoute>,
+    pub header_match: Option<HeaderMatch>,
     /// Percent of the route's requests mirrored to the canary.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mirror_percent: Option<u32>,
-}
-
-/// A managed header-match route.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HeaderMatchRoute {
-    pub header: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exact: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub prefix: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub regex: Option<String>,
-}
-
-impl From<&HeaderMatch> for HeaderMatchRoute {
-    fn from(h: &HeaderMatch) -> Self {
-        HeaderMatchRoute {
-            header: h.header.clone(),
-            exact: h.exact.clone(),
-            prefix: h.prefix.clone(),
-            regex: h.regex.clone(),
-        }
-    }
 }
 
 impl Traffic {
@@ -113,7 +89,7 @@ pub fn steps(policy: &Policy) -> Vec<PlanStep> {
             let carried = spec.steps[..index].iter().rev().find_map(|p| p.weight).unwrap_or(0);
             let traffic = Traffic {
                 canary_weight: s.weight.unwrap_or(carried),
-                header_match: s.header_match.as_ref().map(HeaderMatchRoute::from),
+                header_match: s.header_match.clone(),
                 mirror_percent: s.mirror.as_ref().map(|m| m.percent),
             };
             PlanStep { index, traffic, bake: s.bake.unwrap_or(spec.analysis.default_bake), pause: s.pause }

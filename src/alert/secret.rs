@@ -13,45 +13,7 @@ use std::fmt;
 /// is far smaller; a bigger file is a misconfiguration (e.g. a CA bundle named by mistake).
 pub const MAX_SECRET_BYTES: usize = 64 * 1024;
 
-/// A secret string. `Debug` and `Display` print `***`, so it can sit in logged structs.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret value.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The value itself; call only where it is sent, never where it is logged.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
-
-impl From<&str> for Secret {
-    fn from(value: &str) -> Self {
-        Secret(value.to_string())
-    }
-}
-
-impl From<String> for Secret {
-    fn from(value: String) -> Self {
-        Secret(value)
-    }
-}
+pub use crate::secret::Secret;
 
 /// Read access to Kubernetes Secrets. Synchronous on purpose: the daemon implements it over a
 /// reflector cache (kube's `reflector::Store`), so resolving never waits on the API server in

@@ -83,7 +83,7 @@ pub fn human(b: &Backtest) -> String {
     if b.intervals.is_empty() {
         out.push_str("no interval was judged (the rollout never started in the range)\n");
     } else {
-        out.push_str(&table(&rows));
+        out.push_str(&crate::cli::output::table(&rows));
     }
     out.push('\n');
     out.push_str(&decision_line(b));
@@ -170,20 +170,4 @@ fn ms(x: f64) -> String {
     } else {
         format!("{x:.1}ms")
     }
-}
-
-/// Left-aligned columns separated by two spaces (as the other commands print them).
-fn table(rows: &[Vec<String>]) -> String {
-    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| rows.iter().filter_map(|r| r.get(c)).map(|s| s.chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let line: Vec<String> =
-            row.iter().enumerate().map(|(i, cell)| format!("{cell:<w$}", w = widths[i])).collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
 }

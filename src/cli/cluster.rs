@@ -9,17 +9,31 @@ use crate::policy::Policy;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use std::path::Path;
 
-fn runtime() -> Result<tokio::runtime::Runtime, i32> {
-    tokio::runtime::Runtime::new().map_err(|e| {
-        eprintln!("error: cannot start the async runtime: {e}");
-        2
-    })
-}
-
-async fn client() -> Result<kube::Client, i32> {
-    kube::Client::try_default().await.map_err(|e| {
-        eprintln!("error: cannot reach the cluster: {e}\n  set KUBECONFIG or run inside a cluster");
-        2
+/// Loads the policy, connects to the cluster (kubeconfig or in-cluster) and runs `f`.
+fn with_cluster<F, Fut>(path: &Path, f: F) -> i32
+where
+    F: FnOnce(Policy, kube::Client) -> Fut,
+    Fut: std::future::Future<Output = i32>,
+{
+    let policy = match load(path) {
+        Ok(p) => p,
+        Err(c) => return c,
+    };
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return 2;
+        }
+    };
+    rt.block_on(async move {
+        match kube::Client::try_default().await {
+            Ok(client) => f(policy, client).await,
+            Err(e) => {
+                eprintln!("error: cannot reach the cluster: {e}\n  set KUBECONFIG or run inside a cluster");
+                2
+            }
+        }
     })
 }
 
@@ -37,20 +51,8 @@ async fn read_view(policy: &Policy, client: kube::Client) -> Result<(RouteView, 
 }
 
 /// `canaryd status POLICY`: phase, step, weights and the last verdict's numbers.
-pub fn status(policy: &Path, json: bool) -> i32 {
-    let policy = match load(policy) {
-        Ok(p) => p,
-        Err(c) => return c,
-    };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(c) => return c,
-    };
-    rt.block_on(async {
-        let client = match client().await {
-            Ok(c) => c,
-            Err(c) => return c,
-        };
+pub fn status(path: &Path, json: bool) -> i32 {
+    with_cluster(path, |policy, client| async move {
         let (view, state) = match read_view(&policy, client).await {
             Ok(v) => v,
             Err(e) => {
@@ -91,20 +93,8 @@ pub fn status(policy: &Path, json: bool) -> i32 {
 
 /// `canaryd start|promote|abort|pause|resume|retry POLICY`: leaves the command on the
 /// VirtualService for the daemon, which applies and clears it in its next write.
-pub fn command(policy: &Path, verb: &str, reason: Option<&str>) -> i32 {
-    let policy = match load(policy) {
-        Ok(p) => p,
-        Err(c) => return c,
-    };
-    let rt = match runtime() {
-        Ok(rt) => rt,
-        Err(c) => return c,
-    };
-    rt.block_on(async {
-        let client = match client().await {
-            Ok(c) => c,
-            Err(c) => return c,
-        };
+pub fn command(path: &Path, verb: &str, reason: Option<&str>) -> i32 {
+    with_cluster(path, |policy, client| async move {
         let value = match reason {
             Some(r) => format!("{verb}: {r}"),
             None => verb.to_string(),

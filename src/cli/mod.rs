@@ -3,7 +3,7 @@
 
 mod backtest;
 mod cluster;
-mod output;
+pub mod output;
 mod plan;
 mod run;
 mod validate;

@@ -84,8 +84,8 @@ fn deliverer(o: &RunOptions, client: &kube::Client) -> Result<Deliverer, String>
             };
             cfg.username = o.smtp_username.clone();
             cfg.password = match (&o.smtp_password_file, std::env::var("CANARYD_SMTP_PASSWORD")) {
-                (Some(p), _) => Some(crate::alert::Secret::new(read_secret_file(p)?.expose().to_string())),
-                (None, Ok(v)) => Some(crate::alert::Secret::new(v)),
+                (Some(p), _) => Some(read_secret_file(p)?),
+                (None, Ok(v)) => Some(Secret::new(v)),
                 (None, Err(_)) => None,
             };
             Some(Mailer::new(&cfg).map_err(|e| format!("SMTP: {e}"))?)

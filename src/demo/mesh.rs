@@ -15,10 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Istio's default latency bucket bounds, milliseconds.
-pub const ISTIO_BUCKETS_MS: [f64; 19] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0,
-    300000.0, 600000.0, 1800000.0, 3600000.0,
-];
+pub use crate::prometheus::synthetic::ISTIO_DEFAULT_BUCKETS_MS as ISTIO_BUCKETS_MS;
 
 /// How one version behaves.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -90,7 +87,7 @@ impl SimulatedMesh {
 
     fn simulate(&self, requests: u64, b: Behaviour) -> SideObservation {
         let Ok(mut rng) = self.rng.lock() else { return SideObservation::default() };
-        let mut hist = Histogram::empty(&ISTIO_BUCKETS_MS);
+        let mut hist = Histogram::empty(ISTIO_BUCKETS_MS);
         let lat = LogNormal::new(b.median_ms.ln(), b.sigma)
             .unwrap_or_else(|_| LogNormal::new(3.0, 0.5).expect("valid"));
         let mut errors = 0;

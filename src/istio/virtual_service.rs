@@ -2,7 +2,8 @@
 //! and build the JSON patch that changes only that route (and canaryd's managed header-match
 //! route) plus the state annotation, guarded by a `test` of the resourceVersion.
 
-use crate::plan::{HeaderMatchRoute, Traffic};
+use crate::plan::Traffic;
+use crate::policy::HeaderMatch;
 use crate::policy::Policy;
 use serde_json::{json, Value};
 
@@ -117,7 +118,7 @@ impl RouteView {
             .and_then(|r| r.pointer("/match/0/headers"))
             .and_then(Value::as_object)
             .and_then(|h| h.iter().next())
-            .map(|(header, cond)| HeaderMatchRoute {
+            .map(|(header, cond)| HeaderMatch {
                 header: header.clone(),
                 exact: cond.get("exact").and_then(Value::as_str).map(str::to_string),
                 prefix: cond.get("prefix").and_then(Value::as_str).map(str::to_string),
@@ -320,7 +321,7 @@ mod tests {
         let view = RouteView::read(&original, &p).unwrap();
         let traffic = Traffic {
             canary_weight: 0,
-            header_match: Some(HeaderMatchRoute {
+            header_match: Some(HeaderMatch {
                 header: "end-user".into(),
                 exact: Some("jason".into()),
                 prefix: None,

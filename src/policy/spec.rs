@@ -113,7 +113,7 @@ pub struct Step {
 }
 
 /// A request header condition, as in Istio's `HTTPMatchRequest.headers`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HeaderMatch {
     /// Header name, lower case (e.g. `end-user`).

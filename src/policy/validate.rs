@@ -147,6 +147,12 @@ impl Validator<'_> {
                         format!("{w} is not a percentage"),
                         format!("weights are 0–100 and must rise from step to step{prev}"),
                     );
+                } else if w == 100 {
+                    self.err(
+                        &field,
+                        "a step at 100% leaves no baseline traffic to compare the canary with",
+                        "end the plan below 100 (e.g. 50); promotion then gives the canary 100% (`promotion.mode: shift`)",
+                    );
                 } else if w == 0 {
                     self.err(
                         &field,
