@@ -253,7 +253,7 @@ struct SyntheticMetrics {
 
 impl SyntheticMetrics {
     fn new() -> Self {
-        let mut latency = Histogram::empty(&ISTIO_BUCKETS_MS);
+        let mut latency = Histogram::empty(ISTIO_BUCKETS_MS);
         // 3,000 requests in a 30 s window (100 rps per side), medians around 25-50 ms.
         for (i, c) in [(2, 300), (3, 600), (4, 1200), (5, 700), (6, 150), (7, 40), (8, 10)] {
             latency.counts[i] = c;
