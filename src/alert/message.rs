@@ -58,6 +58,22 @@ impl AlertFacts {
     }
 }
 
+impl AlertFacts {
+    /// Facts as recorded in the alert itself when it was decided (revision, step, routing),
+    /// so that a later revision cannot relabel it; the plan and workloads come from the policy.
+    pub fn from_alert(policy: &Policy, alert: &crate::engine::PendingAlert) -> Self {
+        let plan = plan::steps(policy);
+        let base = Self::from_state(policy, &RolloutState::default());
+        AlertFacts {
+            revision: alert.revision.clone(),
+            step: alert.step,
+            step_traffic: alert.step.and_then(|i| plan.get(i)).map(|p| p.traffic.clone()),
+            traffic_now: alert.traffic.clone(),
+            ..base
+        }
+    }
+}
+
 /// Rendering settings of the daemon (not of the policy).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct RenderOptions {

@@ -61,6 +61,9 @@ fn abort_alert() -> PendingAlert {
         // 2026-03-10T01:14:00Z
         at: 1_773_105_240,
         headline: "aborted at step 2/3 (30%): success-rate failed".into(),
+        revision: Some("7f9c2d".into()),
+        step: Some(1),
+        traffic: Default::default(),
         verdict: Some(failing_verdict()),
         delivered: vec![],
     }

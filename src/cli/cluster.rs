@@ -78,10 +78,13 @@ pub fn status(path: &Path, json: bool) -> i32 {
         if let Some(r) = &state.reason {
             println!("reason     {r}");
         }
-        if let Some(cs) = policy.spec.schedule.as_ref().and_then(|s| crate::schedule::CompiledSchedule::new(s).ok()) {
+        if let Some(cs) =
+            policy.spec.schedule.as_ref().and_then(|s| crate::schedule::CompiledSchedule::new(s).ok())
+        {
             let now = jiff::Timestamp::now();
             let tz = cs.time_zone().clone();
-            let show = |t: jiff::Timestamp| t.to_zoned(tz.clone()).strftime("%a %Y-%m-%d %H:%M %Z").to_string();
+            let show =
+                |t: jiff::Timestamp| t.to_zoned(tz.clone()).strftime("%a %Y-%m-%d %H:%M %Z").to_string();
             match cs.window_at(now) {
                 Some(w) => println!("window     open until {}", show(w.end)),
                 None => {

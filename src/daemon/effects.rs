@@ -19,8 +19,8 @@ impl Effects for DaemonEffects {
         call_gate(&self.http, policy, gate, state, self.secrets.as_ref()).await.into()
     }
 
-    async fn deliver(&self, policy: &Policy, alert: &PendingAlert, state: &RolloutState, feedback: Feedback) {
-        let task = self.deliverer.spawn(policy.clone(), alert.clone(), AlertFacts::from_state(policy, state));
+    async fn deliver(&self, policy: &Policy, alert: &PendingAlert, _: &RolloutState, feedback: Feedback) {
+        let task = self.deliverer.spawn(policy.clone(), alert.clone(), AlertFacts::from_alert(policy, alert));
         let key = policy.key();
         tokio::spawn(async move {
             if let Ok(results) = task.await {

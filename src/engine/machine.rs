@@ -487,6 +487,9 @@ impl Machine<'_> {
             event,
             at: self.now,
             headline,
+            revision: self.s.revision.clone(),
+            step: self.s.started.map(|_| self.s.step),
+            traffic: self.s.traffic.clone(),
             verdict,
             delivered: Vec::new(),
         });

@@ -58,6 +58,15 @@ pub struct PendingAlert {
     pub at: i64,
     /// One-line headline, e.g. "aborted at step 2/3 (30%): success-rate failed".
     pub headline: String,
+    /// The revision the event is about (a later revision must not relabel this alert).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<String>,
+    /// 0-based step the event happened at; `None` before the rollout started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<usize>,
+    /// Routing right after the event (for an abort: stable only).
+    #[serde(default)]
+    pub traffic: Traffic,
     /// The verdict behind the event, when there is one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verdict: Option<IntervalVerdict>,

@@ -88,6 +88,9 @@ fn aborts_when_canary_error_rate_exceeds_tolerance() {
     assert_eq!(alert.event, AlertEvent::Abort);
     assert!(alert.headline.contains("step 1/2"), "{}", alert.headline);
     assert!(alert.verdict.is_some(), "the abort alert carries the evidence");
+    assert_eq!(alert.revision.as_deref(), Some("rev-2"), "the alert remembers its own revision");
+    assert_eq!(alert.step, Some(0));
+    assert_eq!(alert.traffic.canary_weight, 0, "the routing after the abort");
 }
 
 #[test]
