@@ -270,7 +270,6 @@ async fn abort_alert_arrives_once_by_email_and_webhook_across_an_smtp_outage_and
 /// `DaemonEffects::deliver` feeds back results only when *every* channel of the task is done,
 /// so daemon #2 sends the webhook a second time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: a delivered channel is acknowledged only when all channels of the task finished (src/daemon/effects.rs)"]
 async fn a_delivered_webhook_is_acknowledged_while_email_is_still_retrying() {
     abort_story(1000).await;
 }

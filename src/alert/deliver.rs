@@ -221,7 +221,31 @@ impl Deliverer {
         alert: PendingAlert,
         facts: AlertFacts,
     ) -> tokio::task::JoinHandle<Vec<ChannelResult>> {
-        let this = self.clone();
+        let tasks = self.spawn_each(policy, alert, facts, |_| {});
+        tokio::spawn(async move {
+            let mut results = Vec::new();
+            for t in tasks {
+                if let Ok(r) = t.await {
+                    results.push(r);
+                }
+            }
+            results
+        })
+    }
+
+    /// Like [`Deliverer::spawn`], one task per channel, calling `on_done` as soon as that
+    /// channel finishes — so a delivered webhook is acknowledged (and survives a restart)
+    /// while a slow email is still retrying.
+    pub fn spawn_each<F>(
+        &self,
+        policy: Policy,
+        alert: PendingAlert,
+        facts: AlertFacts,
+        on_done: F,
+    ) -> Vec<tokio::task::JoinHandle<ChannelResult>>
+    where
+        F: Fn(&ChannelResult) + Send + Sync + 'static,
+    {
         let key = policy.key();
         let mut guards = Vec::new();
         {
@@ -233,12 +257,22 @@ impl Deliverer {
                 }
             }
         }
-        tokio::spawn(async move {
-            let channels: Vec<String> = guards.iter().map(|g| g.key.2.clone()).collect();
-            let results = this.deliver(&policy, &alert, &facts, &channels).await;
-            drop(guards);
-            results
-        })
+        let report = Arc::new(Report::build(&alert, &policy, &facts, &self.inner.render));
+        let policy = Arc::new(policy);
+        let on_done = Arc::new(on_done);
+        guards
+            .into_iter()
+            .map(|guard| {
+                let (this, report, policy, on_done) =
+                    (self.clone(), report.clone(), policy.clone(), on_done.clone());
+                tokio::spawn(async move {
+                    let result = this.deliver_channel(&policy, &report, &guard.key.2).await;
+                    on_done(&result);
+                    drop(guard);
+                    result
+                })
+            })
+            .collect()
     }
 
     /// Delivers `alert` to `channels` concurrently, each with retries; one result per channel,

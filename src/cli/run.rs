@@ -168,7 +168,27 @@ async fn daemon(o: RunOptions) -> Result<(), String> {
                 .into_iter()
                 .filter(|p| next_due.get(&p.key()).is_none_or(|t| *t <= now.as_second()))
                 .collect();
-            for (policy, result) in due.iter().zip(driver.cycle(&due, now).await) {
+            // A leader must not write after its lease could have passed to another replica:
+            // the cycle gets half a lease period, then whatever is unfinished waits for the
+            // next cycle (each write is atomic, so a cut cycle leaves nothing half done).
+            let budget = elector
+                .as_ref()
+                .map(|e| std::time::Duration::from_secs(u64::from(e.duration_secs.unsigned_abs()) / 2));
+            let results = match budget {
+                Some(b) => match tokio::time::timeout(b, driver.cycle(&due, now)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::warn!(
+                            seconds = b.as_secs(),
+                            "cycle cut short to stay within the leader lease"
+                        );
+                        metrics.error("lease");
+                        Vec::new()
+                    }
+                },
+                None => driver.cycle(&due, now).await,
+            };
+            for (policy, result) in due.iter().zip(results) {
                 let key = policy.key();
                 match &result {
                     Ok(r) => {

@@ -20,15 +20,18 @@ impl Effects for DaemonEffects {
     }
 
     async fn deliver(&self, policy: &Policy, alert: &PendingAlert, _: &RolloutState, feedback: Feedback) {
-        let task = self.deliverer.spawn(policy.clone(), alert.clone(), AlertFacts::from_alert(policy, alert));
         let key = policy.key();
-        tokio::spawn(async move {
-            if let Ok(results) = task.await {
-                for input in results.iter().filter_map(|r| r.to_input()) {
+        // Each channel is acknowledged as soon as it has the alert, independently of the others.
+        self.deliverer.spawn_each(
+            policy.clone(),
+            alert.clone(),
+            AlertFacts::from_alert(policy, alert),
+            move |r| {
+                if let Some(input) = r.to_input() {
                     feedback.push(&key, input);
                 }
-            }
-        });
+            },
+        );
     }
 }
 
