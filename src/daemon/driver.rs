@@ -169,13 +169,15 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
             batches.insert(window, result);
         }
         let batches = &batches;
+        // Fewer writes in flight keeps each one's verdict-to-acknowledgement time short when
+        // the API server is the bottleneck; throughput is the server's either way.
         futures::stream::iter(prepared)
             .map(|prep| async move {
                 let prep = prep?;
                 let sides = prep.observe_from.and_then(|from| batches.get(&(now.as_second() - from)));
                 self.finish(prep, sides, now).await
             })
-            .buffered(32)
+            .buffered(8)
             .collect()
             .await
     }
@@ -230,6 +232,12 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
         let due = before.observed_until.is_none_or(|t| now.as_second() >= t + interval);
         let observe_from = (matches!(before.phase, Phase::Progressing | Phase::Paused) && due)
             .then(|| before.observed_until.unwrap_or(now.as_second() - interval));
+        // Keep only what the write needs (the routes and whether annotations exist): with
+        // thousands of policies in one cycle, whole objects would dominate memory.
+        let vs = serde_json::json!({
+            "metadata": {"annotations": vs.pointer("/metadata/annotations").map(|_| serde_json::json!({}))},
+            "spec": {"http": vs.pointer("/spec/http").cloned().unwrap_or_default()},
+        });
         Ok(Prepared { policy, vs, view, before, inputs, queued, observe_from })
     }
 
