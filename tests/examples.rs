@@ -22,10 +22,12 @@ async fn starts(folder: &str, at: &str) {
         emu.apply_value(doc.clone()).unwrap_or_else(|e| panic!("{folder}: {} rejected: {e}", doc["kind"]));
     }
     let path = format!("examples/{folder}/policy.yaml");
-    let policy = parse_policy(&path, &std::fs::read_to_string(&path).unwrap()).unwrap_or_else(|e| panic!("{e}"));
+    let policy =
+        parse_policy(&path, &std::fs::read_to_string(&path).unwrap()).unwrap_or_else(|e| panic!("{e}"));
     let mesh = SimulatedMesh::new(emu.clone(), policy.clone(), 50.0, 1);
     let driver = Driver::new(emu.client(), mesh, NoEffects);
-    let report = driver.reconcile(&policy, at.parse().unwrap()).await.unwrap_or_else(|e| panic!("{folder}: {e}"));
+    let report =
+        driver.reconcile(&policy, at.parse().unwrap()).await.unwrap_or_else(|e| panic!("{folder}: {e}"));
     assert_eq!(report.state.phase, Phase::Progressing, "{folder}: {:?}", report.state.reason);
     assert!(report.wrote, "{folder}: the first step's routing was written");
 }

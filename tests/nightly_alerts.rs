@@ -59,7 +59,7 @@ fn effects(smtp: SocketAddr, secrets: Arc<dyn SecretStore>, attempts: u32) -> Da
             jitter: 0.5,
         },
     });
-    DaemonEffects { deliverer, http: reqwest::Client::new(), secrets }
+    DaemonEffects::new(deliverer, reqwest::Client::new(), secrets)
 }
 
 fn mesh(emu: &Arc<EmulatorHandle>, p: &Policy) -> SimulatedMesh {

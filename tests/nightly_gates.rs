@@ -77,7 +77,7 @@ fn effects() -> DaemonEffects {
         render: RenderOptions::default(),
         retry: RetryPolicy { initial: Duration::from_millis(50), ..RetryPolicy::default() },
     });
-    DaemonEffects { deliverer, http: reqwest::Client::new(), secrets }
+    DaemonEffects::new(deliverer, reqwest::Client::new(), secrets)
 }
 
 struct Sandbox {

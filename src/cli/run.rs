@@ -133,11 +133,11 @@ async fn daemon(o: RunOptions) -> Result<(), String> {
     let client = kube::Client::try_default()
         .await
         .map_err(|e| format!("cannot reach the cluster: {e}\n  set KUBECONFIG or run inside a cluster"))?;
-    let effects = DaemonEffects {
-        deliverer: deliverer(&o, &client)?,
-        http: reqwest::Client::builder().build().map_err(|e| e.to_string())?,
-        secrets: Arc::new(KubeSecretStore { client: client.clone() }),
-    };
+    let effects = DaemonEffects::new(
+        deliverer(&o, &client)?,
+        reqwest::Client::builder().build().map_err(|e| e.to_string())?,
+        Arc::new(KubeSecretStore { client: client.clone() }),
+    );
     let driver = Driver::new(client.clone(), metrics_source, effects);
     let metrics = Arc::new(DaemonMetrics::default());
     if !o.once {
@@ -210,6 +210,8 @@ async fn daemon(o: RunOptions) -> Result<(), String> {
         }
         metrics.cycle_done();
         if o.once {
+            // Alerts decided in this cycle go out before the process ends.
+            driver.effects.drain(std::time::Duration::from_secs(60)).await;
             return Ok(());
         }
         tokio::select! {

@@ -12,6 +12,22 @@ pub struct DaemonEffects {
     pub deliverer: Deliverer,
     pub http: reqwest::Client,
     pub secrets: Arc<dyn SecretStore>,
+    /// Deliveries started and not yet awaited (for `--once`, which must not exit before them).
+    pub in_flight: std::sync::Mutex<Vec<tokio::task::JoinHandle<crate::alert::ChannelResult>>>,
+}
+
+impl DaemonEffects {
+    /// Effects with no deliveries in flight.
+    pub fn new(deliverer: Deliverer, http: reqwest::Client, secrets: Arc<dyn SecretStore>) -> Self {
+        DaemonEffects { deliverer, http, secrets, in_flight: Default::default() }
+    }
+
+    /// Waits up to `limit` for the deliveries started so far (each already retries with
+    /// backoff); what does not finish stays in the outbox for the next run.
+    pub async fn drain(&self, limit: std::time::Duration) {
+        let tasks: Vec<_> = self.in_flight.lock().map(|mut t| std::mem::take(&mut *t)).unwrap_or_default();
+        let _ = tokio::time::timeout(limit, futures::future::join_all(tasks)).await;
+    }
 }
 
 impl Effects for DaemonEffects {

@@ -422,6 +422,42 @@ fn truncate(mut s: String) -> String {
 }
 
 #[cfg(test)]
+mod decode_props {
+    //! Whatever bytes a Prometheus (or something pretending to be one) answers with, decoding
+    //! returns a value or a typed error; it never panics.
+    use super::*;
+    use proptest::prelude::*;
+
+    const VALID: &str = r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"destination_workload":"reviews-v2","le":"250"},"value":[1735689600.25,"42"]},{"metric":{},"value":[1735689600,"NaN"]}]}}"#;
+
+    fn exercise(body: &[u8]) {
+        if let Ok(Data::Vector(v)) = decode_success(body) {
+            for s in v {
+                let _ = parse_value(&s.value.1).and_then(finite);
+            }
+        }
+        let _ = error_message(body);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 3000, .. ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_bytes_never_panic(body in proptest::collection::vec(any::<u8>(), 0..400)) {
+            exercise(&body);
+        }
+
+        #[test]
+        fn mutated_answers_never_panic(pos in 0usize..VALID.len(), junk in "[ -~]{0,6}") {
+            let mut end = (pos + 4).min(VALID.len());
+            while !VALID.is_char_boundary(end) { end += 1; }
+            let body = format!("{}{}{}", &VALID[..pos], junk, &VALID[end..]);
+            exercise(body.as_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
