@@ -21,27 +21,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::task::JoinHandle;
 
+/// How the pods of one image answer (the demo's mesh uses the same model).
+pub use canaryd::demo::Behaviour;
 /// Istio's default latency bucket bounds, milliseconds (the `le` labels).
-pub const BUCKETS_MS: [f64; 19] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0,
-    300000.0, 600000.0, 1800000.0, 3600000.0,
-];
-
-/// How the pods of one image answer.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Behaviour {
-    /// Fraction of requests answered with a 503.
-    pub error_rate: f64,
-    /// Median latency, milliseconds (log-normal).
-    pub median_ms: f64,
-    /// Log-normal shape.
-    pub sigma: f64,
-}
-
-impl Behaviour {
-    /// A healthy release: 0.2 % 503s, ~30 ms median.
-    pub const HEALTHY: Behaviour = Behaviour { error_rate: 0.002, median_ms: 30.0, sigma: 0.4 };
-}
+pub use canaryd::prometheus::synthetic::ISTIO_DEFAULT_BUCKETS_MS as BUCKETS_MS;
 
 /// What the simulated service was configured with.
 #[derive(Debug, Clone)]
