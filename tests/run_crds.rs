@@ -52,6 +52,29 @@ async fn run_once_starts_valid_resources_and_reports_invalid_ones() {
     let msg = bad["status"]["conditions"][0]["message"].as_str().unwrap();
     assert!(msg.contains("spec.target.canary"), "{msg}");
 
+    // The operator CLI works on resources by namespace/name, and lists them all.
+    let cli = |args: Vec<&'static str>| {
+        let kubeconfig = kubeconfig.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(bin).args(args).env("KUBECONFIG", &kubeconfig).output().unwrap()
+        })
+    };
+    let all = cli(vec!["status"]).await.unwrap();
+    let all_text = String::from_utf8_lossy(&all.stdout);
+    assert!(
+        all.status.success() && all_text.contains("bookinfo/reviews") && all_text.contains("Progressing"),
+        "{all_text}"
+    );
+    let one = cli(vec!["status", "bookinfo/reviews"]).await.unwrap();
+    let one_text = String::from_utf8_lossy(&one.stdout);
+    assert!(one_text.contains("step 1/3") && one_text.contains("10%"), "{one_text}");
+    let abort = cli(vec!["abort", "bookinfo/reviews", "--reason", "bad release"]).await.unwrap();
+    assert!(abort.status.success(), "{}", String::from_utf8_lossy(&abort.stderr));
+    let vs = emu.get("networking.istio.io", "v1", "virtualservices", "bookinfo", "reviews").unwrap();
+    assert_eq!(vs["metadata"]["annotations"]["canaryd.io/command-reviews"], "abort: bad release");
+    let invalid = cli(vec!["status", "bookinfo/broken"]).await.unwrap();
+    assert_eq!(invalid.status.code(), Some(1), "an invalid resource is reported as invalid");
+
     let table = tokio::task::spawn_blocking(move || {
         Command::new("kubectl")
             .args(["--kubeconfig", kubeconfig.to_str().unwrap(), "get", "rolloutpolicies", "-n", "bookinfo"])

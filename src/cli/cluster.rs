@@ -5,19 +5,25 @@ use super::plan::load;
 use crate::daemon::virtual_service_resource;
 use crate::engine::RolloutState;
 use crate::istio::{command_annotation_key, RouteView};
-use crate::policy::Policy;
+use crate::policy::{from_resource, Policy, RolloutPolicy};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use std::path::Path;
 
-/// Loads the policy, connects to the cluster (kubeconfig or in-cluster) and runs `f`.
-fn with_cluster<F, Fut>(path: &Path, f: F) -> i32
+/// Connects to the cluster (kubeconfig or in-cluster), resolves `target` — a policy file, or
+/// `namespace/name` of a RolloutPolicy resource — and runs `f`.
+fn with_cluster<F, Fut>(target: &str, f: F) -> i32
 where
     F: FnOnce(Policy, kube::Client) -> Fut,
     Fut: std::future::Future<Output = i32>,
 {
-    let policy = match load(path) {
-        Ok(p) => p,
-        Err(c) => return c,
+    let from_file = Path::new(target).exists() || target.ends_with(".yaml") || target.ends_with(".yml");
+    let file_policy = if from_file {
+        match load(Path::new(target)) {
+            Ok(p) => Some(p),
+            Err(c) => return c,
+        }
+    } else {
+        None
     };
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
@@ -27,13 +33,86 @@ where
         }
     };
     rt.block_on(async move {
-        match kube::Client::try_default().await {
-            Ok(client) => f(policy, client).await,
+        let client = match kube::Client::try_default().await {
+            Ok(c) => c,
             Err(e) => {
                 eprintln!("error: cannot reach the cluster: {e}\n  set KUBECONFIG or run inside a cluster");
-                2
+                return 2;
             }
+        };
+        let policy = match file_policy {
+            Some(p) => p,
+            None => match resource_policy(target, &client).await {
+                Ok(p) => p,
+                Err((code, msg)) => {
+                    eprintln!("error: {msg}");
+                    return code;
+                }
+            },
+        };
+        f(policy, client).await
+    })
+}
+
+/// A RolloutPolicy resource named `namespace/name`, validated like a file.
+async fn resource_policy(target: &str, client: &kube::Client) -> Result<Policy, (i32, String)> {
+    let Some((ns, name)) = target.split_once('/') else {
+        return Err((
+            2,
+            format!("{target:?} is neither a policy file nor namespace/name of a RolloutPolicy"),
+        ));
+    };
+    let api: Api<RolloutPolicy> = Api::namespaced(client.clone(), ns);
+    let rp = api.get(name).await.map_err(|e| (2, format!("RolloutPolicy {target}: {e}")))?;
+    from_resource(&rp).map_err(|d| (1, d.to_string()))
+}
+
+/// `canaryd status` without a policy: every RolloutPolicy's status, as a table.
+pub fn status_all(json: bool) -> i32 {
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return 2;
         }
+    };
+    rt.block_on(async move {
+        let client = match kube::Client::try_default().await {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("error: cannot reach the cluster: {e}\n  set KUBECONFIG or run inside a cluster");
+                return 2;
+            }
+        };
+        let list = match Api::<RolloutPolicy>::all(client).list(&Default::default()).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("error: cannot list RolloutPolicy resources: {e}");
+                return 2;
+            }
+        };
+        if json {
+            let out: Vec<_> = list
+                .items
+                .iter()
+                .map(|rp| serde_json::json!({"namespace": rp.metadata.namespace, "name": rp.metadata.name, "status": rp.status}))
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            return 0;
+        }
+        let mut rows = vec![vec!["NAMESPACE/NAME".to_string(), "PHASE".into(), "STEP".into(), "CANARY".into(), "VERDICT".into()]];
+        for rp in &list.items {
+            let st = rp.status.clone().unwrap_or_default();
+            rows.push(vec![
+                format!("{}/{}", rp.metadata.namespace.clone().unwrap_or_default(), rp.metadata.name.clone().unwrap_or_default()),
+                st.phase.unwrap_or_else(|| "-".into()),
+                st.step.unwrap_or_else(|| "-".into()),
+                st.canary_weight.map(|w| format!("{w}%")).unwrap_or_else(|| "-".into()),
+                st.last_verdict.unwrap_or_else(|| "-".into()),
+            ]);
+        }
+        print!("{}", super::output::table(&rows));
+        0
     })
 }
 
@@ -51,8 +130,8 @@ async fn read_view(policy: &Policy, client: kube::Client) -> Result<(RouteView, 
 }
 
 /// `canaryd status POLICY`: phase, step, weights and the last verdict's numbers.
-pub fn status(path: &Path, json: bool) -> i32 {
-    with_cluster(path, |policy, client| async move {
+pub fn status(target: &str, json: bool) -> i32 {
+    with_cluster(target, |policy, client| async move {
         let (view, state) = match read_view(&policy, client).await {
             Ok(v) => v,
             Err(e) => {
@@ -109,8 +188,8 @@ pub fn status(path: &Path, json: bool) -> i32 {
 
 /// `canaryd start|promote|abort|pause|resume|retry POLICY`: leaves the command on the
 /// VirtualService for the daemon, which applies and clears it in its next write.
-pub fn command(path: &Path, verb: &str, reason: Option<&str>) -> i32 {
-    with_cluster(path, |policy, client| async move {
+pub fn command(target: &str, verb: &str, reason: Option<&str>) -> i32 {
+    with_cluster(target, |policy, client| async move {
         let value = match reason {
             Some(r) => format!("{verb}: {r}"),
             None => verb.to_string(),

@@ -95,27 +95,44 @@ pub enum Commands {
     },
     /// Show a policy's rollout on the cluster: phase, step, weights, last verdict with numbers.
     Status {
-        policy: PathBuf,
+        /// A policy file or `namespace/name` of a RolloutPolicy; none: every RolloutPolicy.
+        policy: Option<String>,
         #[arg(long, value_enum, default_value_t = Format::Human)]
         format: Format,
     },
     /// Start a pending rollout now, whatever the schedule says.
-    Start { policy: PathBuf },
+    Start {
+        /// A policy file or `namespace/name` of a RolloutPolicy.
+        policy: String,
+    },
     /// Skip the remaining steps (and gates) and promote.
-    Promote { policy: PathBuf },
+    Promote {
+        /// A policy file or `namespace/name` of a RolloutPolicy.
+        policy: String,
+    },
     /// Abort: all traffic back to stable at once.
     Abort {
-        policy: PathBuf,
+        /// A policy file or `namespace/name` of a RolloutPolicy.
+        policy: String,
         /// Why (shown in status and alerts).
         #[arg(long)]
         reason: Option<String>,
     },
     /// Stop advancing (checks keep running and can still abort).
-    Pause { policy: PathBuf },
+    Pause {
+        /// A policy file or `namespace/name` of a RolloutPolicy.
+        policy: String,
+    },
     /// Continue a paused rollout.
-    Resume { policy: PathBuf },
+    Resume {
+        /// A policy file or `namespace/name` of a RolloutPolicy.
+        policy: String,
+    },
     /// Roll out an aborted revision again.
-    Retry { policy: PathBuf },
+    Retry {
+        /// A policy file or `namespace/name` of a RolloutPolicy.
+        policy: String,
+    },
     /// Replay a policy's analysis on historical Prometheus data, as the daemon would have decided.
     ///
     /// From --start, the real engine is fed one observation per analysis interval (no cluster
@@ -201,7 +218,10 @@ pub fn run() -> i32 {
             init_logs(log_format);
             run::run(*options)
         }
-        Commands::Status { policy, format } => cluster::status(&policy, format == Format::Json),
+        Commands::Status { policy, format } => match policy {
+            Some(p) => cluster::status(&p, format == Format::Json),
+            None => cluster::status_all(format == Format::Json),
+        },
         Commands::Start { policy } => cluster::command(&policy, "start", None),
         Commands::Promote { policy } => cluster::command(&policy, "promote", None),
         Commands::Abort { policy, reason } => cluster::command(&policy, "abort", reason.as_deref()),
