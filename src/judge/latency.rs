@@ -4,30 +4,41 @@
 //! Why tail shares and not quantiles: an interpolated quantile from Istio's coarse buckets
 //! (…, 50, 100, 250, 500, 1000 ms — factors of 2–2.5) has no usable variance, and a canary whose
 //! requests move inside one bucket is invisible to it. Shares of requests above a bucket bound
-//! are exact counts, so the comparison is a two-proportion test again: at bound `b`, the canary's
-//! share above `b` is compared with the baseline's share above `b / (1 + tolerance)` (linearly
-//! interpolated inside its bucket). A canary at most `tolerance` slower than the baseline —
-//! `F_canary(b) ≥ F_baseline(b / (1 + tol))` — cannot exceed that reference, so the null of the
-//! test is exactly "within tolerance" at `b`. Interpolation is conservative in the tail: above
-//! the mode the density falls, the true CDF lies above the chord, and the interpolated reference
-//! share is too high rather than too low.
+//! are exact counts, so every bound is a 2×2 table again and gets the conditional likelihood-ratio
+//! evidence of [`super::sprt`] ("bad" = slower than the bound):
+//! * H0 "the canary is no slower": its share of the requests above bound `b` is at most π;
+//! * H1 "the canary is slower by the tolerance" (every request `1 + tol` times slower): its
+//!   share above `b` equals the common share above `b / (1 + tol)`. The relative risk of the
+//!   alternative, `ρ_tol = above(b / (1 + tol)) / above(b)`, is read from the step's *pooled*
+//!   histogram (both sides: a statistic the canary's share is conditioned on), with geometric
+//!   interpolation inside the bucket for the fail side (accurate in the tail). The pass side's
+//!   alternative uses linear interpolation, which overstates the slow share far above the mode:
+//!   a more lenient pass (a p99 within a 20% tolerance is otherwise an hour's worth of tail
+//!   requests at 20 req/s), kept honest by requiring every tested bound — a canary slower by
+//!   the tolerance leans the other way at the bound below the quantile's.
 //!
-//! The tested bounds are the baseline's `q`-quantile bucket bound, the one below it (coarse
-//! buckets: a shift of a quantile near the bottom of its bucket shows at the lower bound) and
-//! the next two above (a heavy tail shows up one or two buckets further out), each at a quarter
-//! of the step's α (Bonferroni).
+//! The evidence of a bound accumulates over the rollout (an interval of a healthy canary is
+//! evidence at any weight) with the start-point restarts of [`super::sprt`]. The tested bounds
+//! are the baseline's `q`-quantile bucket bound, the one below it (a shift of a quantile near the
+//! bottom of its bucket shows there) and the next two above (a heavy tail shows one or two
+//! buckets further out), each at a quarter of the check's α (Bonferroni). Evidence is kept for
+//! the bounds around the quantile only (at most [`KEPT_BOUNDS`]), so the state stays small.
+//!
+//! Pass needs *every* tested bound: the quantile's bound and the one below must show "no slower"
+//! over "slower by the tolerance" by `1/β`; a bound above the quantile's may instead be
+//! negligible — the canary's share above it at most `1 − q` and its evidence not leaning
+//! towards "slower" by more than half the bar.
 //! The interpolated quantiles are reported as evidence, not tested.
-//!
-//! Latency evidence does not carry over between steps: the canary's load, hence its latency,
-//! depends on its weight. Each step's test spends `α · 1/(j(j+1))` like the step sequence of
-//! the success rate.
 
 use super::fmt::{conf, ms, pct, pp, pp_ci};
 use super::hist::{shared_bounds, Cumulative};
+use super::sprt::{Seq, LATENCY_GRID};
 use super::stats::{one_prop_cs, step_alpha_share, two_prop_cs, Interval};
 use super::JudgeState;
 use crate::judge::{CheckResult, Evidence, Verdict};
+use crate::observation::Observation;
 use crate::policy::LatencyCheck;
+use serde::{Deserialize, Serialize};
 
 /// Name of the canary-vs-baseline latency check.
 pub const LATENCY: &str = "latency";
@@ -36,6 +47,71 @@ pub const LATENCY_GUARDRAIL: &str = "latency-guardrail";
 
 /// How many bucket bounds the comparison tests (Bonferroni divisor).
 const TESTED_BOUNDS: usize = 4;
+/// A bound whose relative risk at the tolerance is below this cannot tell H0 from H1.
+const NON_DISCRIMINATING: f64 = 1.05;
+/// How many bounds keep evidence in the state.
+pub const KEPT_BOUNDS: usize = 8;
+
+/// The sequential evidence at one bucket bound.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct BoundSeq {
+    /// The bound, milliseconds.
+    pub bound_ms: f64,
+    /// The evidence: "bad" = slower than the bound.
+    #[serde(flatten)]
+    pub seq: Seq,
+}
+
+fn same_bound(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * a.abs().max(1.0)
+}
+
+/// Folds one interval's histograms into the per-bound evidence of `next` (whose step
+/// histograms already include the interval).
+pub(crate) fn observe(next: &mut JudgeState, cfg: &LatencyCheck, obs: &Observation) {
+    let tol = cfg.tolerance / 100.0;
+    if !(tol.is_finite() && tol > 0.0) {
+        return;
+    }
+    let (Some(ch), Some(bh)) = (&obs.canary.latency, &obs.baseline.latency) else { return };
+    let (Some(c), Some(b)) = (Cumulative::new(ch), Cumulative::new(bh)) else { return };
+    let (Ok((sc, sb)), true) = (step_histograms(next), c.total > 0.0 && b.total > 0.0) else { return };
+    let mut bounds = shared_bounds(&c, &b);
+    bounds.retain(|x| {
+        sc.bounds.iter().any(|y| same_bound(*x, *y)) && sb.bounds.iter().any(|y| same_bound(*x, *y))
+    });
+    if bounds.is_empty() {
+        return;
+    }
+    let (c, b, sb) = (c.restrict(&bounds), b.restrict(&bounds), sb.restrict(&bounds));
+    let pooled = Cumulative::pooled(&sc.restrict(&bounds), &sb);
+    let pi = c.total / (c.total + b.total);
+    let first = sb.quantile_bucket(sane_quantile(cfg.quantile));
+    if let Some(first) = first {
+        let last = (first + 3).min(bounds.len() - 1);
+        for &bound in &bounds[first.saturating_sub(2)..=last] {
+            if !next.latency_bounds.iter().any(|e| same_bound(e.bound_ms, bound)) {
+                next.latency_bounds.push(BoundSeq { bound_ms: bound, seq: Seq::default() });
+            }
+        }
+    }
+    for e in next.latency_bounds.iter_mut() {
+        let Some(k) = bounds.iter().position(|x| same_bound(*x, e.bound_ms)) else { continue };
+        let y = bounds[k] / (1.0 + tol);
+        let rho = (pooled.above_geometric(y) + 0.5) / (pooled.above(k) + 0.5);
+        let rho_pass = (pooled.above_interpolated(y) + 0.5) / (pooled.above(k) + 0.5);
+        e.seq.update(&LATENCY_GRID, c.above(k), b.above(k), pi, rho, rho_pass);
+    }
+    // Keep the bounds nearest to the quantile's (log distance).
+    if let (Some(first), true) = (first, next.latency_bounds.len() > KEPT_BOUNDS) {
+        let centre = bounds[first].ln();
+        next.latency_bounds
+            .sort_by(|x, y| (x.bound_ms.ln() - centre).abs().total_cmp(&(y.bound_ms.ln() - centre).abs()));
+        next.latency_bounds.truncate(KEPT_BOUNDS);
+    }
+    next.latency_bounds.sort_by(|x, y| x.bound_ms.total_cmp(&y.bound_ms));
+}
 
 fn quantile_label(q: f64) -> String {
     let s = format!("{:.1}", q * 100.0);
@@ -75,8 +151,8 @@ pub(crate) fn latency(
     let label = quantile_label(q);
     let mut ev = Evidence { threshold: Some(tol), ..Evidence::default() };
     let done = |v, e| result(LATENCY, cfg.dry_run, v, e);
-    if !(tol.is_finite() && tol >= 0.0) {
-        ev.summary = format!("invalid tolerance {}%", cfg.tolerance);
+    if !(tol.is_finite() && tol > 0.0) {
+        ev.summary = format!("invalid tolerance {}% (must be > 0)", cfg.tolerance);
         return done(Verdict::Error, ev);
     }
     let (canary, baseline) = match step_histograms(state) {
@@ -118,50 +194,72 @@ pub(crate) fn latency(
         qb.map(ms).unwrap_or_else(|| "n/a".into()),
     );
     let (cn, bn) = (canary.total, baseline.total);
-    let a_fail = alpha * step_alpha_share(state.step) / TESTED_BOUNDS as f64;
-    // One test per bound: (bound index, reference point, interval).
-    let test = |k: usize, a: f64| -> (usize, f64, Interval) {
-        let y = shared[k] / (1.0 + tol);
-        let reference = baseline.above_interpolated(y);
-        (k, y, two_prop_cs(canary.above(k), cn, reference, bn, a))
+    let fail_bar = (TESTED_BOUNDS as f64 / alpha).ln();
+    let pass_bar = (1.0 / alpha).ln();
+    let seq_at =
+        |k: usize| state.latency_bounds.iter().find(|e| same_bound(e.bound_ms, shared[k])).map(|e| &e.seq);
+    let stat_at = |k: usize| seq_at(k).and_then(|s| s.fail_stat(LATENCY_GRID.len()));
+    let tested: Vec<usize> = (first.saturating_sub(1)..shared.len().min(first + TESTED_BOUNDS - 1)).collect();
+    let failing = tested
+        .iter()
+        .copied()
+        .filter_map(|k| stat_at(k).map(|s| (k, s)))
+        .filter(|(_, s)| *s >= fail_bar)
+        .max_by(|a, b| a.1.total_cmp(&b.1));
+    // A bound passes on evidence, or (above the quantile's bound) as negligible.
+    let bound_passes = |k: usize| {
+        let share_ok = canary.above(k) <= (1.0 - q) * cn;
+        match seq_at(k) {
+            Some(s) if s.step_pass < -0.5 * pass_bar => false,
+            // Negligible: above the quantile's bound with the canary's share there at most
+            // 1 − q, or a bound where "slower by the tolerance" predicts (almost) no more slow
+            // requests (empty buckets below it: no evidence can ever accrue).
+            Some(s) => {
+                let negligible = (k > first && share_ok) || (s.t > 0 && s.rho < NON_DISCRIMINATING);
+                s.pass >= pass_bar || (negligible && s.pass >= -0.5 * pass_bar)
+            }
+            None => k > first && share_ok,
+        }
     };
-    // The bound below the quantile's bucket as well: with factor-2 buckets a median at 60 ms
-    // sits at the bottom of (50, 100], where a +20% shift moves little mass past 100 ms but a
-    // lot past 50 ms.
-    let failing = (first.saturating_sub(1)..shared.len().min(first + TESTED_BOUNDS - 1))
-        .map(|k| test(k, a_fail))
-        .filter(|(_, _, i)| i.low > 0.0)
-        .max_by(|a, b| a.2.z_against(0.0).total_cmp(&b.2.z_against(0.0)));
-    let (k, y, cs) = failing.unwrap_or_else(|| test(first, alpha));
+    let blocking = tested.iter().copied().find(|k| !bound_passes(*k));
+    let k = failing.map(|f| f.0).or(blocking).unwrap_or(first);
+    let a_report = alpha / TESTED_BOUNDS as f64;
+    let cs = two_prop_cs(canary.above(k), cn, baseline.above(k), bn, a_report);
+    let stat = stat_at(k);
     ev.canary_bad = canary.above(k) as u64;
     ev.baseline_bad = baseline.above(k) as u64;
     ev.effect = Some(cs.estimate);
     ev.ci_low = Some(cs.low);
     ev.ci_high = Some(cs.high);
-    ev.confidence = Some(1.0 - cs.alpha);
-    ev.statistic = Some(cs.z_against(0.0));
+    ev.confidence = Some(1.0 - a_report);
+    ev.statistic = Some(stat.unwrap_or(0.0));
     let detail = format!(
-        "{} of canary requests above {} vs {} of baseline above {} ({}, {} CI {})",
+        "{} of canary requests above {} vs {} of baseline ({}, {} CI {})",
         pct(canary.above(k) / cn),
         ms(shared[k]),
-        pct(baseline.above_interpolated(y) / bn),
-        ms(y),
+        pct(baseline.above(k) / bn),
         pp(cs.estimate),
-        conf(1.0 - cs.alpha),
+        conf(1.0 - a_report),
         pp_ci(cs.low, cs.high),
     );
     let tol_txt = format!("{:.0}%", tol * 100.0);
-    let (verdict, summary) = if failing.is_some() {
-        (Verdict::Fail, format!("{head}: {detail} exceeds tolerance {tol_txt}"))
+    let (verdict, summary) = if let Some((_, s)) = failing {
+        let s = format!(
+            "{head}: {detail}: slower by the tolerance {tol_txt} or more (log LR {s:.1} ≥ {fail_bar:.1})"
+        );
+        (Verdict::Fail, s)
     } else if !end_of_step {
         (Verdict::Inconclusive, format!("{head}: {detail}; no failure so far"))
     } else if cn < min_requests as f64 {
         let s = format!("{head}: only {cn} canary requests in this step (need {min_requests})");
         (Verdict::Inconclusive, s)
-    } else if cs.high < 0.0 {
-        (Verdict::Pass, format!("{head}: {detail} within tolerance {tol_txt}"))
+    } else if blocking.is_none() {
+        (Verdict::Pass, format!("{head}: {detail}; every tested bound within tolerance {tol_txt}"))
     } else {
-        (Verdict::Inconclusive, format!("{head}: {detail}; not yet shown within {tol_txt}"))
+        let pass = seq_at(k).map_or(0.0, |s| s.pass);
+        let s =
+            format!("{head}: {detail}; not yet shown within {tol_txt} (log LR {pass:.1} < {pass_bar:.1})");
+        (Verdict::Inconclusive, s)
     };
     ev.summary = summary;
     done(verdict, ev)

@@ -5,55 +5,60 @@
 //! per side, same window) and the [`JudgeState`] accumulated so far; the judge returns the new
 //! state and an [`IntervalVerdict`] whose checks carry their evidence.
 //!
-//! * **Success rate** compares error *counts*: the effect is Δ = p_canary − p_baseline, and the
-//!   canary fails when Δ > tolerance with the policy's confidence. Because the engine looks every
-//!   interval, a fixed-horizon z-test would be checked dozens of times and its false-abort rate
-//!   would grow with every look (Kayenta's blind spot). Instead each interval is an
-//!   **always-valid confidence sequence** (normal-mixture mSPRT boundary, see
-//!   [`stats::cs_radius`]; Agresti–Caffo smoothing so zero counts are safe): the probability
-//!   that it *ever* excludes the true Δ, over any number of looks, is ≤ its α. Fail = the
-//!   lower bound exceeds the tolerance; Pass = at the end of a step the upper bound is below the
-//!   tolerance and the step saw ≥ `minRequests` canary requests. Anything else is Inconclusive:
-//!   too little traffic never passes.
-//! * Δ does not depend on the canary's weight, so evidence accumulates over the **rollout**
-//!   (steps are strata, combined with information weights — raw counts pooled across steps
-//!   would let a common-mode blip at a high weight look like a canary fault). A fault that
-//!   starts late would be diluted by earlier healthy evidence, so a second sequence restarts at
-//!   every **step**: a fault that starts mid-step competes only with that step's earlier data.
-//! * **Latency** compares histograms bucket bound by bucket bound as tail shares (see
-//!   [`latency`]), per step, at the baseline's quantile bucket bound, the one below and the
-//!   two above.
-//! * **Guardrails** (`maxErrorRate`, `maxMs`) test the canary alone, per step.
-//! * **Custom checks** are deterministic threshold / compare rules on PromQL values.
-//! * Common-mode trouble cancels: both sides are observed in the same window, and only their
-//!   difference is tested.
+//! **The tolerance is the smallest regression that must be caught.** Each comparative check
+//! tests H0 "the canary is no worse than the baseline" against H1 "worse by the tolerance"
+//! sequentially, with likelihood ratios that stay valid however often they are looked at
+//! ([`sprt`]): Fail when the evidence for H1 over H0 reaches `1/α`; Pass at the end of a step
+//! when the evidence for H0 over H1 reaches `1/β` (β = α) and the step saw `minRequests`;
+//! Inconclusive otherwise — too little traffic never passes.
 //!
-//! # α accounting (false aborts of a healthy canary over the whole rollout ≤ 1 − confidence)
+//! * **Success rate.** Each interval is a 2×2 table. Conditioning on its total of errors makes
+//!   the unknown baseline rate drop out: under H0 each error is the canary's with probability at
+//!   most its share of the requests π, so the binomial likelihood ratio of a higher share is a
+//!   supermartingale whatever the baseline does (drift, common-mode blips: both sides in the
+//!   same window). The alternative "worse by tol" is the relative risk `(p̂+tol)/p̂`, `p̂` the
+//!   baseline rate from earlier intervals; larger multiples of it (×4 … ×256) catch gross faults
+//!   at the first interval with data (6 errors of 12 canary requests against a 0.1% baseline
+//!   abort at once). The likelihoods are exact binomials: no normal approximation at small
+//!   counts. Every informative interval is also a start point of its own product (CUSUM-like,
+//!   O(1) state), so a fault that starts mid-step is not diluted by the healthy data before it.
+//!   Pass: "no worse" over "worse by exactly tol", conditional, or the canary's own error rate
+//!   shown below tol (a one-sample SPRT: when errors are rare this is the faster route), and the
+//!   current step's data does not lean towards H1 by more than half the bar.
+//! * **Latency** ([`latency`]): the same evidence per histogram bucket bound ("bad" = slower
+//!   than the bound; H1 = every request `1 + tol` times slower), at the baseline's quantile
+//!   bound, the one below and the two above; Pass needs every tested bound.
+//! * **Guardrails** (`maxErrorRate`, `maxMs`) test the canary alone, per step, with the
+//!   normal-mixture confidence sequences of [`stats`].
+//! * **Custom checks** are deterministic threshold / compare rules on PromQL values.
+//! * The reported CI for Δ is an always-valid normal-mixture confidence sequence over the
+//!   rollout's steps (strata; [`stats::cs_radius`]) — for the summary; the decision is the
+//!   likelihood ratio, reported as the statistic (log LR).
+//!
+//! # α accounting (false aborts of a canary no worse than its baseline ≤ 1 − confidence)
 //! α = 1 − `confidence` is split by Bonferroni over the enabled, non-dry-run statistical checks
 //! (success-rate, its guardrail when `maxErrorRate` is set, latency, its guardrail when `maxMs`
 //! is set): α_c = α / k. Within a check:
-//! * success-rate: α_c/2 to the rollout-wide sequence; α_c/2 · 1/(j(j+1)) to the sequence of
-//!   step j (1-based). Σ_j 1/(j(j+1)) = 1 however many steps the plan has, so the total is α_c.
-//!   Step 1 gets α_c/4, step 2 α_c/12, step 3 α_c/24: later steps pay a few log-units, in
-//!   exchange the judge needs no knowledge of the plan.
-//! * latency: α_c · 1/(j(j+1)) per step, split in four across the tested bounds.
-//! * guardrails: α_c · 1/(j(j+1)) per step.
+//! * success-rate: start point `s` (the s-th interval with at least one error, counted over the
+//!   rollout) gets α_c/(s(s+1)) (Σ = 1), split equally over the 5 alternatives of the grid.
+//!   Ville's inequality bounds each product, the union bound the rest: P(ever fail | H0) ≤ α_c
+//!   over all looks and steps, exact (no asymptotics); the hypergeometric null is dominated by
+//!   the binomial one.
+//! * latency: α_c/4 per tested bound, then as the success rate (3 alternatives). Which bounds
+//!   are tested follows the baseline's quantile bucket (data-dependent; the pooled histogram
+//!   chooses them, which the canary's share is conditioned on).
+//! * guardrails: α_c · 1/(j(j+1)) per step j.
 //!
-//! Passing uses the same (or a wider-α) interval and costs no false-abort budget. Custom
-//! checks have no sample size and are outside the budget: they fail exactly when their rule is
-//! broken. The bound is asymptotic (plug-in variances); `sim_tests` measures it on A/A data and
-//! on canaries exactly at the tolerance (0 aborts in 1000 rollouts of 30 looks at 0.99 and
-//! even at 0.9: the mixture boundary is conservative at a finite number of looks).
-//!
-//! Not done: a CUSUM-style restart *inside* a step. A step held for a long time dilutes a late
-//! fault by √(healthy share) as any cumulative test does; the restart per step bounds that to one
-//! step's worth of data (measured in
-//! `behaviour_tests::catches_fault_that_starts_mid_step_about_as_fast_as_one_from_the_start`).
+//! Passing costs no false-abort budget. Custom checks have no sample size and are outside the
+//! budget: they fail exactly when their rule is broken. `sim_tests` measures the false-abort
+//! rate on canaries equal to and better than their baseline, and that a canary worse by exactly
+//! the tolerance is caught.
 
 mod custom;
 mod fmt;
 mod hist;
 mod latency;
+pub mod sprt;
 pub mod stats;
 mod success;
 pub mod verdict;
@@ -141,6 +146,14 @@ pub struct JudgeState {
     /// Baseline latency histogram of the current step.
     #[serde(skip_serializing_if = "is_empty_hist")]
     pub baseline_latency: Histogram,
+    /// Sequential success-rate evidence of the rollout (conditional likelihood ratios).
+    pub success: sprt::Seq,
+    /// Log likelihood ratio of "canary error rate below the tolerance" over "at the tolerance",
+    /// canary alone, whole rollout (a second way to pass when errors are rare).
+    pub success_canary_pass: f64,
+    /// Sequential latency evidence per bucket bound near the tested quantile.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub latency_bounds: Vec<latency::BoundSeq>,
 }
 
 fn is_empty_hist(h: &Histogram) -> bool {
@@ -164,6 +177,10 @@ impl JudgeState {
         self.baseline_latency = Histogram::default();
         self.looks = 0;
         self.step = self.step.saturating_add(1);
+        self.success.start_step();
+        for b in &mut self.latency_bounds {
+            b.seq.start_step();
+        }
     }
 }
 
@@ -210,6 +227,13 @@ pub fn judge(
     }
     if let Some(h) = &obs.baseline.latency {
         hist::accumulate(&mut next.baseline_latency, h);
+    }
+    if analysis.success_rate.enabled {
+        let tol = analysis.success_rate.tolerance / 100.0;
+        success::observe(&mut next, state, &obs.canary, &obs.baseline, tol);
+    }
+    if analysis.latency.enabled {
+        latency::observe(&mut next, &analysis.latency, obs);
     }
     let alpha = check_alpha(analysis);
     let min = analysis.min_requests;
@@ -276,21 +300,31 @@ pub fn requests_for_verdict(analysis: &Analysis, baseline_error_rate: f64, canar
     }
     let p = if baseline_error_rate.is_finite() { baseline_error_rate.clamp(0.0, 1.0) } else { 0.0 };
     let tol = sr.tolerance / 100.0;
-    if !(tol.is_finite() && tol > 0.0) {
+    if !(tol.is_finite() && tol > 0.0 && tol < 1.0) {
         return u64::MAX;
     }
-    let alpha = check_alpha(analysis) / 2.0;
-    let ratio = (1.0 - canary_share) / canary_share;
-    let passes = |n: u64| {
-        let nc = n as f64;
-        let nb = nc * ratio;
-        let i = stats::two_prop_cs(p * nc, nc, p * nb, nb, alpha);
-        i.high < tol
+    // Expected pass evidence per canary request of a healthy canary, by the two routes of
+    // `success::success_rate`, averaged as e-values (bar ln(1/β), β = the check's α):
+    // * conditional: p/s bad requests per canary request, each worth KL(π ‖ θ(ρ_tol));
+    // * canary alone: KL of Bernoulli(p) between the alternatives p0 and tol.
+    let s = canary_share;
+    let conditional = if p > 0.0 {
+        let th = sprt::share_at(s, (p + tol) / p);
+        p / s * (s * (s / th).ln() + (1.0 - s) * ((1.0 - s) / (1.0 - th)).ln())
+    } else {
+        0.0
     };
-    // Doubling then bisection; the upper bound of a healthy canary shrinks with n.
-    let mut hi: u64 = 16;
+    let p0 = p.clamp(tol / 20.0, tol / 2.0);
+    let alone = p * (p0 / tol).ln() + (1.0 - p) * ((1.0 - p0) / (1.0 - tol)).ln();
+    if !(conditional.is_finite() && alone.is_finite()) || (conditional <= 0.0 && alone <= 0.0) {
+        return u64::MAX;
+    }
+    let bar = (1.0 / check_alpha(analysis)).ln();
+    let passes = |n: u64| success::pass_evidence(n as f64 * conditional, n as f64 * alone) >= bar;
+    // Doubling then bisection; the expected evidence grows with n.
+    let mut hi: u64 = 1;
     while !passes(hi) {
-        if hi >= 1 << 40 {
+        if hi >= 1 << 50 {
             return u64::MAX;
         }
         hi *= 2;
@@ -304,5 +338,6 @@ pub fn requests_for_verdict(analysis: &Analysis, baseline_error_rate: f64, canar
             lo = mid;
         }
     }
-    hi.max(min)
+    let n = hi;
+    n.max(min)
 }

@@ -1,7 +1,8 @@
 //! Simulation of the false-abort rate: healthy A/A rollouts (canary and baseline drawn from the
 //! same error rate and latency distribution), judged every interval. The policy promises that
 //! a healthy canary is aborted with probability ≤ 1 − confidence over the whole rollout; this
-//! test measures it and fails if the promise is broken (with margin for simulation noise).
+//! test measures it and fails if the promise is broken (with margin for simulation noise), and
+//! checks that a canary worse by exactly the tolerance is caught.
 
 use super::testkit::*;
 use super::*;
@@ -51,12 +52,11 @@ fn false_abort_rate_of_healthy_canaries_stays_below_one_minus_confidence() {
     eprintln!("worst A/A false-abort rate: {worst:.3}");
 }
 
-/// A canary exactly at the tolerance (error rate = baseline + 1 pp): the hardest healthy case,
-/// where the bound is tight. Success rate only, so the whole α is on it.
-fn boundary_rollout_aborts(a: &Analysis, total_per_look: u64, p_base: f64, seed: u64) -> bool {
+/// A canary `delta` (fraction) worse than its baseline, success rate checked; true when any look
+/// of the 3 × 10 looks fails.
+fn shifted_rollout_aborts(a: &Analysis, total_per_look: u64, p_base: f64, delta: f64, seed: u64) -> bool {
     use rand_distr::{Binomial, Distribution};
     let mut r = rng(seed);
-    let tol = a.success_rate.tolerance / 100.0;
     let mut s = JudgeState::default();
     for weight in [10u64, 30, 60] {
         s.start_step();
@@ -65,10 +65,10 @@ fn boundary_rollout_aborts(a: &Analysis, total_per_look: u64, p_base: f64, seed:
             let nb = total_per_look - nc;
             let mut draw = |n: u64, p: f64| SideObservation {
                 requests: n,
-                errors: Binomial::new(n, p).unwrap().sample(&mut r),
+                errors: Binomial::new(n, p.clamp(0.0, 1.0)).unwrap().sample(&mut r),
                 latency: None,
             };
-            let obs = window(60 * look, draw(nc, p_base + tol), draw(nb, p_base));
+            let obs = window(60 * look, draw(nc, p_base + delta), draw(nb, p_base));
             let (next, v) = judge(a, &s, &obs, look == 10);
             s = next;
             if v.verdict == Verdict::Fail {
@@ -80,25 +80,49 @@ fn boundary_rollout_aborts(a: &Analysis, total_per_look: u64, p_base: f64, seed:
 }
 
 #[test]
-fn false_abort_rate_of_a_canary_exactly_at_tolerance_stays_below_one_minus_confidence() {
-    // At 0.99 (the default) and at 0.9, where a broken boundary would show quickly.
+fn false_abort_rate_of_a_canary_no_worse_than_its_baseline_stays_below_one_minus_confidence() {
+    // Success rate only, so the whole α is on it; at 0.99 (the default) and at 0.9, where a
+    // broken bound would show quickly. H0 is "no worse": equal rates are its boundary (the
+    // hardest case), a better canary is inside it.
     for (confidence, limit) in [(0.99, 0.02), (0.9, 0.12)] {
         let mut a = success_only();
         a.confidence = confidence;
-        let levels = [(90, 0.001), (1200, 0.001), (1200, 0.05), (12000, 0.01), (120000, 0.01)];
-        for (total, p_base) in levels {
+        let levels = [
+            (90, 0.001, 0.0),
+            (1200, 0.001, 0.0),
+            (1200, 0.05, 0.0),
+            (12000, 0.01, 0.0),
+            (120000, 0.01, 0.0),
+            (1200, 0.05, -0.02),
+        ];
+        for (total, p_base, delta) in levels {
             let runs = 1000;
             let aborted = (0..runs)
-                .filter(|seed| boundary_rollout_aborts(&a, total, p_base, seed + 1_000_003 * total))
+                .filter(|seed| shifted_rollout_aborts(&a, total, p_base, delta, seed + 1_000_003 * total))
                 .count();
             let rate = aborted as f64 / runs as f64;
             eprintln!(
-                "at-tolerance false-abort rate, confidence {confidence}, {total} req/min, \
-                 baseline {p_base}: {rate:.3}"
+                "no-worse canary false-abort rate, confidence {confidence}, {total} req/min, \
+                 baseline {p_base}, Δ {delta}: {rate:.3}"
             );
             // Bound 1 − confidence, plus > 3σ of binomial noise over 1000 runs.
             assert!(rate <= limit, "false-abort rate {rate} at {total} req/min, p={p_base}");
         }
+    }
+}
+
+#[test]
+fn a_canary_worse_by_the_tolerance_is_caught() {
+    // The tolerance is the smallest regression that must be caught: +1 pp at 20 and 200 req/s.
+    let a = analysis();
+    for total in [1200, 12000] {
+        let runs = 200;
+        let caught = (0..runs)
+            .filter(|seed| shifted_rollout_aborts(&a, total, 0.001, 0.01, seed + 77 * total))
+            .count();
+        let rate = caught as f64 / runs as f64;
+        eprintln!("+1 pp at tolerance 1 pp, {total} req/min: caught {rate:.3}");
+        assert!(rate >= 0.97, "caught only {rate} at {total} req/min");
     }
 }
 

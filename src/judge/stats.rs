@@ -1,5 +1,6 @@
 //! Statistical primitives of the judge: normal quantiles, Agresti–Caffo smoothing and the
-//! normal-mixture confidence sequence (always-valid interval) used by every sequential check.
+//! normal-mixture confidence sequence (always-valid interval) used by the guardrails and for the
+//! reported CIs (the comparative decisions are likelihood ratios, see `sprt`).
 //!
 //! Everything here is a pure function of counts and levels; nothing panics on odd input
 //! (zero counts, NaN levels): degenerate inputs give infinitely wide intervals.

@@ -2,9 +2,11 @@
 //! (`success-rate-guardrail`).
 
 use super::fmt::{conf, pct, pp, pp_ci};
+use super::sprt::SUCCESS_GRID;
 use super::stats::{cs_radius, one_prop_cs, step_alpha_share, two_prop_cs, Interval};
 use super::{Counts, JudgeState};
 use crate::judge::{CheckResult, Evidence, Verdict};
+use crate::observation::SideObservation;
 use crate::policy::SuccessRateCheck;
 
 /// Name of the canary-vs-baseline success-rate check.
@@ -43,6 +45,49 @@ fn rollout_interval(state: &JudgeState, alpha: f64) -> Option<Interval> {
     Some(Interval { estimate: est, low: (est - r).max(-1.0), high: (est + r).min(1.0), variance: v, alpha })
 }
 
+/// Folds one interval into the success-rate evidence of `next` (the state after the interval;
+/// `past` is the state before it). `tol` is the tolerance as a fraction.
+///
+/// The alternative "worse by the tolerance" is the relative risk `ρ_tol = (p̂ + tol) / p̂`,
+/// with the baseline rate `p̂` estimated from the *earlier* intervals' baseline counts plus the
+/// share of this interval's bad requests the baseline would have under H0 — both known before
+/// the split of this interval's bad requests is looked at, as the supermartingale argument
+/// needs (see [`super::sprt`]).
+pub(crate) fn observe(
+    next: &mut JudgeState,
+    past: &JudgeState,
+    canary: &SideObservation,
+    baseline: &SideObservation,
+    tol: f64,
+) {
+    if !(tol.is_finite() && tol > 0.0 && tol < 1.0) {
+        return;
+    }
+    let before = past.prior_counts.plus(&past.step_counts);
+    let (nc, nb) = (canary.requests as f64, baseline.requests as f64);
+    let xc = canary.errors.min(canary.requests) as f64;
+    let xb = baseline.errors.min(baseline.requests) as f64;
+    if nc > 0.0 && nb > 0.0 {
+        let pi = nc / (nc + nb);
+        let e = xc + xb;
+        let p_hat = (before.baseline_errors as f64 + e * (1.0 - pi) + 0.5)
+            / (before.baseline_requests as f64 + nb + 1.0);
+        let rho = (p_hat + tol) / p_hat;
+        next.success.update(&SUCCESS_GRID, xc, xb, pi, rho, rho);
+    }
+    if nc > 0.0 {
+        // Canary alone against "error rate ≥ tolerance" (which any canary worse than the
+        // baseline by the tolerance has): one-sample SPRT, alternative p0 estimated from the
+        // canary's earlier intervals, kept in [tol/20, tol/2].
+        let p0 = ((before.canary_errors as f64 + 0.5) / (before.canary_requests as f64 + 1.0))
+            .clamp(tol / 20.0, tol / 2.0);
+        let l = xc * (p0 / tol).ln() + (nc - xc) * ((1.0 - p0) / (1.0 - tol)).ln();
+        if l.is_finite() {
+            next.success_canary_pass += l;
+        }
+    }
+}
+
 /// Judges `success-rate` on the state that already includes this interval.
 pub(crate) fn success_rate(
     cfg: &SuccessRateCheck,
@@ -59,49 +104,49 @@ pub(crate) fn success_rate(
         evidence,
         dry_run: cfg.dry_run,
     };
-    if !(tol.is_finite() && tol >= 0.0) {
-        ev.summary = format!("invalid tolerance {} pp", cfg.tolerance);
+    if !(tol.is_finite() && tol > 0.0 && tol < 1.0) {
+        ev.summary = format!("invalid tolerance {} pp (must be > 0 and < 100)", cfg.tolerance);
         return result(Verdict::Error, ev);
     }
     let step = &state.step_counts;
     let total = state.prior_counts.plus(step);
-    // α split (see the module doc of `judge`): half to the rollout-wide sequence, half spent
-    // over steps on the sequence that restarts at each step.
-    let a_rollout = alpha / 2.0;
-    let a_step = alpha / 2.0 * step_alpha_share(state.step);
-    let (cb, cn, bb, bn) = step.as_f64();
-    let step_cs = two_prop_cs(cb, cn, bb, bn, a_step);
-    let rollout_cs = rollout_interval(state, a_rollout);
-
-    let step_fails = step.canary_requests > 0 && step.baseline_requests > 0 && step_cs.low > tol;
-    let rollout_fails = rollout_cs.is_some_and(|i| i.low > tol);
-    // Report the window that decides: the step's when it fails (recent data), else the
-    // rollout's (more data).
-    let (counts, cs, window) = match rollout_cs {
-        Some(r) if !step_fails || (rollout_fails && r.low - tol >= step_cs.low - tol) => {
-            (total, r, "rollout")
+    let seq = &state.success;
+    let fail_bar = (1.0 / alpha).ln();
+    let stat = seq.fail_stat(SUCCESS_GRID.len());
+    let fails = stat.is_some_and(|s| s >= fail_bar);
+    // The always-valid CI for Δ is for the report; the decision is the likelihood ratio.
+    fill_counts(&mut ev, &total);
+    let cs = rollout_interval(state, alpha);
+    let (cs, window) = match cs {
+        Some(cs) => (cs, "rollout"),
+        None => {
+            let (cb, cn, bb, bn) = step.as_f64();
+            (two_prop_cs(cb, cn, bb, bn, alpha), "step")
         }
-        _ => (*step, step_cs, "step"),
     };
-    fill_counts(&mut ev, &counts);
     ev.effect = Some(cs.estimate);
     ev.ci_low = Some(cs.low);
     ev.ci_high = Some(cs.high);
-    ev.confidence = Some(1.0 - cs.alpha);
-    ev.statistic = Some(cs.z_against(tol));
+    ev.confidence = Some(1.0 - alpha);
+    ev.statistic = Some(stat.unwrap_or(0.0));
     let head = format!(
         "canary {} errors vs baseline {} ({}, {} CI {}) over the {window}",
         pct(ev.canary_value.unwrap_or(0.0)),
         pct(ev.baseline_value.unwrap_or(0.0)),
         pp(cs.estimate),
-        conf(1.0 - cs.alpha),
+        conf(1.0 - alpha),
         pp_ci(cs.low, cs.high),
     );
-    if step_fails || rollout_fails {
-        ev.summary = format!("{head} exceeds tolerance {:.2} pp", tol * 100.0);
+    let tol_txt = format!("{:.2} pp", tol * 100.0);
+    if fails {
+        ev.summary = format!(
+            "{head}: worse by the tolerance {tol_txt} or more (log LR {:.1} ≥ {:.1})",
+            stat.unwrap_or(0.0),
+            fail_bar
+        );
         return result(Verdict::Fail, ev);
     }
-    if state.prior_counts.canary_requests == 0 && step.canary_requests == 0 {
+    if total.canary_requests == 0 {
         ev.summary = "no canary requests yet".to_string();
         return result(Verdict::Inconclusive, ev);
     }
@@ -116,17 +161,35 @@ pub(crate) fn success_rate(
         );
         return result(Verdict::Inconclusive, ev);
     }
-    // Dilution guard: rollout-wide evidence from earlier healthy steps must not carry a step
-    // whose own data points past the tolerance.
-    let step_estimate = step_cs.estimate;
-    let passes = rollout_cs.is_some_and(|r| r.high < tol) && step_estimate < tol;
-    if passes {
-        ev.summary = format!("{head} within tolerance {:.2} pp", tol * 100.0);
+    // Pass: "no worse" beats "worse by the tolerance" by 1/β (β = α) — the average of the two
+    // e-values (comparison with the baseline; the canary's own error rate below the
+    // tolerance), itself an e-value under H1 — and this step's own data does not lean towards
+    // "worse" by more than half the fail bar.
+    let pass_bar = (1.0 / alpha).ln();
+    let shown = pass_evidence(seq.pass, state.success_canary_pass);
+    let step_ok = seq.step_pass >= -0.5 * fail_bar;
+    if shown >= pass_bar && step_ok {
+        ev.summary =
+            format!("{head}: no worse than the baseline by {tol_txt} (log LR {shown:.1} ≥ {pass_bar:.1})");
         result(Verdict::Pass, ev)
+    } else if !step_ok {
+        ev.summary =
+            format!("{head}: this step's data leans towards a regression of {tol_txt}; not passing yet");
+        result(Verdict::Inconclusive, ev)
     } else {
-        ev.summary = format!("{head}: not yet shown within tolerance {:.2} pp", tol * 100.0);
+        ev.summary =
+            format!("{head}: not yet shown no worse by {tol_txt} (log LR {shown:.1} < {pass_bar:.1})");
         result(Verdict::Inconclusive, ev)
     }
+}
+
+/// `ln((e^a + e^b) / 2)`: the log of the average of two e-values, computed stably.
+pub(crate) fn pass_evidence(a: f64, b: f64) -> f64 {
+    let m = a.max(b);
+    if !m.is_finite() {
+        return m;
+    }
+    m + ((a - m).exp() + (b - m).exp()).ln() - std::f64::consts::LN_2
 }
 
 fn fill_counts(ev: &mut Evidence, c: &Counts) {

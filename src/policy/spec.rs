@@ -204,8 +204,10 @@ pub struct SuccessRateCheck {
     /// Run this check (default true).
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// How much worse the canary's error rate may be than the baseline's, in percentage points
-    /// (0 < tolerance ≤ 50). Default 1.
+    /// The smallest regression of the canary's error rate over the baseline's that must be
+    /// caught, in percentage points (0 < tolerance ≤ 50). Default 1. The judge aborts when the
+    /// evidence for "worse by at least this much" over "no worse" is strong enough, and passes
+    /// when the reverse evidence is; regressions well below it are neither sought nor excused.
     #[serde(default = "default_success_tolerance")]
     pub tolerance: f64,
     /// Absolute guardrail: the canary's error rate may never exceed this percentage, whatever
@@ -238,7 +240,8 @@ pub struct LatencyCheck {
     /// The quantile compared (0.5–0.999). Default 0.99.
     #[serde(default = "default_quantile")]
     pub quantile: f64,
-    /// How much slower the canary's quantile may be, in percent of the baseline's
+    /// The smallest slowdown of the canary that must be caught, in percent of the baseline's
+    /// latency (every request that much slower), judged around the configured quantile
     /// (0 < tolerance ≤ 1000). Default 20.
     #[serde(default = "default_latency_tolerance")]
     pub tolerance: f64,
