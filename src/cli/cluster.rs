@@ -9,6 +9,30 @@ use crate::policy::{from_resource, Policy, RolloutPolicy};
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use std::path::Path;
 
+/// Starts a runtime, connects to the cluster (kubeconfig or in-cluster) and runs `f`.
+fn on_cluster<F, Fut>(f: F) -> i32
+where
+    F: FnOnce(kube::Client) -> Fut,
+    Fut: std::future::Future<Output = i32>,
+{
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return 2;
+        }
+    };
+    rt.block_on(async move {
+        match kube::Client::try_default().await {
+            Ok(client) => f(client).await,
+            Err(e) => {
+                eprintln!("error: cannot reach the cluster: {e}\n  set KUBECONFIG or run inside a cluster");
+                2
+            }
+        }
+    })
+}
+
 /// Connects to the cluster (kubeconfig or in-cluster), resolves `target` — a policy file, or
 /// `namespace/name` of a RolloutPolicy resource — and runs `f`.
 fn with_cluster<F, Fut>(target: &str, f: F) -> i32
@@ -25,21 +49,7 @@ where
     } else {
         None
     };
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return 2;
-        }
-    };
-    rt.block_on(async move {
-        let client = match kube::Client::try_default().await {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("error: cannot reach the cluster: {e}\n  set KUBECONFIG or run inside a cluster");
-                return 2;
-            }
-        };
+    on_cluster(move |client| async move {
         let policy = match file_policy {
             Some(p) => p,
             None => match resource_policy(target, &client).await {
@@ -69,21 +79,7 @@ async fn resource_policy(target: &str, client: &kube::Client) -> Result<Policy, 
 
 /// `canaryd status` without a policy: every RolloutPolicy's status, as a table.
 pub fn status_all(json: bool) -> i32 {
-    let rt = match tokio::runtime::Runtime::new() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return 2;
-        }
-    };
-    rt.block_on(async move {
-        let client = match kube::Client::try_default().await {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("error: cannot reach the cluster: {e}\n  set KUBECONFIG or run inside a cluster");
-                return 2;
-            }
-        };
+    on_cluster(move |client| async move {
         let list = match Api::<RolloutPolicy>::all(client).list(&Default::default()).await {
             Ok(l) => l,
             Err(e) => {
@@ -100,11 +96,21 @@ pub fn status_all(json: bool) -> i32 {
             println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
             return 0;
         }
-        let mut rows = vec![vec!["NAMESPACE/NAME".to_string(), "PHASE".into(), "STEP".into(), "CANARY".into(), "VERDICT".into()]];
+        let mut rows = vec![vec![
+            "NAMESPACE/NAME".to_string(),
+            "PHASE".into(),
+            "STEP".into(),
+            "CANARY".into(),
+            "VERDICT".into(),
+        ]];
         for rp in &list.items {
             let st = rp.status.clone().unwrap_or_default();
             rows.push(vec![
-                format!("{}/{}", rp.metadata.namespace.clone().unwrap_or_default(), rp.metadata.name.clone().unwrap_or_default()),
+                format!(
+                    "{}/{}",
+                    rp.metadata.namespace.clone().unwrap_or_default(),
+                    rp.metadata.name.clone().unwrap_or_default()
+                ),
                 st.phase.unwrap_or_else(|| "-".into()),
                 st.step.unwrap_or_else(|| "-".into()),
                 st.canary_weight.map(|w| format!("{w}%")).unwrap_or_else(|| "-".into()),
