@@ -2,13 +2,16 @@
 //! route's weights and its state annotation, survives 409s and 5xx, and — killed at any point
 //! and restarted — never advances a step twice, never loses an abort.
 
+#[path = "bookinfo_support/mod.rs"]
+mod bookinfo_support;
+
 use canaryd::daemon::{Driver, NoEffects};
 use canaryd::demo::{Behaviour, SimulatedMesh, FIXTURES};
 use canaryd::emulator::{Emulator, EmulatorHandle, Fault, FaultKind, Matcher};
 use canaryd::engine::{Phase, RolloutState};
 use canaryd::policy::{parse_policy, Policy};
 use jiff::Timestamp;
-use serde_json::{json, Value};
+use serde_json::json;
 use std::sync::Arc;
 
 const POLICY: &str = "apiVersion: canaryd.io/v1alpha1\nkind: RolloutPolicy\nmetadata: {name: reviews, namespace: bookinfo}\nspec:\n  target: {virtualService: reviews, route: main, stable: {subset: v1, workload: reviews-v1}, canary: {subset: v2, workload: reviews-v2}}\n  steps: [{weight: 10, bake: 1m}, {weight: 30, bake: 1m}, {weight: 60, bake: 1m}]\n  analysis: {interval: 15s, successRate: {tolerance: 2}, latency: {tolerance: 50}}\n";
@@ -50,16 +53,7 @@ async fn sandbox(fault_v2: Option<Behaviour>) -> (Arc<EmulatorHandle>, Policy, S
     (emu, policy, mesh)
 }
 
-fn vs(emu: &EmulatorHandle) -> Value {
-    emu.get("networking.istio.io", "v1", "virtualservices", "bookinfo", "reviews").unwrap()
-}
-
-fn state(emu: &EmulatorHandle) -> RolloutState {
-    vs(emu)["metadata"]["annotations"]["canaryd.io/state-reviews"]
-        .as_str()
-        .map(|s| serde_json::from_str(s).unwrap())
-        .unwrap_or_default()
-}
+use bookinfo_support::{reviews_state as state, reviews_vs as vs};
 
 fn t0() -> Timestamp {
     "2026-11-23T01:00:00Z".parse().unwrap()

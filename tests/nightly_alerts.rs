@@ -5,6 +5,9 @@
 //! down, taking its delivery tasks with it) and restarted while SMTP is still down: the alert
 //! survives in the outbox on the VirtualService and arrives exactly once per channel.
 
+#[path = "bookinfo_support/mod.rs"]
+mod bookinfo_support;
+
 mod alert_support;
 
 use alert_support::fixtures::{loopback_mailer, unused_addr};
@@ -16,11 +19,10 @@ use canaryd::alert::{
 use canaryd::daemon::{DaemonEffects, Driver};
 use canaryd::demo::{Behaviour, SimulatedMesh, FIXTURES};
 use canaryd::emulator::{Emulator, EmulatorHandle};
-use canaryd::engine::{PendingAlert, Phase, RolloutState};
+use canaryd::engine::{PendingAlert, Phase};
 use canaryd::policy::{parse_policy, AlertEvent, Policy};
 use hmac::{Hmac, Mac};
 use jiff::Timestamp;
-use serde_json::Value;
 use sha2::Sha256;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -68,16 +70,7 @@ fn mesh(emu: &Arc<EmulatorHandle>, p: &Policy) -> SimulatedMesh {
     mesh
 }
 
-fn vs(emu: &EmulatorHandle) -> Value {
-    emu.get("networking.istio.io", "v1", "virtualservices", "bookinfo", "reviews").unwrap()
-}
-
-fn state(emu: &EmulatorHandle) -> RolloutState {
-    vs(emu)["metadata"]["annotations"]["canaryd.io/state-reviews"]
-        .as_str()
-        .map(|s| serde_json::from_str(s).unwrap())
-        .unwrap_or_default()
-}
+use bookinfo_support::{reviews_state as state, reviews_vs as vs};
 
 fn canary_weight(emu: &EmulatorHandle) -> u64 {
     vs(emu)["spec"]["http"][0]["route"][1]["weight"].as_u64().unwrap()

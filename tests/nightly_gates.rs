@@ -3,6 +3,9 @@
 //! per path can be switched, answers reaching the engine through the `Feedback` path at the
 //! next reconcile. Assertions read the emulator's stored VirtualService.
 
+#[path = "bookinfo_support/mod.rs"]
+mod bookinfo_support;
+
 use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use canaryd::alert::{
@@ -97,19 +100,15 @@ async fn sandbox(policy: Policy) -> Sandbox {
 
 impl Sandbox {
     fn vs(&self) -> Value {
-        self.emu.get("networking.istio.io", "v1", "virtualservices", "bookinfo", "reviews").unwrap()
+        bookinfo_support::reviews_vs(&self.emu)
     }
 
     fn weights(&self) -> (u64, u64) {
-        let route = &self.vs()["spec"]["http"][0]["route"];
-        (route[0]["weight"].as_u64().unwrap_or(0), route[1]["weight"].as_u64().unwrap_or(0))
+        bookinfo_support::reviews_weights(&self.emu)
     }
 
     fn state(&self) -> RolloutState {
-        self.vs()["metadata"]["annotations"]["canaryd.io/state-reviews"]
-            .as_str()
-            .map(|s| serde_json::from_str(s).unwrap())
-            .unwrap_or_default()
+        bookinfo_support::reviews_state(&self.emu)
     }
 
     /// One reconcile at the simulated `now`, then one interval (1 min) passes.

@@ -4,6 +4,9 @@
 //! 02:00, does not advance after 05:00, is still aborted after 05:00 when it fails, and the
 //! spring-forward and autumn DST days open exactly one window each.
 
+#[path = "bookinfo_support/mod.rs"]
+mod bookinfo_support;
+
 use canaryd::daemon::{Driver, NoEffects};
 use canaryd::demo::{Behaviour, SimulatedMesh, FIXTURES};
 use canaryd::emulator::{Emulator, EmulatorHandle};
@@ -36,20 +39,15 @@ async fn sandbox() -> Sandbox {
 
 impl Sandbox {
     fn vs(&self) -> Value {
-        self.emu.get("networking.istio.io", "v1", "virtualservices", "bookinfo", "reviews").unwrap()
+        bookinfo_support::reviews_vs(&self.emu)
     }
 
-    /// Weights (stable, canary) as stored on the emulator's VirtualService.
     fn weights(&self) -> (u64, u64) {
-        let route = &self.vs()["spec"]["http"][0]["route"];
-        (route[0]["weight"].as_u64().unwrap_or(0), route[1]["weight"].as_u64().unwrap_or(0))
+        bookinfo_support::reviews_weights(&self.emu)
     }
 
     fn state(&self) -> RolloutState {
-        self.vs()["metadata"]["annotations"]["canaryd.io/state-reviews"]
-            .as_str()
-            .map(|s| serde_json::from_str(s).unwrap())
-            .unwrap_or_default()
+        bookinfo_support::reviews_state(&self.emu)
     }
 
     async fn reconcile(&self, at: Timestamp) {
