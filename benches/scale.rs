@@ -19,12 +19,12 @@
 
 use canaryd::daemon::{Driver, NoEffects};
 use canaryd::demo::ISTIO_BUCKETS_MS;
-use canaryd::emulator::Emulator;
 use canaryd::engine::Phase;
 use canaryd::observation::{Histogram, SideObservation};
 use canaryd::policy::{parse_policy, Policy};
 use canaryd::prometheus::{MetricsSource, QueryError, WorkloadKey};
 use jiff::Timestamp;
+use kube_emulator::Emulator;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Write};

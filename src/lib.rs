@@ -1,21 +1,17 @@
 //! canaryd: a progressive-delivery analyzer for Kubernetes + Istio.
 //!
-//! The crate is a functional core under a thin IO shell (see ARCHITECTURE.md):
-//! `policy`, `plan`, `schedule`, `observation`, `judge` and `engine` take data and time and
-//! return data; `prometheus`, `emulator` and the daemon's adapters talk to the outside world.
+//! The decisions live in the pure `canaryd-core` crate (policy, plan, schedule, observation,
+//! judge, engine, VirtualService routing, PromQL templates; see ARCHITECTURE.md); this crate is
+//! the IO shell around it: `prometheus`, the daemon's Kubernetes adapters, alerts, the CLI,
+//! `backtest` and `demo`. The core's modules are re-exported under their own names so that
+//! `canaryd::policy::Policy` and `canaryd_core::policy::Policy` are the same item.
+
+pub use canaryd_core::{engine, format, istio, judge, observation, plan, policy, promql, schedule, secret};
 
 pub mod alert;
 pub mod backtest;
 pub mod cli;
 pub mod daemon;
+#[cfg(feature = "demo")]
 pub mod demo;
-pub mod emulator;
-pub mod engine;
-pub mod istio;
-pub mod judge;
-pub mod observation;
-pub mod plan;
-pub mod policy;
 pub mod prometheus;
-pub mod schedule;
-pub mod secret;

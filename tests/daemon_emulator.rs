@@ -7,10 +7,10 @@ mod bookinfo_support;
 
 use canaryd::daemon::{Driver, NoEffects};
 use canaryd::demo::{Behaviour, SimulatedMesh, FIXTURES};
-use canaryd::emulator::{Emulator, EmulatorHandle, Fault, FaultKind, Matcher};
 use canaryd::engine::{Phase, RolloutState};
 use canaryd::policy::{parse_policy, Policy};
 use jiff::Timestamp;
+use kube_emulator::{Emulator, EmulatorHandle, Fault, FaultKind, Matcher};
 use serde_json::json;
 use std::sync::Arc;
 

@@ -12,7 +12,6 @@ mod e2e_support;
 
 use canaryd::daemon::{Driver, NoEffects};
 use canaryd::demo::FIXTURES;
-use canaryd::emulator::{Emulator, EmulatorHandle};
 use canaryd::engine::{Phase, RolloutState};
 use canaryd::judge::Verdict;
 use canaryd::policy::parse_policy;
@@ -20,6 +19,7 @@ use canaryd::prometheus::server::PrometheusServer;
 use canaryd::prometheus::{InstantResult, PrometheusClient, PrometheusConfig};
 use e2e_support::{Behaviour, SimConfig, SimulatedService};
 use jiff::Timestamp;
+use kube_emulator::{Emulator, EmulatorHandle};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

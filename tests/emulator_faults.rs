@@ -4,11 +4,11 @@ mod emulator_support;
 
 use std::time::{Duration, Instant};
 
-use canaryd::emulator::{Emulator, Fault, FaultKind, Matcher, Rbac};
 use emulator_support::*;
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, DynamicObject, Patch, PatchParams, WatchEvent, WatchParams};
 use kube::runtime::watcher;
+use kube_emulator::{Emulator, Fault, FaultKind, Matcher, Rbac};
 use serde_json::json;
 
 fn shift(to_canary: i64) -> serde_json::Value {
@@ -17,7 +17,7 @@ fn shift(to_canary: i64) -> serde_json::Value {
         {"destination": {"host": "reviews", "subset": "v2"}, "weight": to_canary}]}]}})
 }
 
-async fn bookinfo() -> canaryd::emulator::EmulatorHandle {
+async fn bookinfo() -> kube_emulator::EmulatorHandle {
     let emu = Emulator::start().await.unwrap();
     emu.apply_yaml(&format!("{BOOKINFO_NS}---{REVIEWS_VS}---{REVIEWS_V2_DEPLOYMENT}")).unwrap();
     emu

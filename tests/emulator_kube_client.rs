@@ -3,9 +3,9 @@
 
 mod emulator_support;
 
-use canaryd::emulator::Emulator;
 use emulator_support::*;
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube_emulator::Emulator;
 use serde_json::json;
 
 fn api_error(e: kube::Error) -> Box<kube::core::Status> {
@@ -227,8 +227,8 @@ async fn status_is_ignored_on_the_main_resource_and_written_through_status() {
 
 #[tokio::test]
 async fn deployments_report_finished_rollouts_and_scale_through_the_subresource() {
-    use canaryd::emulator::RolloutMode;
     use k8s_openapi::api::apps::v1::Deployment;
+    use kube_emulator::RolloutMode;
     let emu = Emulator::start().await.unwrap();
     emu.apply_yaml(&format!("{BOOKINFO_NS}---{REVIEWS_V2_DEPLOYMENT}")).unwrap();
     let deployments: Api<Deployment> = Api::namespaced(emu.client(), "bookinfo");

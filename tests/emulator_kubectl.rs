@@ -2,8 +2,8 @@
 
 mod emulator_support;
 
-use canaryd::emulator::{Emulator, EmulatorHandle};
 use emulator_support::*;
+use kube_emulator::{Emulator, EmulatorHandle};
 
 struct Kubectl {
     _dir: tempfile::TempDir,
@@ -253,7 +253,7 @@ async fn kubectl_with_a_token_is_forbidden_outside_its_role() {
     let (emu, _) = bookinfo().await;
     let role = "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: r, namespace: bookinfo}\n\
                 rules:\n- apiGroups: [networking.istio.io]\n  resources: [virtualservices]\n  verbs: [get, list]\n";
-    emu.enable_rbac(canaryd::emulator::Rbac::new().bind("reader", role).unwrap());
+    emu.enable_rbac(kube_emulator::Rbac::new().bind("reader", role).unwrap());
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("kubeconfig");
     emu.write_kubeconfig_as(&config, "reader").unwrap();

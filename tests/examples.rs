@@ -4,9 +4,9 @@
 
 use canaryd::daemon::{Driver, NoEffects};
 use canaryd::demo::SimulatedMesh;
-use canaryd::emulator::{parse_yaml_docs, Emulator};
 use canaryd::engine::Phase;
 use canaryd::policy::parse_policy;
+use kube_emulator::{parse_yaml_docs, Emulator};
 use std::sync::Arc;
 
 async fn starts(folder: &str, at: &str) {

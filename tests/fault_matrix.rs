@@ -17,13 +17,13 @@
 mod fault_support;
 
 use canaryd::daemon::{Driver, NoEffects};
-use canaryd::emulator::{Emulator, EmulatorHandle, Fault, FaultKind, Matcher};
 use canaryd::engine::Phase;
 use canaryd::observation::SideObservation;
 use canaryd::policy::{parse_policy, Policy};
 use canaryd::prometheus::{MetricsSource, PrometheusClient, PrometheusConfig, QueryError, WorkloadKey};
 use fault_support::*;
 use jiff::Timestamp;
+use kube_emulator::{Emulator, EmulatorHandle, Fault, FaultKind, Matcher};
 use serde_json::json;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -18,11 +18,11 @@ use canaryd::alert::{
 };
 use canaryd::daemon::{DaemonEffects, Driver};
 use canaryd::demo::{Behaviour, SimulatedMesh, FIXTURES};
-use canaryd::emulator::{Emulator, EmulatorHandle};
 use canaryd::engine::{PendingAlert, Phase};
 use canaryd::policy::{parse_policy, AlertEvent, Policy};
 use hmac::{Hmac, Mac};
 use jiff::Timestamp;
+use kube_emulator::{Emulator, EmulatorHandle};
 use sha2::Sha256;
 use std::net::SocketAddr;
 use std::sync::Arc;

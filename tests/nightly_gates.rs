@@ -13,10 +13,10 @@ use canaryd::alert::{
 };
 use canaryd::daemon::{DaemonEffects, Driver};
 use canaryd::demo::{SimulatedMesh, FIXTURES};
-use canaryd::emulator::{Emulator, EmulatorHandle};
 use canaryd::engine::{Phase, RolloutState};
 use canaryd::policy::{parse_policy, Policy};
 use jiff::Timestamp;
+use kube_emulator::{Emulator, EmulatorHandle};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -9,10 +9,10 @@ mod bookinfo_support;
 
 use canaryd::daemon::{Driver, NoEffects};
 use canaryd::demo::{Behaviour, SimulatedMesh, FIXTURES};
-use canaryd::emulator::{Emulator, EmulatorHandle};
 use canaryd::engine::{Phase, RolloutState};
 use canaryd::policy::{parse_policy, Policy};
 use jiff::Timestamp;
+use kube_emulator::{Emulator, EmulatorHandle};
 use serde_json::Value;
 use std::sync::Arc;
 

@@ -9,8 +9,8 @@ use std::time::Duration;
 use canaryd::observation::{Histogram, SideObservation};
 use canaryd::prometheus::server::PrometheusServer;
 use canaryd::prometheus::synthetic::{StepTraffic, SyntheticIstio};
-use canaryd::prometheus::template::render;
 use canaryd::prometheus::{MetricsSource, PrometheusClient, PrometheusConfig, QueryError, WorkloadKey};
+use canaryd::promql::render;
 
 /// 2025-01-01T00:00:00Z: fixed, so the data and the expected numbers never change.
 const START: i64 = 1_735_689_600;

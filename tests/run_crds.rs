@@ -3,7 +3,7 @@
 //! reported in its status and never acted on.
 
 use canaryd::demo::FIXTURES;
-use canaryd::emulator::Emulator;
+use kube_emulator::Emulator;
 use std::process::Command;
 
 const GOOD: &str = "apiVersion: canaryd.io/v1alpha1\nkind: RolloutPolicy\nmetadata: {name: reviews, namespace: bookinfo}\nspec:\n  target: {virtualService: reviews, stable: {subset: v1, workload: reviews-v1}, canary: {subset: v2, workload: reviews-v2}}\n";

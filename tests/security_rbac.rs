@@ -12,8 +12,8 @@ mod security_support;
 
 use alert_support::http::HttpServer;
 use canaryd::demo::FIXTURES;
-use canaryd::emulator::{Emulator, EmulatorHandle, Rbac};
 use canaryd::policy::parse_policy;
+use kube_emulator::{Emulator, EmulatorHandle, Rbac};
 use security_support::*;
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -27,7 +27,7 @@ const POLICY: &str = "apiVersion: canaryd.io/v1alpha1\nkind: RolloutPolicy\nmeta
 /// (verb, group/resource) pairs granted by the Role/ClusterRole documents of `yaml`.
 fn granted(yaml: &str) -> BTreeSet<(String, String)> {
     let mut out = BTreeSet::new();
-    for doc in canaryd::emulator::parse_yaml_docs(yaml).unwrap() {
+    for doc in kube_emulator::parse_yaml_docs(yaml).unwrap() {
         if !matches!(doc["kind"].as_str(), Some("Role" | "ClusterRole")) {
             continue;
         }

@@ -2,7 +2,7 @@
 //! the baseline side by side around the event.
 
 use crate::policy::Policy;
-use crate::prometheus::template::{escape_label_value, escape_regex_value};
+use crate::promql::{escape_label_value, escape_regex_value};
 
 /// Percent-encodes everything but RFC 3986 unreserved characters, for a query-string value.
 pub(crate) fn encode_component(s: &str) -> String {
@@ -45,7 +45,7 @@ pub(crate) fn check_query(policy: &Policy, check: &str, stable: &str, canary: &s
                 ("virtualService", policy.spec.target.virtual_service.clone()),
                 ("interval", range),
             ]);
-            crate::prometheus::template::render(&custom.query, &vars).ok()
+            crate::promql::render(&custom.query, &vars).ok()
         }
     }
 }

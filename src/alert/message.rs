@@ -7,6 +7,7 @@
 
 use super::link;
 use crate::engine::{PendingAlert, RolloutState};
+use crate::format::{conf, ms, pct, plain, pp};
 use crate::judge::{CheckResult, Evidence, IntervalVerdict, Verdict};
 use crate::plan::{self, Traffic};
 use crate::policy::{AlertEvent, Policy};
@@ -387,16 +388,6 @@ pub fn escape_html(s: &str) -> String {
     out
 }
 
-/// A fraction as a percentage: `0.051` → `5.10%`.
-pub fn pct(x: f64) -> String {
-    format!("{:.2}%", x * 100.0)
-}
-
-/// A fraction as signed percentage points: `0.05` → `+5.00 pp`.
-pub fn pp(x: f64) -> String {
-    format!("{:+.2} pp", x * 100.0)
-}
-
 fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         return s.to_string();
@@ -451,7 +442,7 @@ fn check_line(c: &CheckResult, decisive: bool) -> CheckLine {
     let value = |v: f64| match unit {
         Unit::Rate => format!("{} errors", pct(v)),
         Unit::Latency | Unit::LatencyMax => ms(v),
-        Unit::Raw => raw(v),
+        Unit::Raw => plain(v),
     };
     let counts = |bad: u64, n: u64| match unit {
         _ if n == 0 => String::new(),
@@ -482,7 +473,7 @@ fn check_line(c: &CheckResult, decisive: bool) -> CheckLine {
         Unit::Rate => format!("{} (maximum error rate)", pct(t)),
         Unit::Latency => format!("{:.0}% slower at most (tolerance)", t * 100.0),
         Unit::LatencyMax => format!("{} (maximum)", ms(t)),
-        Unit::Raw => raw(t),
+        Unit::Raw => plain(t),
     });
     CheckLine {
         name: c.check.clone(),
@@ -496,24 +487,6 @@ fn check_line(c: &CheckResult, decisive: bool) -> CheckLine {
         summary: ev.summary.clone(),
         evidence: ev.clone(),
     }
-}
-
-fn conf(c: f64) -> String {
-    let s = format!("{:.3}", c * 100.0);
-    format!("{}%", s.trim_end_matches('0').trim_end_matches('.'))
-}
-
-fn ms(x: f64) -> String {
-    if x >= 100.0 {
-        format!("{x:.0} ms")
-    } else {
-        format!("{x:.1} ms")
-    }
-}
-
-fn raw(x: f64) -> String {
-    let s = format!("{x:.4}");
-    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 #[cfg(test)]

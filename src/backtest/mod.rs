@@ -26,7 +26,8 @@ use crate::judge::{CheckResult, Verdict};
 use crate::observation::{CustomValue, Histogram, Observation, SideObservation};
 use crate::plan;
 use crate::policy::{CustomMode, GateKind, Policy};
-use crate::prometheus::{template, MetricsSource, QueryError, WorkloadKey};
+use crate::prometheus::{MetricsSource, QueryError, WorkloadKey};
+use crate::promql;
 
 /// Revision name the backtest rolls out.
 pub const REVISION: &str = "backtest";
@@ -300,7 +301,7 @@ async fn observe<M: MetricsSource>(
                 ("interval", format!("{secs}s")),
             ]
             .into();
-            template::render(&check.query, &vars).ok()
+            promql::render(&check.query, &vars).ok()
         };
         let c = scalar(metrics, render(canary), now).await;
         let b = if check.mode == CustomMode::Compare {

@@ -11,6 +11,7 @@
 use serde_json::{json, Value};
 
 use super::{Backtest, Decision, IntervalRow};
+use crate::format::{ms, pct};
 use crate::judge::{CheckResult, Evidence, LATENCY, LATENCY_GUARDRAIL, SUCCESS_RATE, SUCCESS_RATE_GUARDRAIL};
 
 /// The backtest as one JSON document (shape in the module documentation).
@@ -156,18 +157,6 @@ fn effect_pp(e: &Evidence, what: &str) -> String {
     }
 }
 
-fn pct(x: f64) -> String {
-    format!("{:.2}%", x * 100.0)
-}
-
 fn opt_pct(x: Option<f64>) -> String {
     x.map(pct).unwrap_or_else(|| "-".into())
-}
-
-fn ms(x: f64) -> String {
-    if x >= 100.0 {
-        format!("{x:.0}ms")
-    } else {
-        format!("{x:.1}ms")
-    }
 }

@@ -3,6 +3,8 @@
 
 mod backtest;
 mod cluster;
+#[cfg(feature = "demo")]
+mod demo;
 pub mod output;
 mod plan;
 mod run;
@@ -65,23 +67,8 @@ pub enum Commands {
     /// holding bookinfo's `reviews` VirtualService and a simulated mesh whose traffic follows
     /// the weights canaryd writes. Release 1 (v2, healthy) is promoted; release 2 (v3, faulty)
     /// is aborted and its alert written to a local mailbox file.
-    Demo {
-        /// Try your own policy (target bookinfo `reviews`, subsets v1/v2) instead of the built-in one.
-        #[arg(long)]
-        policy: Option<PathBuf>,
-        /// What is wrong with release 2.
-        #[arg(long, value_enum, default_value_t = crate::demo::Fault::Errors)]
-        fault: crate::demo::Fault,
-        /// Requests per second on the route.
-        #[arg(long, default_value_t = 100.0)]
-        rps: f64,
-        /// Time compression: simulated seconds per real second.
-        #[arg(long, default_value_t = 10.0)]
-        speed: f64,
-        /// Where abort/promote alert emails are written (mbox).
-        #[arg(long, default_value = "canaryd-demo.mbox")]
-        mailbox: PathBuf,
-    },
+    #[cfg(feature = "demo")]
+    Demo(demo::DemoArgs),
     /// Run the daemon: reconcile every policy in a directory against the cluster until SIGTERM.
     ///
     /// Policies are re-read every cycle (mount them from a repo or ConfigMap); invalid ones are
@@ -184,36 +171,8 @@ pub fn run() -> i32 {
         Commands::Plan { policy, rps, baseline_errors, now, format } => {
             plan::run(&policy, rps, baseline_errors / 100.0, now.as_deref(), format)
         }
-        Commands::Demo { policy, fault, rps, speed, mailbox } => {
-            let opts = crate::demo::DemoOptions { policy, fault, rps, speed, mailbox, verbose: true };
-            let rt = match tokio::runtime::Runtime::new() {
-                Ok(rt) => rt,
-                Err(e) => {
-                    eprintln!("error: cannot start the async runtime: {e}");
-                    return 2;
-                }
-            };
-            match rt.block_on(crate::demo::run(&opts)) {
-                Ok(o)
-                    if o.first == crate::engine::Phase::Promoted
-                        && (o.second == crate::engine::Phase::Aborted
-                            || fault == crate::demo::Fault::None) =>
-                {
-                    0
-                }
-                Ok(o) => {
-                    eprintln!(
-                        "error: unexpected demo outcome: release 1 {:?}, release 2 {:?}",
-                        o.first, o.second
-                    );
-                    1
-                }
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    2
-                }
-            }
-        }
+        #[cfg(feature = "demo")]
+        Commands::Demo(args) => demo::run(args),
         Commands::Run { options, log_format } => {
             init_logs(log_format);
             run::run(*options)

@@ -5,7 +5,8 @@ use crate::engine::{self, Action, Input, PendingAlert, Phase, RolloutState};
 use crate::istio::{RouteView, VsError};
 use crate::observation::{CustomValue, Observation, SideObservation};
 use crate::policy::{CustomMode, Gate, GateKind, Policy};
-use crate::prometheus::{template, MetricsSource, WorkloadKey};
+use crate::prometheus::{MetricsSource, WorkloadKey};
+use crate::promql;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
@@ -320,7 +321,7 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
                 vars.insert("baselineWorkload", baseline.workload.clone());
                 vars.insert("virtualService", policy.spec.target.virtual_service.clone());
                 vars.insert("interval", format!("{window_secs}s"));
-                template::render(&check.query, &vars).ok()
+                promql::render(&check.query, &vars).ok()
             };
             // A query that cannot be rendered or answered is a missing value: the judge turns it
             // into an Error verdict for that check, never a Pass.

@@ -3,11 +3,11 @@
 //! counts and latency histograms). It implements [`MetricsSource`], so the daemon's real
 //! reconcile code reads it exactly as it reads Prometheus.
 
-use crate::emulator::EmulatorHandle;
 use crate::istio::RouteView;
 use crate::observation::{Histogram, SideObservation};
 use crate::policy::Policy;
 use crate::prometheus::{MetricsSource, QueryError, WorkloadKey};
+use kube_emulator::EmulatorHandle;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
 use std::collections::HashMap;

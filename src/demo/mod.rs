@@ -12,10 +12,10 @@ mod view;
 pub use mesh::{Behaviour, SimulatedMesh, ISTIO_BUCKETS_MS};
 
 use crate::daemon::{Driver, Effects, Feedback};
-use crate::emulator::Emulator;
 use crate::engine::{Input, PendingAlert, Phase, RolloutState};
 use crate::policy::{parse_policy, Gate, Policy};
 use jiff::Timestamp;
+use kube_emulator::Emulator;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -149,7 +149,7 @@ async fn advance(clock: &mut Timestamp, secs: i64, speed: f64) {
 }
 
 /// Puts v3 into the canary Deployment (and scales it back up after the copy promotion).
-fn release_v3(emulator: &crate::emulator::EmulatorHandle, policy: &Policy) -> Result<(), String> {
+fn release_v3(emulator: &kube_emulator::EmulatorHandle, policy: &Policy) -> Result<(), String> {
     let ns = &policy.namespace;
     let name = policy.spec.target.canary.workload.clone().unwrap_or_else(|| "reviews-v2".into());
     let mut d = emulator.get("apps", "v1", "deployments", ns, &name).ok_or("canary Deployment missing")?;

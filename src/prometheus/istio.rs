@@ -11,9 +11,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use super::client::{finite, PrometheusClient, QueryError, Sample};
-use super::template::escape_regex_value;
 use super::WorkloadKey;
 use crate::observation::{Histogram, SideObservation};
+use crate::promql::escape_regex_value;
 
 const NAMESPACE: &str = "destination_workload_namespace";
 const WORKLOAD: &str = "destination_workload";

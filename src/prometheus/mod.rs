@@ -5,7 +5,7 @@
 //! - [`PrometheusClient`] (in `client`): queries with retries, typed errors, bounded answers.
 //! - [`PrometheusClient::observe_sides`] (in `istio`): per-workload requests, 5xx errors and
 //!   latency histograms from Istio's standard metrics, three queries per cycle for all rollouts.
-//! - [`template`]: `{{ name }}` PromQL templates of custom checks, with escaping.
+//! - PromQL templates of custom checks live in the core: `canaryd_core::promql`.
 //! - [`server`]: start a real `prometheus` binary on loopback, backfilled with `promtool`.
 //! - [`synthetic`]: OpenMetrics text of synthetic Istio series, for backfilling.
 //!
@@ -17,7 +17,6 @@ mod config;
 mod istio;
 pub mod server;
 pub mod synthetic;
-pub mod template;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -3,8 +3,8 @@
 
 #![allow(dead_code)] // each test binary uses part of it
 
-use canaryd::emulator::EmulatorHandle;
 use canaryd::engine::RolloutState;
+use kube_emulator::EmulatorHandle;
 use serde_json::Value;
 
 /// The stored `bookinfo/reviews` VirtualService.

@@ -11,7 +11,7 @@
 //! checks what is on the cluster rather than canaryd's reading of it.
 #![allow(dead_code)]
 
-use canaryd::emulator::EmulatorHandle;
+use kube_emulator::EmulatorHandle;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
 use serde_json::Value;

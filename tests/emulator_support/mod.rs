@@ -88,7 +88,7 @@ pub fn virtual_services(client: kube::Client) -> Api<DynamicObject> {
 
 /// Parses a single YAML document into a `DynamicObject`.
 pub fn dynamic(yaml: &str) -> DynamicObject {
-    let v = canaryd::emulator::parse_yaml_docs(yaml).unwrap().remove(0);
+    let v = kube_emulator::parse_yaml_docs(yaml).unwrap().remove(0);
     serde_json::from_value(v).unwrap()
 }
 

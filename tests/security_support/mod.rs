@@ -5,7 +5,7 @@
 
 pub mod smtp;
 
-use canaryd::emulator::EmulatorHandle;
+use kube_emulator::EmulatorHandle;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

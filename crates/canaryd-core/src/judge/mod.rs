@@ -55,7 +55,6 @@
 //! the tolerance is caught.
 
 mod custom;
-mod fmt;
 mod hist;
 mod latency;
 pub mod sprt;

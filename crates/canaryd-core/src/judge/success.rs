@@ -1,10 +1,10 @@
 //! The success-rate checks: canary vs baseline (`success-rate`) and the absolute guardrail
 //! (`success-rate-guardrail`).
 
-use super::fmt::{conf, pct, pp, pp_ci};
 use super::sprt::SUCCESS_GRID;
 use super::stats::{cs_radius, one_prop_cs, step_alpha_share, two_prop_cs, Interval};
 use super::{Counts, JudgeState};
+use crate::format::{conf, pct, pp, pp_ci};
 use crate::judge::{CheckResult, Evidence, Verdict};
 use crate::observation::SideObservation;
 use crate::policy::SuccessRateCheck;

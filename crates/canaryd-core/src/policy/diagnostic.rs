@@ -22,7 +22,7 @@ pub struct Diagnostic {
 }
 
 impl Diagnostic {
-    pub(crate) fn at(file: &str, pos: Option<Position>, field: &str, message: String) -> Self {
+    pub fn at(file: &str, pos: Option<Position>, field: &str, message: String) -> Self {
         let pos = pos.unwrap_or_default();
         Diagnostic {
             file: file.to_string(),
@@ -34,7 +34,7 @@ impl Diagnostic {
         }
     }
 
-    pub(crate) fn help(mut self, help: impl Into<String>) -> Self {
+    pub fn help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
         self
     }

@@ -1,5 +1,6 @@
 //! The upstream CRDs the emulator installs at start, embedded so `canaryd demo` runs from a
-//! clean clone. Parsed once per process: the three files are ~900 KB of YAML.
+//! clean clone. Parsed once per process: the two files are ~470 KB of YAML. Other CRDs (Gateway API, canaryd's
+//! own) are applied by whoever needs them.
 
 use std::sync::OnceLock;
 
@@ -9,16 +10,14 @@ use serde_json::Value;
 pub const ISTIO_VIRTUALSERVICE_CRD: &str = include_str!("crds/istio-virtualservice.yaml");
 /// `destinationrules.networking.istio.io` from Istio 1.30.3.
 pub const ISTIO_DESTINATIONRULE_CRD: &str = include_str!("crds/istio-destinationrule.yaml");
-/// `httproutes.gateway.networking.k8s.io` from Gateway API v1.6.1 (standard channel).
-pub const GATEWAY_API_HTTPROUTE_CRD: &str = include_str!("crds/gateway-api-httproute.yaml");
 
 /// The embedded CRDs as JSON values.
 pub fn parsed() -> &'static [Value] {
     static PARSED: OnceLock<Vec<Value>> = OnceLock::new();
     PARSED.get_or_init(|| {
-        [ISTIO_VIRTUALSERVICE_CRD, ISTIO_DESTINATIONRULE_CRD, GATEWAY_API_HTTPROUTE_CRD]
+        [ISTIO_VIRTUALSERVICE_CRD, ISTIO_DESTINATIONRULE_CRD]
             .iter()
-            .flat_map(|y| super::parse_yaml_docs(y).expect("embedded CRDs are valid YAML"))
+            .flat_map(|y| crate::parse_yaml_docs(y).expect("embedded CRDs are valid YAML"))
             .collect()
     })
 }

@@ -30,11 +30,11 @@
 //! towards "slower" by more than half the bar.
 //! The interpolated quantiles are reported as evidence, not tested.
 
-use super::fmt::{conf, ms, pct, pp, pp_ci};
 use super::hist::{shared_bounds, Cumulative};
 use super::sprt::{Seq, LATENCY_GRID};
 use super::stats::{one_prop_cs, step_alpha_share, two_prop_cs, Interval};
 use super::JudgeState;
+use crate::format::{conf, ms, pct, pp, pp_ci};
 use crate::judge::{CheckResult, Evidence, Verdict};
 use crate::observation::Observation;
 use crate::policy::LatencyCheck;

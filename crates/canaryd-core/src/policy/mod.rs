@@ -18,3 +18,4 @@ pub use load::{from_resource, parse_policy, Metadata, Policy, PolicyDocument, MA
 pub use schema::{crd_yaml, editor_schema};
 pub use spec::*;
 pub use status::{Condition, RolloutPolicyStatus};
+pub use validate::is_email_address;

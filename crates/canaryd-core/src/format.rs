@@ -1,4 +1,5 @@
-//! Number formatting for evidence summaries (the text alerts and logs show).
+//! How numbers read wherever a person sees them: verdict summaries, alerts, backtest tables,
+//! `plan` and `status`. One module, so that a rate reads the same in an alert and in a backtest.
 
 /// A fraction as a percentage with two decimals: `0.051` → `5.10%`.
 pub fn pct(x: f64) -> String {
@@ -31,6 +32,12 @@ pub fn ms(x: f64) -> String {
     }
 }
 
+/// A custom check's value: up to four decimals, no trailing zeros: `0.25` → `0.25`, `3.0` → `3`.
+pub fn plain(x: f64) -> String {
+    let s = format!("{x:.4}");
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -45,5 +52,7 @@ mod tests {
         assert_eq!(conf(0.995), "99.5%");
         assert_eq!(ms(402.4), "402 ms");
         assert_eq!(ms(7.26), "7.3 ms");
+        assert_eq!(plain(0.25), "0.25");
+        assert_eq!(plain(3.0), "3");
     }
 }

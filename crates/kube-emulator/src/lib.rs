@@ -6,8 +6,8 @@
 //! injection, a request log, and an optional RBAC mode.
 //!
 //! ```no_run
-//! # async fn demo() -> Result<(), canaryd::emulator::EmulatorError> {
-//! let emu = canaryd::emulator::Emulator::start().await?;
+//! # async fn demo() -> Result<(), kube_emulator::EmulatorError> {
+//! let emu = kube_emulator::Emulator::start().await?;
 //! emu.apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata: {name: bookinfo}\n")?;
 //! let client = emu.client();
 //! # drop(client); Ok(()) }
@@ -36,7 +36,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
-pub use builtin_crds::{GATEWAY_API_HTTPROUTE_CRD, ISTIO_DESTINATIONRULE_CRD, ISTIO_VIRTUALSERVICE_CRD};
+pub use builtin_crds::{ISTIO_DESTINATIONRULE_CRD, ISTIO_VIRTUALSERVICE_CRD};
 pub use deployments::RolloutMode;
 pub use error::{ApiError, Cause};
 pub use faults::{Fault, FaultKind, Matcher, RequestRecord};
