@@ -310,8 +310,11 @@ async fn probe_patches(client: &kube::Client, policies: &[Policy]) -> (Vec<Durat
     use kube::api::{Api, DynamicObject, Patch, PatchParams};
     let sample = &policies[..policies.len().min(1000)];
     let one = |p: &Policy, tag: usize| {
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(client.clone(), &p.namespace, &canaryd::daemon::virtual_service_resource());
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            client.clone(),
+            &p.namespace(),
+            &canaryd::daemon::virtual_service_resource(),
+        );
         async move {
             let patch = json!({"metadata": {"annotations": {"bench/probe": tag.to_string()}}});
             let t = Instant::now();

@@ -17,8 +17,8 @@ fn client() -> reqwest::Client {
 
 /// A started rollout (step 1, canary 10%) of the fixture policy with one gate.
 fn rollout(gate: Gate) -> (Policy, Gate, RolloutState) {
-    let mut p = fixtures::email_policy();
-    p.spec.gates = vec![gate.clone()];
+    let p = fixtures::email_policy();
+    let p = p.revise(|s| s.gates = vec![gate.clone()]).unwrap();
     let s = RolloutState::default();
     let s = step(
         &p,

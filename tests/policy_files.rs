@@ -61,10 +61,10 @@ fn every_problem_is_reported_in_one_run() {
 fn a_five_line_policy_gets_useful_defaults() {
     let text = read(Path::new("policies/bookinfo-reviews.yaml"));
     let p = parse_policy("bookinfo-reviews.yaml", &text).unwrap();
-    let weights: Vec<_> = p.spec.steps.iter().filter_map(|s| s.weight).collect();
+    let weights: Vec<_> = p.spec().steps.iter().filter_map(|s| s.weight).collect();
     assert_eq!(weights, [10, 30, 60]);
-    assert_eq!(p.spec.analysis.confidence, 0.99);
-    assert_eq!(p.namespace, "bookinfo");
+    assert_eq!(p.spec().analysis.confidence, 0.99);
+    assert_eq!(p.namespace(), "bookinfo");
 }
 
 const VALID: &str = include_str!("../policies/reference.yaml");

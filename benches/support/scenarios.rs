@@ -26,7 +26,7 @@ pub fn policy() -> Policy {
 
 /// The plan as `(weight %, bake seconds)`, for the Flagger-style rule and the oracle.
 pub fn plan(p: &Policy) -> Vec<(u32, i64)> {
-    canaryd::plan::steps(p).iter().map(|s| (s.traffic.canary_weight, s.bake.as_secs_i64())).collect()
+    p.plan().iter().map(|s| (s.traffic.canary_weight, s.bake.as_secs_i64())).collect()
 }
 
 /// Route rates in req/s (the whole route; the canary gets its weight's share).

@@ -331,13 +331,16 @@ impl Deliverer {
         report: &Report,
         channel: &str,
     ) -> Result<(), DeliveryError> {
-        let alerts = &policy.spec.alerts;
+        let alerts = &policy.spec().alerts;
         if channel == "email" {
             let email = alerts.email.as_ref().ok_or_else(|| DeliveryError::UnknownChannel(channel.into()))?;
             let mailer = self.inner.mailer.as_ref().ok_or(DeliveryError::NoMailer)?;
             let message_id = format!(
                 "<alert-{}-{}.{}.{}@canaryd.io>",
-                report.id, report.at, policy.name, policy.namespace
+                report.id,
+                report.at,
+                policy.name(),
+                policy.namespace()
             );
             mailer.send(&email.to, &report.message(), Some(message_id)).await?;
             return Ok(());
@@ -348,11 +351,11 @@ impl Deliverer {
             .find(|w| w.name == channel)
             .ok_or_else(|| DeliveryError::UnknownChannel(channel.into()))?;
         let store = self.inner.secrets.as_ref();
-        let url = resolve(&hook.url_from, &policy.namespace, store)
+        let url = resolve(&hook.url_from, &policy.namespace(), store)
             .map_err(|source| DeliveryError::Secret { what: "url", source })?;
         let key = match &hook.signing_secret_from {
             Some(src) => Some(
-                resolve(src, &policy.namespace, store)
+                resolve(src, &policy.namespace(), store)
                     .map_err(|source| DeliveryError::Secret { what: "signing secret", source })?,
             ),
             None => None,

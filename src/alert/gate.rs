@@ -53,12 +53,12 @@ impl GateRequest {
             version: GATE_REQUEST_VERSION,
             gate: gate.name.clone(),
             kind: gate_name(gate.kind),
-            policy: policy.name.clone(),
-            namespace: policy.namespace.clone(),
+            policy: policy.name().to_string(),
+            namespace: policy.namespace().to_string(),
             revision: state.revision.clone(),
             phase: state.phase.as_str(),
             step: state.step + 1,
-            steps: policy.spec.steps.len(),
+            steps: policy.spec().steps.len(),
             canary_weight: state.traffic.canary_weight,
         }
     }
@@ -91,7 +91,7 @@ pub async fn call_gate(
 ) -> GateAnswer {
     let url = match (&gate.url, &gate.url_from) {
         (Some(u), _) => Secret::new(u.clone()),
-        (None, Some(src)) => match resolve(src, &policy.namespace, store) {
+        (None, Some(src)) => match resolve(src, &policy.namespace(), store) {
             Ok(s) => s,
             Err(e) => return closed(format!("gate URL unavailable: {e}")),
         },

@@ -19,13 +19,14 @@ pub(crate) fn encode_component(s: &str) -> String {
 
 /// PromQL that graphs what `check` compared, per side (stable and canary workloads), or `None`
 /// for a check canaryd cannot express as one query.
-pub(crate) fn check_query(policy: &Policy, check: &str, stable: &str, canary: &str) -> Option<String> {
-    let ns = escape_label_value(&policy.namespace);
-    let workloads = format!("{}|{}", escape_regex_value(stable), escape_regex_value(canary));
+pub(crate) fn check_query(policy: &Policy, check: &str) -> Option<String> {
+    let ns = escape_label_value(policy.namespace());
+    let w = policy.workloads();
+    let workloads = format!("{}|{}", escape_regex_value(&w.stable), escape_regex_value(&w.canary));
     let sel = format!(
         r#"reporter="destination",destination_workload_namespace="{ns}",destination_workload=~"{workloads}""#
     );
-    let interval = policy.spec.analysis.interval.as_secs().max(60);
+    let interval = policy.spec().analysis.interval.as_secs().max(60);
     let range = format!("{interval}s");
     match check {
         "success-rate" | "success-rate-guardrail" => Some(format!(
@@ -33,19 +34,11 @@ pub(crate) fn check_query(policy: &Policy, check: &str, stable: &str, canary: &s
         )),
         "latency" | "latency-guardrail" => Some(format!(
             "histogram_quantile({}, sum by (destination_workload, le) (rate(istio_request_duration_milliseconds_bucket{{{sel}}}[{range}])))",
-            policy.spec.analysis.latency.quantile
+            policy.spec().analysis.latency.quantile
         )),
         name => {
-            let custom = policy.spec.analysis.custom.iter().find(|c| c.name == name)?;
-            let vars = std::collections::HashMap::from([
-                ("namespace", policy.namespace.clone()),
-                ("workload", canary.to_string()),
-                ("canaryWorkload", canary.to_string()),
-                ("baselineWorkload", stable.to_string()),
-                ("virtualService", policy.spec.target.virtual_service.clone()),
-                ("interval", range),
-            ]);
-            crate::promql::render(&custom.query, &vars).ok()
+            let custom = policy.spec().analysis.custom.iter().find(|c| c.name == name)?;
+            policy.template_vars(interval as i64).render(&custom.query, crate::promql::Side::Canary).ok()
         }
     }
 }

@@ -9,7 +9,7 @@ use super::link;
 use crate::engine::{PendingAlert, RolloutState};
 use crate::format::{conf, ms, pct, plain, pp};
 use crate::judge::{CheckResult, Evidence, IntervalVerdict, Verdict};
-use crate::plan::{self, Traffic};
+use crate::plan::Traffic;
 use crate::policy::{AlertEvent, Policy};
 
 /// What the alert is about beyond the [`PendingAlert`] itself: the release, the step and the
@@ -34,27 +34,20 @@ pub struct AlertFacts {
 }
 
 impl AlertFacts {
-    /// Facts from the rollout state and the policy's plan. Workloads come from the policy
-    /// (`workload`, else `<host short name>-<subset>`, else the subset); the daemon, which knows
-    /// the route's hosts, may overwrite them.
+    /// Facts from the rollout state and the policy's plan; workloads are
+    /// [`Policy::workloads`], the names the daemon queried.
     pub fn from_state(policy: &Policy, state: &RolloutState) -> Self {
-        let plan = plan::steps(policy);
+        let plan = policy.plan();
         let started = state.started.is_some();
         let step = started.then_some(state.step);
-        let workload = |d: &crate::policy::Destination| {
-            d.workload.clone().unwrap_or_else(|| match &d.host {
-                Some(h) => format!("{}-{}", h.split('.').next().unwrap_or(h), d.subset),
-                None => d.subset.clone(),
-            })
-        };
         AlertFacts {
             revision: state.revision.clone(),
             step,
             steps: plan.len(),
             step_traffic: step.and_then(|i| plan.get(i)).map(|p| p.traffic.clone()),
             traffic_now: state.traffic.clone(),
-            stable_workload: workload(&policy.spec.target.stable),
-            canary_workload: workload(&policy.spec.target.canary),
+            stable_workload: policy.workloads().stable.clone(),
+            canary_workload: policy.workloads().canary.clone(),
         }
     }
 }
@@ -63,7 +56,7 @@ impl AlertFacts {
     /// Facts as recorded in the alert itself when it was decided (revision, step, routing),
     /// so that a later revision cannot relabel it; the plan and workloads come from the policy.
     pub fn from_alert(policy: &Policy, alert: &crate::engine::PendingAlert) -> Self {
-        let plan = plan::steps(policy);
+        let plan = policy.plan();
         let base = Self::from_state(policy, &RolloutState::default());
         AlertFacts {
             revision: alert.revision.clone(),
@@ -209,15 +202,15 @@ impl Report {
         let checks = alert.verdict.as_ref().map(check_lines).unwrap_or_default();
         let graph_link = opts.prometheus_url.as_deref().and_then(|base| {
             let check = checks.first()?;
-            let q = link::check_query(policy, &check.name, &facts.stable_workload, &facts.canary_workload)?;
+            let q = link::check_query(policy, &check.name)?;
             // An hour of context before the event, and a little after it.
             Some(link::graph_link(base, &q, alert.at + 600, 3600 + 600))
         });
         Report {
             id: alert.id,
             event: alert.event,
-            policy: policy.name.clone(),
-            namespace: policy.namespace.clone(),
+            policy: policy.name().to_string(),
+            namespace: policy.namespace().to_string(),
             revision: facts.revision.clone(),
             at: alert.at,
             at_utc,
@@ -228,7 +221,7 @@ impl Report {
             action,
             verdict: alert.verdict.as_ref().map(|v| v.verdict),
             checks,
-            status_command: format!("canaryd status {}/{}", policy.namespace, policy.name),
+            status_command: format!("canaryd status {}/{}", policy.namespace(), policy.name()),
             graph_link,
         }
     }
@@ -402,7 +395,7 @@ fn times(at: i64, policy: &Policy) -> (String, Option<String>) {
         return (format!("@{at}"), None);
     };
     let utc = ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
-    let local = policy.spec.schedule.as_ref().and_then(|s| {
+    let local = policy.spec().schedule.as_ref().and_then(|s| {
         let tz = jiff::tz::TimeZone::get(&s.time_zone).ok()?;
         let z = ts.to_zoned(tz);
         Some(format!("{} {}", z.strftime("%Y-%m-%dT%H:%M:%S%:z"), s.time_zone))

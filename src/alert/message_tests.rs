@@ -13,12 +13,6 @@ fn policy(name: &str, extra: &str) -> Policy {
     parse_policy("test.yaml", &doc).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// An unchecked policy (names a validated one could not have), for escaping tests.
-fn with_name(mut p: Policy, name: &str) -> Policy {
-    p.name = name.to_string();
-    p
-}
-
 fn failing_verdict() -> IntervalVerdict {
     let sr = CheckResult {
         check: "success-rate".into(),
@@ -135,11 +129,14 @@ fn without_schedule_times_are_utc_only_and_without_base_no_link() {
 
 #[test]
 fn html_escapes_a_policy_name_with_a_script_tag() {
-    let p = with_name(policy("reviews", ""), "<script>alert(1)</script>");
+    let p = policy("reviews", "");
     let mut alert = abort_alert();
     alert.headline = "aborted: \"quoted\" & <b>bold</b>".into();
     let facts = AlertFacts::from_state(&p, &aborted_state());
-    let html = Report::build(&alert, &p, &facts, &RenderOptions::default()).html();
+    let mut report = Report::build(&alert, &p, &facts, &RenderOptions::default());
+    // A name no validated policy has: the renderer must not rely on validation to be safe.
+    report.policy = "<script>alert(1)</script>".into();
+    let html = report.html();
     assert!(!html.contains("<script>"), "{html}");
     assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{html}");
     assert!(html.contains("&quot;quoted&quot; &amp; &lt;b&gt;bold&lt;/b&gt;"), "{html}");
@@ -199,8 +196,8 @@ fn generic_json_has_the_documented_shape() {
 
 #[test]
 fn slack_and_teams_carry_the_headline_and_escape_mrkdwn() {
-    let p = with_name(policy("reviews", ""), "<!channel>");
-    let r = report(&p);
+    let mut r = report(&policy("reviews", ""));
+    r.policy = "<!channel>".into();
     let s = payload::slack(&r);
     let text = s.to_string();
     assert!(s["text"].as_str().unwrap().contains("aborted at step 2/3 (30%): success-rate failed"));

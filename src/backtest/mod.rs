@@ -17,17 +17,13 @@ mod render;
 pub use chart::svg;
 pub use render::{human, json};
 
-use std::collections::HashMap;
-
 use jiff::Timestamp;
 
 use crate::engine::{self, Action, Command, Input, Phase, RolloutState, Transition};
 use crate::judge::{CheckResult, Verdict};
-use crate::observation::{CustomValue, Histogram, Observation, SideObservation};
-use crate::plan;
-use crate::policy::{CustomMode, GateKind, Policy};
-use crate::prometheus::{MetricsSource, QueryError, WorkloadKey};
-use crate::promql;
+use crate::observation::{Histogram, Observation, SideObservation};
+use crate::policy::{GateKind, Policy};
+use crate::prometheus::{self, MetricsSource, QueryError, WorkloadKey};
 
 /// Revision name the backtest rolls out.
 pub const REVISION: &str = "backtest";
@@ -138,19 +134,6 @@ pub struct Backtest {
     pub intervals: Vec<IntervalRow>,
 }
 
-/// The Deployment name of one side: the policy's `workload`, else `<host short name>-<subset>`,
-/// where the host is the policy's `host` or, without one, the VirtualService name (a backtest
-/// cannot read the route's host from the cluster).
-pub fn workload(policy: &Policy, stable: bool) -> WorkloadKey {
-    let t = &policy.spec.target;
-    let d = if stable { &t.stable } else { &t.canary };
-    let name = d.workload.clone().unwrap_or_else(|| {
-        let host = d.host.as_deref().unwrap_or(&t.virtual_service);
-        format!("{}-{}", host.split('.').next().unwrap_or(host), d.subset)
-    });
-    WorkloadKey::new(&policy.namespace, name)
-}
-
 /// Replays `policy` from `start` to `end` against `metrics`. Errs only when the range is empty
 /// or the source cannot answer a trivial query at `start`; later query errors are judged
 /// (`Input::Observed(Err)`), as the daemon does.
@@ -164,10 +147,9 @@ pub async fn run<M: MetricsSource>(
         return Err(BacktestError::EmptyRange { start, end });
     }
     metrics.query_scalar("vector(1)", start).await.map_err(BacktestError::Unreachable)?;
-    let canary = workload(policy, false);
-    let baseline = workload(policy, true);
-    let interval = policy.spec.analysis.interval.as_secs_i64().max(1);
-    let plan_len = plan::steps(policy).len();
+    let (canary, baseline) = prometheus::workload_keys(policy);
+    let interval = policy.spec().analysis.interval.as_secs_i64().max(1);
+    let plan_len = policy.plan().len();
 
     let mut state = RolloutState::default();
     feed(policy, &mut state, Input::NewRevision(REVISION.into()), start);
@@ -274,7 +256,7 @@ fn feed(policy: &Policy, state: &mut RolloutState, input: Input, now: Timestamp)
     }
 }
 
-/// One observation over `[from, now)`, with custom-check values, as the daemon builds it.
+/// One observation over `[from, now)`, built by the daemon's own code.
 async fn observe<M: MetricsSource>(
     policy: &Policy,
     metrics: &M,
@@ -283,46 +265,12 @@ async fn observe<M: MetricsSource>(
     from: i64,
     now: Timestamp,
 ) -> Result<Observation, String> {
-    let secs = u64::try_from((now.as_second() - from).max(1)).unwrap_or(1);
-    let window = std::time::Duration::from_secs(secs);
+    let window = std::time::Duration::from_secs(u64::try_from((now.as_second() - from).max(1)).unwrap_or(1));
     let sides = metrics
         .observe_sides(&[canary.clone(), baseline.clone()], now, window)
         .await
         .map_err(|e| e.to_string())?;
-    let mut custom = Vec::new();
-    for check in &policy.spec.analysis.custom {
-        let render = |side: &WorkloadKey| {
-            let vars: HashMap<&str, String> = [
-                ("namespace", policy.namespace.clone()),
-                ("workload", side.workload.clone()),
-                ("canaryWorkload", canary.workload.clone()),
-                ("baselineWorkload", baseline.workload.clone()),
-                ("virtualService", policy.spec.target.virtual_service.clone()),
-                ("interval", format!("{secs}s")),
-            ]
-            .into();
-            promql::render(&check.query, &vars).ok()
-        };
-        let c = scalar(metrics, render(canary), now).await;
-        let b = if check.mode == CustomMode::Compare {
-            scalar(metrics, render(baseline), now).await
-        } else {
-            None
-        };
-        custom.push(CustomValue { name: check.name.clone(), canary: c, baseline: b });
-    }
-    Ok(Observation {
-        start: from,
-        end: now.as_second(),
-        canary: sides.get(canary).cloned().unwrap_or_default(),
-        baseline: sides.get(baseline).cloned().unwrap_or_default(),
-        custom,
-    })
-}
-
-/// A custom check's value; a query that cannot be rendered or answered is missing data.
-async fn scalar<M: MetricsSource>(metrics: &M, promql: Option<String>, now: Timestamp) -> Option<f64> {
-    metrics.query_scalar(&promql?, now).await.ok()
+    Ok(prometheus::observation(metrics, policy, &sides, from, now).await)
 }
 
 /// The interpolated `q`-quantile of a histogram in milliseconds, as Prometheus'

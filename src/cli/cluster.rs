@@ -124,8 +124,8 @@ pub fn status_all(json: bool) -> i32 {
 
 async fn read_view(policy: &Policy, client: kube::Client) -> Result<(RouteView, RolloutState), String> {
     let api: Api<DynamicObject> =
-        Api::namespaced_with(client, &policy.namespace, &virtual_service_resource());
-    let vs = api.get(&policy.spec.target.virtual_service).await.map_err(|e| e.to_string())?;
+        Api::namespaced_with(client, &policy.namespace(), &virtual_service_resource());
+    let vs = api.get(&policy.spec().target.virtual_service).await.map_err(|e| e.to_string())?;
     let vs = serde_json::to_value(vs).map_err(|e| e.to_string())?;
     let view = RouteView::read(&vs, policy).map_err(|e| e.to_string())?;
     let state = match &view.state {
@@ -154,7 +154,7 @@ pub fn status(target: &str, json: bool) -> i32 {
             policy.key(),
             state.phase.as_str(),
             state.step + 1,
-            policy.spec.steps.len(),
+            policy.spec().steps.len(),
             view.traffic.describe()
         );
         if let Some(r) = &state.revision {
@@ -163,9 +163,7 @@ pub fn status(target: &str, json: bool) -> i32 {
         if let Some(r) = &state.reason {
             println!("reason     {r}");
         }
-        if let Some(cs) =
-            policy.spec.schedule.as_ref().and_then(|s| crate::schedule::CompiledSchedule::new(s).ok())
-        {
+        if let Some(cs) = policy.schedule() {
             let now = jiff::Timestamp::now();
             let tz = cs.time_zone().clone();
             let show =
@@ -203,9 +201,9 @@ pub fn command(target: &str, verb: &str, reason: Option<&str>) -> i32 {
         let patch =
             serde_json::json!({"metadata": {"annotations": {command_annotation_key(&policy): value}}});
         let api: Api<DynamicObject> =
-            Api::namespaced_with(client, &policy.namespace, &virtual_service_resource());
+            Api::namespaced_with(client, &policy.namespace(), &virtual_service_resource());
         match api
-            .patch(&policy.spec.target.virtual_service, &PatchParams::default(), &Patch::Merge(&patch))
+            .patch(&policy.spec().target.virtual_service, &PatchParams::default(), &Patch::Merge(&patch))
             .await
         {
             Ok(_) => {

@@ -4,7 +4,6 @@
 use super::output::{human_secs, table, Format};
 use crate::plan;
 use crate::policy::{self, Policy};
-use crate::schedule::CompiledSchedule;
 use jiff::Timestamp;
 use serde_json::json;
 use std::path::Path;
@@ -47,9 +46,9 @@ pub fn run(path: &Path, rps: f64, baseline_error_rate: f64, now: Option<&str>, f
         Ok(p) => p,
         Err(code) => return code,
     };
-    let analysis = &policy.spec.analysis;
+    let analysis = &policy.spec().analysis;
     let interval = analysis.interval.as_secs() as f64;
-    let steps = plan::steps(&policy);
+    let steps = policy.plan();
     let rows: Vec<Row> = steps
         .iter()
         .map(|s| {
@@ -90,12 +89,12 @@ pub fn run(path: &Path, rps: f64, baseline_error_rate: f64, now: Option<&str>, f
             ));
         }
     }
-    let windows = policy.spec.schedule.as_ref().and_then(|s| CompiledSchedule::new(s).ok()).map(|cs| {
+    let windows = policy.schedule().map(|cs| {
         let current = cs.window_at(now);
         let next = cs.next_windows(now, 3);
         (cs, current, next)
     });
-    let total = plan::total_bake(&steps).as_secs();
+    let total = plan::total_bake(steps).as_secs();
     match format {
         Format::Json => {
             let out = json!({
@@ -108,7 +107,7 @@ pub fn run(path: &Path, rps: f64, baseline_error_rate: f64, now: Option<&str>, f
                     "verdictWithinBake": r.secs_to_verdict <= r.bake_secs as f64,
                 })).collect::<Vec<_>>(),
                 "totalBakeSeconds": total,
-                "promotion": policy.spec.promotion.mode,
+                "promotion": policy.spec().promotion.mode,
                 "windows": windows.as_ref().map(|(_, cur, next)| json!({
                     "current": cur.map(|w| json!({"start": w.start.to_string(), "end": w.end.to_string()})),
                     "next": next.iter().map(|w| json!({"start": w.start.to_string(), "end": w.end.to_string()})).collect::<Vec<_>>(),
@@ -118,14 +117,14 @@ pub fn run(path: &Path, rps: f64, baseline_error_rate: f64, now: Option<&str>, f
             println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         }
         Format::Human => {
-            let t = &policy.spec.target;
+            let t = &policy.spec().target;
             println!(
                 "{}: VirtualService {}, {} → {}, promotion by {:?}",
                 policy.key(),
                 t.virtual_service,
                 t.stable.subset,
                 t.canary.subset,
-                policy.spec.promotion.mode
+                policy.spec().promotion.mode
             );
             println!(
                 "judged every {} at {}% confidence: errors within {} pp, p{} latency within +{}%{}",
@@ -162,7 +161,7 @@ pub fn run(path: &Path, rps: f64, baseline_error_rate: f64, now: Option<&str>, f
             t.push(vec![
                 "→".into(),
                 "promote".into(),
-                format!("{:?}", policy.spec.promotion.mode).to_lowercase(),
+                format!("{:?}", policy.spec().promotion.mode).to_lowercase(),
             ]);
             print!("{}", table(&t));
             println!("\nshortest rollout: {} of bake", human_secs(total as f64));

@@ -195,7 +195,7 @@ async fn daemon(o: RunOptions) -> Result<(), String> {
                         metrics.observe(&key, r);
                         next_due.insert(
                             key.clone(),
-                            now.as_second() + policy.spec.analysis.interval.as_secs_i64().min(30),
+                            now.as_second() + policy.spec().analysis.interval.as_secs_i64().min(30),
                         );
                     }
                     Err(e) => {
@@ -316,7 +316,7 @@ async fn write_status(
             });
             RolloutPolicyStatus {
                 phase: Some(s.phase.as_str().into()),
-                step: Some(format!("{}/{}", s.step + 1, policy.spec.steps.len())),
+                step: Some(format!("{}/{}", s.step + 1, policy.spec().steps.len())),
                 canary_weight: Some(s.traffic.canary_weight),
                 last_verdict: verdict,
                 revision: s.revision.clone(),
@@ -329,7 +329,7 @@ async fn write_status(
             ..statuses.get(&policy.key()).cloned().unwrap_or_default()
         },
     };
-    patch_status(client, &policy.namespace, &policy.name, status, statuses).await;
+    patch_status(client, &policy.namespace(), &policy.name(), status, statuses).await;
 }
 
 /// Writes a status only when it changed (conditions' times aside), to keep API traffic flat.

@@ -3,10 +3,9 @@
 use super::kube_io::{pod_template_revision, virtual_service_resource};
 use crate::engine::{self, Action, Input, PendingAlert, Phase, RolloutState};
 use crate::istio::{RouteView, VsError};
-use crate::observation::{CustomValue, Observation, SideObservation};
-use crate::policy::{CustomMode, Gate, GateKind, Policy};
-use crate::prometheus::{MetricsSource, WorkloadKey};
-use crate::promql;
+use crate::observation::SideObservation;
+use crate::policy::{host_short_name, Gate, GateKind, Policy};
+use crate::prometheus::{self, MetricsSource, WorkloadKey};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
@@ -113,15 +112,6 @@ struct Prepared<'p> {
     observe_from: Option<i64>,
 }
 
-impl Prepared<'_> {
-    fn canary_key(&self) -> WorkloadKey {
-        WorkloadKey::new(&self.policy.namespace, workload(self.policy, false, &self.view))
-    }
-    fn baseline_key(&self) -> WorkloadKey {
-        WorkloadKey::new(&self.policy.namespace, workload(self.policy, true, &self.view))
-    }
-}
-
 /// Drives policies against one cluster and one metrics source.
 pub struct Driver<M, E> {
     pub client: kube::Client,
@@ -152,9 +142,10 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
         let mut windows: HashMap<i64, Vec<WorkloadKey>> = HashMap::new();
         for prep in prepared.iter().flatten() {
             if let Some(from) = prep.observe_from {
+                let (canary, baseline) = prometheus::workload_keys(prep.policy);
                 let keys = windows.entry(now.as_second() - from).or_default();
-                keys.push(prep.canary_key());
-                keys.push(prep.baseline_key());
+                keys.push(canary);
+                keys.push(baseline);
             }
         }
         let mut batches: HashMap<i64, Result<HashMap<WorkloadKey, SideObservation>, String>> = HashMap::new();
@@ -186,12 +177,12 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
     /// Reads what the cluster says and turns it into the engine's inputs (all but evidence).
     async fn prepare<'p>(&self, policy: &'p Policy, now: Timestamp) -> Result<Prepared<'p>, DaemonError> {
         let vs_api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), &policy.namespace, &virtual_service_resource());
-        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &policy.namespace);
-        let vs_name = &policy.spec.target.virtual_service;
+            Api::namespaced_with(self.client.clone(), &policy.namespace(), &virtual_service_resource());
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &policy.namespace());
+        let vs_name = &policy.spec().target.virtual_service;
         let vs = serde_json::to_value(vs_api.get(vs_name).await?).unwrap_or_default();
         let view = RouteView::read(&vs, policy).map_err(|source| DaemonError::VirtualService {
-            namespace: policy.namespace.clone(),
+            namespace: policy.namespace().to_string(),
             name: vs_name.clone(),
             source,
         })?;
@@ -199,7 +190,7 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
             Some(raw) => serde_json::from_str(raw).map_err(|e| DaemonError::State(e.to_string()))?,
             None => RolloutState { traffic: view.traffic.clone(), ..RolloutState::default() },
         };
-        let canary_name = workload(policy, false, &view);
+        let canary_name = &policy.workloads().canary;
         let canary = deployments
             .get_opt(&canary_name)
             .await?
@@ -220,16 +211,17 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
             // canary traffic into a 503 black hole, so refuse before touching weights.
             if !before.phase.is_active() {
                 self.check_subsets(policy, &view).await?;
+                warn_if_hosts_disagree(policy, &view);
             }
             inputs.push(Input::NewRevision(rev));
         }
         if before.phase.is_active() && view.traffic != before.traffic {
             inputs.push(Input::Drift { observed: view.traffic.clone() });
         }
-        if before.phase == Phase::Promoting && self.stable_rolled_out(policy, &view, &deployments).await? {
+        if before.phase == Phase::Promoting && self.stable_rolled_out(policy, &deployments).await? {
             inputs.push(Input::StableRolledOut);
         }
-        let interval = policy.spec.analysis.interval.as_secs_i64();
+        let interval = policy.spec().analysis.interval.as_secs_i64();
         let due = before.observed_until.is_none_or(|t| now.as_second() >= t + interval);
         let observe_from = (matches!(before.phase, Phase::Progressing | Phase::Paused) && due)
             .then(|| before.observed_until.unwrap_or(now.as_second() - interval));
@@ -252,11 +244,11 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
         let Prepared { policy, vs, view, before, mut inputs, queued, observe_from } = prep;
         let key = policy.key();
         let vs_api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), &policy.namespace, &virtual_service_resource());
-        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &policy.namespace);
+            Api::namespaced_with(self.client.clone(), &policy.namespace(), &virtual_service_resource());
+        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &policy.namespace());
         if let (Some(from), Some(sides)) = (observe_from, sides) {
             let observed = match sides {
-                Ok(sides) => Ok(self.observation(policy, &view, sides, from, now).await),
+                Ok(sides) => Ok(prometheus::observation(&self.metrics, policy, sides, from, now).await),
                 Err(e) => Err(e.clone()),
             };
             inputs.push(Input::Observed(observed));
@@ -277,7 +269,7 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
             let patch = view.patch(&vs, policy, &state.traffic, &body);
             let patch: json_patch::Patch =
                 serde_json::from_value(patch).map_err(|e| DaemonError::State(e.to_string()))?;
-            let vs_name = &policy.spec.target.virtual_service;
+            let vs_name = &policy.spec().target.virtual_service;
             match vs_api.patch(vs_name, &PatchParams::default(), &Patch::<()>::Json(patch)).await {
                 Ok(_) => wrote = true,
                 Err(kube::Error::Api(e)) if e.code == 409 || e.code == 422 => {
@@ -299,58 +291,8 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
         self.pending.put_back(key, inputs);
     }
 
-    /// The policy's observation from the cycle's grouped answer, plus its custom checks.
-    async fn observation(
-        &self,
-        policy: &Policy,
-        view: &RouteView,
-        sides: &HashMap<WorkloadKey, SideObservation>,
-        from: i64,
-        now: Timestamp,
-    ) -> Observation {
-        let canary = WorkloadKey::new(&policy.namespace, workload(policy, false, view));
-        let baseline = WorkloadKey::new(&policy.namespace, workload(policy, true, view));
-        let window_secs = (now.as_second() - from).max(1);
-        let mut custom = Vec::new();
-        for check in &policy.spec.analysis.custom {
-            let query = |side: &WorkloadKey| {
-                let mut vars: HashMap<&str, String> = HashMap::new();
-                vars.insert("namespace", policy.namespace.clone());
-                vars.insert("workload", side.workload.clone());
-                vars.insert("canaryWorkload", canary.workload.clone());
-                vars.insert("baselineWorkload", baseline.workload.clone());
-                vars.insert("virtualService", policy.spec.target.virtual_service.clone());
-                vars.insert("interval", format!("{window_secs}s"));
-                promql::render(&check.query, &vars).ok()
-            };
-            // A query that cannot be rendered or answered is a missing value: the judge turns it
-            // into an Error verdict for that check, never a Pass.
-            let c = match query(&canary) {
-                Some(q) => self.metrics.query_scalar(&q, now).await.ok(),
-                None => None,
-            };
-            let b = match (check.mode, query(&baseline)) {
-                (CustomMode::Compare, Some(q)) => self.metrics.query_scalar(&q, now).await.ok(),
-                _ => None,
-            };
-            custom.push(CustomValue { name: check.name.clone(), canary: c, baseline: b });
-        }
-        Observation {
-            start: from,
-            end: now.as_second(),
-            canary: sides.get(&canary).cloned().unwrap_or_default(),
-            baseline: sides.get(&baseline).cloned().unwrap_or_default(),
-            custom,
-        }
-    }
-
-    async fn stable_rolled_out(
-        &self,
-        policy: &Policy,
-        view: &RouteView,
-        api: &Api<Deployment>,
-    ) -> Result<bool, DaemonError> {
-        let Some(d) = api.get_opt(&workload(policy, true, view)).await? else { return Ok(false) };
+    async fn stable_rolled_out(&self, policy: &Policy, api: &Api<Deployment>) -> Result<bool, DaemonError> {
+        let Some(d) = api.get_opt(&policy.workloads().stable).await? else { return Ok(false) };
         let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
         let generation = d.metadata.generation.unwrap_or(0);
         let status = d.status.unwrap_or_default();
@@ -373,7 +315,7 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
         for action in actions {
             match action {
                 Action::CallGate(kind) => {
-                    for gate in policy.spec.gates.iter().filter(|g| g.kind == *kind) {
+                    for gate in policy.spec().gates.iter().filter(|g| g.kind == *kind) {
                         let (open, detail) = self.effects.call_gate(policy, gate, state).await;
                         feedback.push(Input::Gate { kind: *kind, open, detail });
                         if !open && *kind != GateKind::Rollback {
@@ -382,14 +324,14 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
                     }
                 }
                 Action::CopyCanaryToStable => {
-                    if let Err(e) = self.copy_template(policy, view, api).await {
+                    if let Err(e) = self.copy_template(policy, api).await {
                         tracing::warn!(policy = %key, error = %e, "copying the canary template to stable failed; retrying next cycle");
                     }
                 }
                 Action::ScaleCanaryDown => {
                     let patch = json!({"spec": {"replicas": 0}});
                     if let Err(e) = api
-                        .patch(&workload(policy, false, view), &PatchParams::default(), &Patch::Merge(&patch))
+                        .patch(&policy.workloads().canary, &PatchParams::default(), &Patch::Merge(&patch))
                         .await
                     {
                         tracing::warn!(policy = %key, error = %e, "scaling the canary down failed");
@@ -415,19 +357,19 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
     /// Records a Kubernetes Event on the VirtualService; failures are logged, never fatal.
     async fn event(&self, policy: &Policy, view: &RouteView, reason: &str, message: &str) {
         use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &policy.namespace);
+        let api: Api<Event> = Api::namespaced(self.client.clone(), &policy.namespace());
         let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
         let event = Event {
             metadata: kube::api::ObjectMeta {
-                generate_name: Some(format!("{}-", policy.spec.target.virtual_service)),
-                namespace: Some(policy.namespace.clone()),
+                generate_name: Some(format!("{}-", policy.spec().target.virtual_service)),
+                namespace: Some(policy.namespace().to_string()),
                 ..Default::default()
             },
             involved_object: ObjectReference {
                 api_version: Some("networking.istio.io/v1".into()),
                 kind: Some("VirtualService".into()),
-                name: Some(policy.spec.target.virtual_service.clone()),
-                namespace: Some(policy.namespace.clone()),
+                name: Some(policy.spec().target.virtual_service.clone()),
+                namespace: Some(policy.namespace().to_string()),
                 field_path: Some(format!("spec.http[{}]", view.index)),
                 ..Default::default()
             },
@@ -451,12 +393,12 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
     async fn check_subsets(&self, policy: &Policy, view: &RouteView) -> Result<(), DaemonError> {
         let api: Api<DynamicObject> = Api::namespaced_with(
             self.client.clone(),
-            &policy.namespace,
+            &policy.namespace(),
             &super::kube_io::destination_rule_resource(),
         );
         let rules = api.list(&Default::default()).await?;
         let short = |h: &str| h.split('.').next().unwrap_or(h).to_string();
-        let t = &policy.spec.target;
+        let t = &policy.spec().target;
         for (host, subset) in [(&view.stable_host, &t.stable.subset), (&view.canary_host, &t.canary.subset)] {
             let found = rules.items.iter().any(|dr| {
                 let spec = &dr.data["spec"];
@@ -472,15 +414,10 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
         Ok(())
     }
 
-    async fn copy_template(
-        &self,
-        policy: &Policy,
-        view: &RouteView,
-        api: &Api<Deployment>,
-    ) -> Result<(), kube::Error> {
-        let canary = api.get(&workload(policy, false, view)).await?;
-        let stable_name = workload(policy, true, view);
-        let stable = api.get(&stable_name).await?;
+    async fn copy_template(&self, policy: &Policy, api: &Api<Deployment>) -> Result<(), kube::Error> {
+        let canary = api.get(&policy.workloads().canary).await?;
+        let stable_name = &policy.workloads().stable;
+        let stable = api.get(stable_name).await?;
         let mut template = serde_json::to_value(canary.spec.map(|s| s.template)).unwrap_or_default();
         // The stable selector must keep matching its pods: its labels win over the canary's.
         let selector = serde_json::to_value(stable.spec.map(|s| s.selector.match_labels)).unwrap_or_default();
@@ -501,11 +438,22 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
     }
 }
 
-/// The Deployment name of a side: the policy's `workload`, else `<host short name>-<subset>`.
-pub fn workload(policy: &Policy, stable: bool, view: &RouteView) -> String {
-    let t = &policy.spec.target;
-    let (d, host) = if stable { (&t.stable, &view.stable_host) } else { (&t.canary, &view.canary_host) };
-    d.workload.clone().unwrap_or_else(|| format!("{}-{}", host.split('.').next().unwrap_or(host), d.subset))
+/// The workload names come from the policy alone (one rule everywhere); when the policy names
+/// neither `host` nor `workload` and the route's host is not the VirtualService's name, the
+/// queries probably miss the real Deployments (the judge then holds on "no traffic"): say so.
+fn warn_if_hosts_disagree(policy: &Policy, view: &RouteView) {
+    let t = &policy.spec().target;
+    for (d, host, name) in [
+        (&t.stable, &view.stable_host, &policy.workloads().stable),
+        (&t.canary, &view.canary_host, &policy.workloads().canary),
+    ] {
+        if d.workload.is_none() && d.host.is_none() && host_short_name(host) != t.virtual_service {
+            tracing::warn!(
+                policy = %policy.key(), route_host = %host, workload = %name,
+                "the route's host differs from the VirtualService name; querying workload {name} — set target.*.workload or host in the policy if that is wrong"
+            );
+        }
+    }
 }
 
 /// Parses the command annotation: `start`, `promote`, `pause`, `resume`, `retry`, `abort[: reason]`.

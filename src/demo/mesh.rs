@@ -72,13 +72,13 @@ impl SimulatedMesh {
 
     /// The canary's share of the route as the VirtualService says right now.
     fn canary_share(&self) -> f64 {
-        let ns = &self.policy.namespace;
+        let ns = &self.policy.namespace();
         let vs = self.emulator.get(
             "networking.istio.io",
             "v1",
             "virtualservices",
             ns,
-            &self.policy.spec.target.virtual_service,
+            &self.policy.spec().target.virtual_service,
         );
         vs.and_then(|vs| RouteView::read(&vs, &self.policy).ok())
             .map(|v| f64::from(v.traffic.canary_weight) / 100.0)
@@ -114,7 +114,7 @@ impl MetricsSource for SimulatedMesh {
     ) -> Result<HashMap<WorkloadKey, SideObservation>, QueryError> {
         let total = self.rps * window.as_secs_f64();
         let share = self.canary_share();
-        let canary = self.policy.spec.target.canary.workload.clone().unwrap_or_default();
+        let canary = self.policy.spec().target.canary.workload.clone().unwrap_or_default();
         let mut out = HashMap::new();
         for key in keys {
             let part = if key.workload == canary { share } else { 1.0 - share };

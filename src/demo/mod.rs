@@ -115,7 +115,7 @@ async fn drive<E: Effects>(
     opts: &DemoOptions,
     view: &mut view::View,
 ) -> Result<Phase, String> {
-    let interval = policy.spec.analysis.interval.as_secs_i64();
+    let interval = policy.spec().analysis.interval.as_secs_i64();
     let mut revision: Option<String> = None;
     for _ in 0..2000 {
         let report = match driver.reconcile(policy, *clock).await {
@@ -150,8 +150,8 @@ async fn advance(clock: &mut Timestamp, secs: i64, speed: f64) {
 
 /// Puts v3 into the canary Deployment (and scales it back up after the copy promotion).
 fn release_v3(emulator: &kube_emulator::EmulatorHandle, policy: &Policy) -> Result<(), String> {
-    let ns = &policy.namespace;
-    let name = policy.spec.target.canary.workload.clone().unwrap_or_else(|| "reviews-v2".into());
+    let ns = &policy.namespace();
+    let name = policy.spec().target.canary.workload.clone().unwrap_or_else(|| "reviews-v2".into());
     let mut d = emulator.get("apps", "v1", "deployments", ns, &name).ok_or("canary Deployment missing")?;
     d["spec"]["template"]["spec"]["containers"][0]["image"] = V3_IMAGE.into();
     d["spec"]["replicas"] = 2.into();
@@ -181,7 +181,7 @@ impl Effects for MailboxEffects {
 
 impl MailboxEffects {
     fn write_mail(&self, policy: &Policy, alert: &PendingAlert, channel: &str) -> Result<(), String> {
-        let to = policy.spec.alerts.email.as_ref().map(|e| e.to.join(", ")).unwrap_or_default();
+        let to = policy.spec().alerts.email.as_ref().map(|e| e.to.join(", ")).unwrap_or_default();
         let mut text = format!(
             "From canaryd@localhost {}\nFrom: canaryd <canaryd@localhost>\nTo: {to}\nSubject: [canaryd] {}: {}\nX-Canaryd-Channel: {channel}\n\n{}\n",
             Timestamp::from_second(alert.at).map(|t| t.to_string()).unwrap_or_default(),

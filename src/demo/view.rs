@@ -17,7 +17,7 @@ pub struct View {
 
 impl View {
     pub fn new(verbose: bool, policy: &Policy) -> Self {
-        View { verbose, color: verbose && std::io::stdout().is_terminal(), steps: policy.spec.steps.len() }
+        View { verbose, color: verbose && std::io::stdout().is_terminal(), steps: policy.spec().steps.len() }
     }
 
     fn paint(&self, code: &str, s: &str) -> String {
@@ -35,7 +35,7 @@ impl View {
         println!(
             "canaryd demo: policy {} on an in-process Kubernetes API (VirtualService {}), simulated mesh at {} req/s, time x{}",
             policy.key(),
-            policy.spec.target.virtual_service,
+            policy.spec().target.virtual_service,
             opts.rps,
             opts.speed
         );

@@ -15,6 +15,7 @@
 mod client;
 mod config;
 mod istio;
+mod observe;
 pub mod server;
 pub mod synthetic;
 
@@ -25,6 +26,7 @@ use std::time::Duration;
 pub use client::{InstantResult, PrometheusClient, QueryError, Sample, Series};
 pub use config::{HeaderValue, PrometheusConfig, Secret, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT};
 pub use istio::{errors_query, latency_query, requests_query};
+pub use observe::{observation, workload_keys};
 
 use crate::observation::SideObservation;
 

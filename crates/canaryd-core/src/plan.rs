@@ -1,7 +1,7 @@
 //! The step plan: a policy's steps resolved into what each one routes and how long it bakes.
 //! Pure; used by the engine, `canaryd plan`, backtests and the demo.
 
-use crate::policy::{Duration, HeaderMatch, Policy};
+use crate::policy::{Duration, HeaderMatch, RolloutPolicySpec};
 use serde::{Deserialize, Serialize};
 
 /// What the route should look like: the canary's share of the main route, and the optional
@@ -77,9 +77,8 @@ impl PlanStep {
     }
 }
 
-/// The resolved plan of a policy.
-pub fn steps(policy: &Policy) -> Vec<PlanStep> {
-    let spec = &policy.spec;
+/// Resolves a validated spec's steps; [`Policy::plan`] holds the result.
+pub(crate) fn compile(spec: &RolloutPolicySpec) -> Vec<PlanStep> {
     spec.steps
         .iter()
         .enumerate()

@@ -18,6 +18,49 @@ use std::collections::HashMap;
 pub const TEMPLATE_VARIABLES: &[&str] =
     &["namespace", "workload", "canaryWorkload", "baselineWorkload", "virtualService", "interval"];
 
+/// The values a custom-check template's variables take for one policy and window, typed so
+/// that every caller (daemon, backtest, alert links) supplies the same set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateVars {
+    /// `{{ namespace }}`: the policy's namespace.
+    pub namespace: String,
+    /// `{{ canaryWorkload }}` (and `{{ workload }}` on the canary side).
+    pub canary_workload: String,
+    /// `{{ baselineWorkload }}` (and `{{ workload }}` on the baseline side).
+    pub baseline_workload: String,
+    /// `{{ virtualService }}`: the policy's VirtualService name.
+    pub virtual_service: String,
+    /// `{{ interval }}`: the window as a PromQL duration, e.g. `60s`.
+    pub interval: String,
+}
+
+/// Which side a template is rendered for: it decides what `{{ workload }}` stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Canary,
+    Baseline,
+}
+
+impl TemplateVars {
+    /// Renders `template` for `side`; see [`render`] for the escaping rules.
+    pub fn render(&self, template: &str, side: Side) -> Result<String, TemplateError> {
+        let workload = match side {
+            Side::Canary => &self.canary_workload,
+            Side::Baseline => &self.baseline_workload,
+        };
+        let vars: HashMap<&str, String> = [
+            ("namespace", self.namespace.clone()),
+            ("workload", workload.clone()),
+            ("canaryWorkload", self.canary_workload.clone()),
+            ("baselineWorkload", self.baseline_workload.clone()),
+            ("virtualService", self.virtual_service.clone()),
+            ("interval", self.interval.clone()),
+        ]
+        .into();
+        render(template, &vars)
+    }
+}
+
 /// Why a template cannot be rendered. Offsets are byte offsets of the variable's `{{` in the
 /// template text (the policy validator turns them into line:column).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

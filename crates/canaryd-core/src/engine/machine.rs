@@ -4,7 +4,7 @@
 use super::{Action, Command, Input, PendingAlert, Phase, RolloutState, Transition};
 use crate::judge::{self, CheckResult, Evidence, IntervalVerdict, JudgeState, Verdict};
 use crate::observation::Observation;
-use crate::plan::{self, PlanStep, Traffic};
+use crate::plan::{PlanStep, Traffic};
 use crate::policy::{
     AlertEvent, DriftAction, GateKind, InconclusiveAction, OutsideWindow, Policy, PromotionMode,
 };
@@ -15,8 +15,8 @@ use jiff::Timestamp;
 pub fn step(policy: &Policy, state: &RolloutState, input: Input, now: Timestamp) -> Transition {
     let mut m = Machine {
         policy,
-        plan: plan::steps(policy),
-        schedule: policy.spec.schedule.as_ref().and_then(|s| CompiledSchedule::new(s).ok()),
+        plan: policy.plan(),
+        schedule: policy.schedule(),
         s: state.clone(),
         actions: Vec::new(),
         now: now.as_second(),
@@ -31,8 +31,8 @@ pub fn step(policy: &Policy, state: &RolloutState, input: Input, now: Timestamp)
 
 struct Machine<'a> {
     policy: &'a Policy,
-    plan: Vec<PlanStep>,
-    schedule: Option<CompiledSchedule>,
+    plan: &'a [PlanStep],
+    schedule: Option<&'a CompiledSchedule>,
     s: RolloutState,
     actions: Vec<Action>,
     now: i64,
@@ -148,7 +148,7 @@ impl Machine<'_> {
         };
         let end_of_step = self.now >= self.step_deadline();
         let (judge_state, verdict) =
-            judge::judge(&self.policy.spec.analysis, &self.s.judge, &obs, end_of_step);
+            judge::judge(&self.policy.spec().analysis, &self.s.judge, &obs, end_of_step);
         self.s.judge = judge_state;
         self.s.observed_until = Some(self.now);
         self.s.last_verdict = Some(verdict.clone());
@@ -271,7 +271,7 @@ impl Machine<'_> {
             observed.describe(),
             self.s.traffic.describe()
         );
-        match self.policy.spec.on_drift {
+        match self.policy.spec().on_drift {
             DriftAction::Reassert => {
                 self.actions.push(Action::SetTraffic(self.s.traffic.clone()));
                 self.record("DriftReasserted", msg);
@@ -359,7 +359,7 @@ impl Machine<'_> {
     }
 
     fn inconclusive(&mut self, verdict: IntervalVerdict) {
-        let policy = &self.policy.spec.analysis.on_inconclusive;
+        let policy = &self.policy.spec().analysis.on_inconclusive;
         let exhausted = self.s.extensions >= policy.max_extensions;
         match policy.action {
             InconclusiveAction::Extend if !exhausted => {
@@ -407,7 +407,7 @@ impl Machine<'_> {
     fn promote_now(&mut self) {
         self.s.awaiting_gate = None;
         self.set_traffic(Traffic::canary_only());
-        match self.policy.spec.promotion.mode {
+        match self.policy.spec().promotion.mode {
             PromotionMode::Shift => {
                 self.finish_promoted("the canary serves 100%; the old version can be taken offline")
             }
@@ -449,7 +449,7 @@ impl Machine<'_> {
     fn unreadable(&mut self, verdict: IntervalVerdict, why: String) {
         self.s.consecutive_errors += 1;
         self.s.last_verdict = Some(verdict.clone());
-        let limit = self.policy.spec.analysis.max_consecutive_errors;
+        let limit = self.policy.spec().analysis.max_consecutive_errors;
         if self.s.consecutive_errors >= limit {
             self.abort(
                 format!("evidence unreadable for {limit} consecutive intervals (last: {why})"),
@@ -497,7 +497,7 @@ impl Machine<'_> {
     }
 
     fn has_gate(&self, kind: GateKind) -> bool {
-        self.policy.spec.gates.iter().any(|g| g.kind == kind)
+        self.policy.spec().gates.iter().any(|g| g.kind == kind)
     }
 
     fn await_gate(&mut self, kind: GateKind) {
@@ -522,7 +522,7 @@ impl Machine<'_> {
     }
 
     fn schedule_outside(&self) -> OutsideWindow {
-        self.policy.spec.schedule.as_ref().map(|s| s.outside_window).unwrap_or_default()
+        self.policy.spec().schedule.as_ref().map(|s| s.outside_window).unwrap_or_default()
     }
 
     fn step_deadline(&self) -> i64 {
@@ -534,7 +534,7 @@ impl Machine<'_> {
     }
 
     fn wake_at(&self) -> Option<i64> {
-        let interval = self.policy.spec.analysis.interval.as_secs_i64();
+        let interval = self.policy.spec().analysis.interval.as_secs_i64();
         match self.s.phase {
             Phase::Pending if !self.may_advance() => {
                 let now = Timestamp::from_second(self.now).ok()?;
@@ -549,7 +549,7 @@ impl Machine<'_> {
 
 /// Channels (`email`, webhook names) that want `event` under this policy.
 pub fn channels_for(policy: &Policy, event: AlertEvent) -> Vec<String> {
-    let alerts = &policy.spec.alerts;
+    let alerts = &policy.spec().alerts;
     let wants = |on: &Option<Vec<AlertEvent>>| on.as_ref().unwrap_or(&alerts.on).contains(&event);
     let mut out = Vec::new();
     if let Some(email) = &alerts.email {

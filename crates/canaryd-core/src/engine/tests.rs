@@ -109,9 +109,9 @@ fn inconclusive_never_promotes_and_extends_then_holds() {
 
 #[test]
 fn inconclusive_abort_policy_aborts() {
-    let p = policy("  \n").clone();
-    let mut p = p;
-    p.spec.analysis.on_inconclusive.action = crate::policy::InconclusiveAction::Abort;
+    let p = policy("  \n")
+        .revise(|s| s.analysis.on_inconclusive.action = crate::policy::InconclusiveAction::Abort)
+        .unwrap();
     let (s, _) = run(
         &p,
         started(&p),

@@ -26,7 +26,7 @@ pub enum VsError {
 
 /// Annotation that holds a policy's rollout state on its VirtualService.
 pub fn state_annotation_key(policy: &Policy) -> String {
-    let mut name = policy.name.clone();
+    let mut name = policy.name().to_string();
     name.truncate(50);
     format!("canaryd.io/state-{name}")
 }
@@ -34,13 +34,13 @@ pub fn state_annotation_key(policy: &Policy) -> String {
 /// Annotation through which `canaryd promote|abort|pause|resume|retry|start` reach the daemon;
 /// the daemon removes it in the same write that applies it.
 pub fn command_annotation_key(policy: &Policy) -> String {
-    let mut name = policy.name.clone();
+    let mut name = policy.name().to_string();
     name.truncate(48);
     format!("canaryd.io/command-{name}")
 }
 
 fn managed_route_name(policy: &Policy) -> String {
-    format!("canaryd-{}-header", policy.name)
+    format!("canaryd-{}-header", policy.name())
 }
 
 /// The policy's view of one VirtualService.
@@ -70,7 +70,7 @@ impl RouteView {
         let managed = managed_route_name(policy);
         let names: Vec<String> = http.iter().enumerate().map(|(i, r)| route_name(r, i)).collect();
         let candidates: Vec<usize> = (0..http.len()).filter(|i| names[*i] != managed).collect();
-        let index = match &policy.spec.target.route {
+        let index = match &policy.spec().target.route {
             Some(want) => *candidates
                 .iter()
                 .find(|i| names[**i] == *want)
@@ -83,7 +83,7 @@ impl RouteView {
         };
         let route = &http[index];
         let dests = route.get("route").and_then(Value::as_array).cloned().unwrap_or_default();
-        let t = &policy.spec.target;
+        let t = &policy.spec().target;
         let stable_pos = dests
             .iter()
             .position(|d| {
@@ -158,7 +158,7 @@ impl RouteView {
     /// write, rejected by the API server if anyone changed the object since it was read.
     pub fn patch(&self, vs: &Value, policy: &Policy, traffic: &Traffic, state: &str) -> Value {
         let mut http = vs.pointer("/spec/http").and_then(Value::as_array).cloned().unwrap_or_default();
-        let t = &policy.spec.target;
+        let t = &policy.spec().target;
         let managed = managed_route_name(policy);
         let stable_dest = json!({"host": self.stable_host, "subset": t.stable.subset});
         let canary_dest = json!({"host": self.canary_host, "subset": t.canary.subset});

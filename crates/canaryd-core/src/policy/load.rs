@@ -5,6 +5,7 @@ use super::diagnostic::{did_you_mean, Diagnostic, Diagnostics};
 use super::locate::{join_key, LocationIndex, Position};
 use super::spec::{RolloutPolicy, RolloutPolicySpec, API_VERSION};
 use super::validate;
+use super::Policy;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -41,30 +42,6 @@ pub struct Metadata {
     pub annotations: BTreeMap<String, String>,
 }
 
-/// A validated policy: the custom resource plus where it came from.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Policy {
-    /// File path or `<cluster>` marker, for messages.
-    pub source: String,
-    pub name: String,
-    pub namespace: String,
-    pub spec: RolloutPolicySpec,
-}
-
-impl Policy {
-    /// `namespace/name`, the key used in logs, metrics and state.
-    pub fn key(&self) -> String {
-        format!("{}/{}", self.namespace, self.name)
-    }
-
-    /// The policy as a custom resource object (for `kubectl apply` and the emulator).
-    pub fn to_resource(&self) -> RolloutPolicy {
-        let mut rp = RolloutPolicy::new(&self.name, self.spec.clone());
-        rp.metadata.namespace = Some(self.namespace.clone());
-        rp
-    }
-}
-
 /// Parses and validates one policy file's text. `file` names it in messages.
 pub fn parse_policy(file: &str, source: &str) -> Result<Policy, Diagnostics> {
     let at = |pos: Option<Position>, field: &str, msg: String| Diagnostic::at(file, pos, field, msg);
@@ -90,12 +67,8 @@ pub fn parse_policy(file: &str, source: &str) -> Result<Policy, Diagnostics> {
         problems.sort_by_key(|d| (d.line, d.column));
         return Err(Diagnostics(problems));
     }
-    Ok(Policy {
-        source: file.to_string(),
-        name: doc.metadata.name,
-        namespace: doc.metadata.namespace.unwrap_or_else(|| "default".to_string()),
-        spec: doc.spec,
-    })
+    let namespace = doc.metadata.namespace.unwrap_or_else(|| "default".to_string());
+    Policy::compile(file, doc.metadata.name, namespace, doc.spec)
 }
 
 /// Parses a policy that arrived as a custom resource (already typed by the API server).
@@ -113,7 +86,7 @@ pub fn from_resource(rp: &RolloutPolicy) -> Result<Policy, Diagnostics> {
     if !problems.is_empty() {
         return Err(Diagnostics(problems));
     }
-    Ok(Policy { source: file, name, namespace, spec: rp.spec.clone() })
+    Policy::compile(&file, name, namespace, rp.spec.clone())
 }
 
 fn from_yaml_error(file: &str, index: &LocationIndex, err: &serde_saphyr::Error) -> Diagnostic {

@@ -3,6 +3,7 @@
 //! Raw text → [`parse_policy`] → [`Policy`] (typed, defaulted, validated) or every problem as a
 //! located [`Diagnostic`]. Nothing downstream sees an unvalidated policy.
 
+mod compiled;
 mod diagnostic;
 pub mod duration;
 mod load;
@@ -12,9 +13,10 @@ pub mod spec;
 pub mod status;
 mod validate;
 
+pub use compiled::{host_short_name, Policy, Workloads};
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use duration::Duration;
-pub use load::{from_resource, parse_policy, Metadata, Policy, PolicyDocument, MAX_POLICY_BYTES};
+pub use load::{from_resource, parse_policy, Metadata, PolicyDocument, MAX_POLICY_BYTES};
 pub use schema::{crd_yaml, editor_schema};
 pub use spec::*;
 pub use status::{Condition, RolloutPolicyStatus};

@@ -1,0 +1,163 @@
+//! The validated, compiled policy: what every consumer downstream of parsing works with.
+//!
+//! A [`Policy`] can only be made by [`super::parse_policy`], [`super::from_resource`] or
+//! [`Policy::revise`], all of which validate first; its fields are private, so nothing can
+//! change it afterwards. The things derived from the spec — the step plan, the schedule and the
+//! workload names — are computed here once, so the engine, the daemon, `backtest`, alerts,
+//! `plan` and `status` cannot disagree about them, and a schedule that does not compile is a
+//! validation error instead of a rollout that ignores its windows.
+
+use super::diagnostic::{Diagnostic, Diagnostics};
+use super::load::{Metadata, PolicyDocument};
+use super::locate::LocationIndex;
+use super::spec::{Destination, RolloutPolicySpec, API_VERSION};
+use super::validate;
+use crate::plan::{self, PlanStep};
+use crate::promql::TemplateVars;
+use crate::schedule::CompiledSchedule;
+
+/// The Deployment names Istio reports for each side (its `destination_workload` label).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Workloads {
+    /// The stable (baseline) side.
+    pub stable: String,
+    /// The canary side.
+    pub canary: String,
+}
+
+/// A validated policy with its plan, schedule and workloads compiled; see the module docs.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    source: String,
+    name: String,
+    namespace: String,
+    spec: RolloutPolicySpec,
+    plan: Vec<PlanStep>,
+    schedule: Option<CompiledSchedule>,
+    workloads: Workloads,
+}
+
+impl PartialEq for Policy {
+    /// Two policies are equal when they say the same thing; everything else is derived.
+    fn eq(&self, other: &Self) -> bool {
+        (&self.source, &self.name, &self.namespace, &self.spec)
+            == (&other.source, &other.name, &other.namespace, &other.spec)
+    }
+}
+
+impl Policy {
+    /// Compiles an already validated spec. `file` names the source in messages.
+    pub(super) fn compile(
+        file: &str,
+        name: String,
+        namespace: String,
+        spec: RolloutPolicySpec,
+    ) -> Result<Policy, Diagnostics> {
+        let schedule = match &spec.schedule {
+            None => None,
+            // Validation parsed the cron and the zone already; a failure here is a bug, and it
+            // must stop the policy rather than let it run without windows.
+            Some(s) => Some(CompiledSchedule::new(s).map_err(|e| {
+                Diagnostics(vec![Diagnostic::at(file, None, "spec.schedule", e)
+                    .help("fix the schedule; see README.md, \"Policy reference\"")])
+            })?),
+        };
+        let workloads = Workloads {
+            stable: default_workload(&spec.target.stable, &spec.target.virtual_service),
+            canary: default_workload(&spec.target.canary, &spec.target.virtual_service),
+        };
+        let plan = plan::compile(&spec);
+        Ok(Policy { source: file.to_string(), name, namespace, spec, plan, schedule, workloads })
+    }
+
+    /// Validates `edit` applied to a copy of this policy's spec and returns the new policy
+    /// (for tests and tools that derive one policy from another).
+    pub fn revise(&self, edit: impl FnOnce(&mut RolloutPolicySpec)) -> Result<Policy, Diagnostics> {
+        let mut spec = self.spec.clone();
+        edit(&mut spec);
+        let doc = PolicyDocument {
+            api_version: API_VERSION.to_string(),
+            kind: "RolloutPolicy".to_string(),
+            metadata: Metadata {
+                name: self.name.clone(),
+                namespace: Some(self.namespace.clone()),
+                ..Metadata::default()
+            },
+            spec,
+        };
+        let problems = validate::validate(&self.source, &LocationIndex::default(), &doc);
+        if !problems.is_empty() {
+            return Err(Diagnostics(problems));
+        }
+        Policy::compile(&self.source, self.name.clone(), self.namespace.clone(), doc.spec)
+    }
+
+    /// File path, or `rolloutpolicy/<namespace>/<name>` for a custom resource; for messages.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The policy's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The namespace of the policy and of its VirtualService.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// `namespace/name`, the key used in logs, metrics and state.
+    pub fn key(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// The validated spec, read-only.
+    pub fn spec(&self) -> &RolloutPolicySpec {
+        &self.spec
+    }
+
+    /// The resolved step plan.
+    pub fn plan(&self) -> &[PlanStep] {
+        &self.plan
+    }
+
+    /// The compiled schedule, if the policy has one.
+    pub fn schedule(&self) -> Option<&CompiledSchedule> {
+        self.schedule.as_ref()
+    }
+
+    /// The Deployment names of both sides: the one rule every query, link and message uses.
+    pub fn workloads(&self) -> &Workloads {
+        &self.workloads
+    }
+
+    /// The values of custom-check template variables for a window of `window_secs` seconds.
+    pub fn template_vars(&self, window_secs: i64) -> TemplateVars {
+        TemplateVars {
+            namespace: self.namespace.clone(),
+            canary_workload: self.workloads.canary.clone(),
+            baseline_workload: self.workloads.stable.clone(),
+            virtual_service: self.spec.target.virtual_service.clone(),
+            interval: format!("{}s", window_secs.max(1)),
+        }
+    }
+}
+
+/// A side's Deployment: its `workload`, else `<short host>-<subset>` where the host is the
+/// destination's `host` or, when the policy names none, the VirtualService's name — the
+/// bookinfo convention (`reviews` + `v2` → `reviews-v2`). A route whose host differs from the
+/// VirtualService's name needs `host:` or `workload:` in the policy; the daemon warns when the
+/// route it reads disagrees with this.
+fn default_workload(d: &Destination, virtual_service: &str) -> String {
+    if let Some(w) = &d.workload {
+        return w.clone();
+    }
+    let host = d.host.as_deref().unwrap_or(virtual_service);
+    format!("{}-{}", host_short_name(host), d.subset)
+}
+
+/// The first DNS label of a host (`reviews.bookinfo.svc.cluster.local` → `reviews`).
+pub fn host_short_name(host: &str) -> &str {
+    host.split('.').next().unwrap_or(host)
+}
