@@ -4,7 +4,7 @@
 mod alert_support;
 
 use alert_support::fixtures::{self, LogCapture};
-use alert_support::http::HttpServer;
+use canaryd_testkit::http::HttpServer;
 use canaryd::alert::gate::{post, GateRequest};
 use canaryd::alert::{call_gate, MapSecretStore, Secret, SecretStore};
 use canaryd::engine::{step, Input, RolloutState};

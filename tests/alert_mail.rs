@@ -5,7 +5,7 @@
 mod alert_support;
 
 use alert_support::fixtures::{self, email_policy, engine_abort, loopback_mailer, unused_addr};
-use alert_support::smtp::SmtpServer;
+use canaryd_testkit::smtp::SmtpServer;
 use canaryd::alert::{missing_channels, Mailer, MapSecretStore, SmtpConfig, SmtpTls};
 use canaryd::engine::step;
 use std::time::Duration;

@@ -4,8 +4,8 @@
 mod alert_support;
 
 use alert_support::fixtures::{self, all_channels_policy, engine_abort, policy, LogCapture};
-use alert_support::http::HttpServer;
-use alert_support::smtp::SmtpServer;
+use canaryd_testkit::http::HttpServer;
+use canaryd_testkit::smtp::SmtpServer;
 use canaryd::alert::MapSecretStore;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;

@@ -9,8 +9,9 @@ use canaryd::backtest::{self, Decision};
 use canaryd::judge::{Verdict, SUCCESS_RATE};
 use canaryd::observation::Histogram;
 use canaryd::policy::{parse_policy, Policy};
-use canaryd::prometheus::server::PrometheusServer;
-use canaryd::prometheus::synthetic::{StepTraffic, SyntheticIstio, ISTIO_DEFAULT_BUCKETS_MS};
+use canaryd_testkit::prometheus::PrometheusServer;
+use canaryd::observation::ISTIO_DEFAULT_BUCKETS_MS;
+use canaryd_testkit::synthetic::{StepTraffic, SyntheticIstio};
 use canaryd::prometheus::{PrometheusClient, PrometheusConfig, WorkloadKey};
 use jiff::Timestamp;
 

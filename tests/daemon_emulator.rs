@@ -2,8 +2,6 @@
 //! route's weights and its state annotation, survives 409s and 5xx, and — killed at any point
 //! and restarted — never advances a step twice, never loses an abort.
 
-#[path = "bookinfo_support/mod.rs"]
-mod bookinfo_support;
 
 use canaryd::daemon::{Driver, NoEffects};
 use canaryd::demo::{Behaviour, SimulatedMesh, FIXTURES};
@@ -53,7 +51,7 @@ async fn sandbox(fault_v2: Option<Behaviour>) -> (Arc<EmulatorHandle>, Policy, S
     (emu, policy, mesh)
 }
 
-use bookinfo_support::{reviews_state as state, reviews_vs as vs};
+use canaryd_testkit::state::{recorded_state, virtual_service};
 
 fn t0() -> Timestamp {
     "2026-11-23T01:00:00Z".parse().unwrap()
@@ -62,18 +60,18 @@ fn t0() -> Timestamp {
 #[tokio::test]
 async fn a_rollout_changes_only_the_policy_route_weights_and_its_state() {
     let (emu, policy, mesh) = sandbox(None).await;
-    let before = vs(&emu);
+    let before = virtual_service(&emu, &policy);
     let driver = Driver::new(emu.client(), mesh, NoEffects);
     let mut now = t0();
     for _ in 0..60 {
         driver.reconcile(&policy, now).await.unwrap();
-        if state(&emu).phase == Phase::Promoted {
+        if recorded_state(&emu, &policy).phase == Phase::Promoted {
             break;
         }
         now = Timestamp::from_second(now.as_second() + 15).unwrap();
     }
-    let after = vs(&emu);
-    assert_eq!(state(&emu).phase, Phase::Promoted);
+    let after = virtual_service(&emu, &policy);
+    assert_eq!(recorded_state(&emu, &policy).phase, Phase::Promoted);
     assert_eq!(after["spec"]["hosts"], before["spec"]["hosts"]);
     assert_eq!(after["spec"]["gateways"], before["spec"]["gateways"]);
     assert_eq!(after["spec"]["http"][0], before["spec"]["http"][0], "the user's other route is untouched");
@@ -110,11 +108,11 @@ async fn refuses_to_start_when_the_destination_rule_lacks_the_canary_subset() {
     let mut dr = emu.get("networking.istio.io", "v1", "destinationrules", "bookinfo", "reviews").unwrap();
     dr["spec"]["subsets"] = json!([{"name": "v1", "labels": {"version": "v1"}}]);
     emu.apply_value(dr).unwrap();
-    let before = vs(&emu);
+    let before = virtual_service(&emu, &policy);
     let driver = Driver::new(emu.client(), mesh, NoEffects);
     let err = driver.reconcile(&policy, t0()).await.unwrap_err();
     assert!(err.to_string().contains("subset \"v2\""), "{err}");
-    assert_eq!(vs(&emu)["spec"], before["spec"], "no weight was touched");
+    assert_eq!(virtual_service(&emu, &policy)["spec"], before["spec"], "no weight was touched");
 }
 
 #[tokio::test]
@@ -132,22 +130,22 @@ async fn recovers_from_409s_and_5xx_without_clobbering_a_concurrent_writer() {
     for i in 0..80 {
         if i == 6 {
             // Someone else edits the object mid-rollout.
-            let mut other = vs(&emu);
+            let mut other = virtual_service(&emu, &policy);
             other["metadata"]["annotations"]["gitops/synced"] = json!("yes");
             emu.apply_value(other).unwrap();
         }
         if driver.reconcile(&policy, now).await.is_err() {
             failures += 1;
         }
-        if state(&emu).phase == Phase::Promoted {
+        if recorded_state(&emu, &policy).phase == Phase::Promoted {
             break;
         }
         now = Timestamp::from_second(now.as_second() + 15).unwrap();
     }
     assert!(failures >= 4, "the injected write faults were seen ({failures})");
-    assert_eq!(state(&emu).phase, Phase::Promoted);
+    assert_eq!(recorded_state(&emu, &policy).phase, Phase::Promoted);
     assert_eq!(
-        vs(&emu)["metadata"]["annotations"]["gitops/synced"],
+        virtual_service(&emu, &policy)["metadata"]["annotations"]["gitops/synced"],
         "yes",
         "the other writer's field survives"
     );
@@ -200,8 +198,8 @@ async fn run_with_crashes(seed: u64, faulty: bool) -> (RolloutState, Vec<(Phase,
         }
         let _ = driver.reconcile(&policy, now).await;
         emu.clear_faults();
-        let s = state(&emu);
-        let w = vs(&emu)["spec"]["http"][1]["route"][1]["weight"].as_u64().unwrap_or(0) as u32;
+        let s = recorded_state(&emu, &policy);
+        let w = virtual_service(&emu, &policy)["spec"]["http"][1]["route"][1]["weight"].as_u64().unwrap_or(0) as u32;
         if seen.last() != Some(&(s.phase, s.step, w)) {
             seen.push((s.phase, s.step, w));
         }
@@ -210,7 +208,7 @@ async fn run_with_crashes(seed: u64, faulty: bool) -> (RolloutState, Vec<(Phase,
         }
         now = Timestamp::from_second(now.as_second() + 15).unwrap();
     }
-    (state(&emu), seen, restarts)
+    (recorded_state(&emu, &policy), seen, restarts)
 }
 
 #[tokio::test]

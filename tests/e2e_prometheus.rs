@@ -15,7 +15,7 @@ use canaryd::demo::FIXTURES;
 use canaryd::engine::{Phase, RolloutState};
 use canaryd::judge::Verdict;
 use canaryd::policy::parse_policy;
-use canaryd::prometheus::server::PrometheusServer;
+use canaryd_testkit::prometheus::PrometheusServer;
 use canaryd::prometheus::{InstantResult, PrometheusClient, PrometheusConfig};
 use e2e_support::{Behaviour, SimConfig, SimulatedService};
 use jiff::Timestamp;

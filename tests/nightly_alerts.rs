@@ -5,14 +5,12 @@
 //! down, taking its delivery tasks with it) and restarted while SMTP is still down: the alert
 //! survives in the outbox on the VirtualService and arrives exactly once per channel.
 
-#[path = "bookinfo_support/mod.rs"]
-mod bookinfo_support;
 
 mod alert_support;
 
 use alert_support::fixtures::{loopback_mailer, unused_addr};
-use alert_support::http::HttpServer;
-use alert_support::smtp::SmtpServer;
+use canaryd_testkit::http::HttpServer;
+use canaryd_testkit::smtp::SmtpServer;
 use canaryd::alert::{
     Deliverer, DelivererConfig, MapSecretStore, RenderOptions, RetryPolicy, SecretStore, WebhookSender,
 };
@@ -70,10 +68,10 @@ fn mesh(emu: &Arc<EmulatorHandle>, p: &Policy) -> SimulatedMesh {
     mesh
 }
 
-use bookinfo_support::{reviews_state as state, reviews_vs as vs};
+use canaryd_testkit::state::{first_route_weights, recorded_state};
 
 fn canary_weight(emu: &EmulatorHandle) -> u64 {
-    vs(emu)["spec"]["http"][0]["route"][1]["weight"].as_u64().unwrap()
+    first_route_weights(emu, &policy()).1
 }
 
 fn verify(body: &[u8], header: &str) -> bool {
@@ -107,7 +105,7 @@ async fn first_life(
     for _ in 0..10 {
         driver.reconcile(&p, now).await.unwrap();
         now = Timestamp::from_second(now.as_second() + 60).unwrap();
-        let s = state(&emu);
+        let s = recorded_state(&emu, &policy());
         if s.phase == Phase::Aborted {
             // The rollback is on the cluster in the same write as the alert.
             assert_eq!(canary_weight(&emu), 0);
@@ -125,7 +123,7 @@ async fn first_life(
         tokio::time::sleep(Duration::from_millis(100)).await;
         driver.reconcile(&p, now).await.unwrap();
         now = Timestamp::from_second(now.as_second() + 60).unwrap();
-        let s = state(&emu);
+        let s = recorded_state(&emu, &policy());
         let acked = s.outbox.len() == 1 && s.outbox[0].delivered == ["ops-json"];
         let tried = hook_seen() == 1 && deliverer.metrics().channel("email").failed_attempts >= 3;
         if tried && (acked || started.elapsed() > Duration::from_secs(3)) {
@@ -163,7 +161,7 @@ async fn abort_story(first_attempts: u32) {
     assert_eq!(http.requests_to(HOOK_PATH).len(), 1, "the webhook was delivered before the crash");
 
     // The outbox survived on the VirtualService: email is still owed.
-    let s = state(&emu);
+    let s = recorded_state(&emu, &policy());
     assert_eq!(s.outbox.len(), 1);
     assert_eq!(s.outbox[0].id, alert.id);
     assert!(!s.outbox[0].delivered.contains(&"email".to_string()));
@@ -182,8 +180,8 @@ async fn abort_story(first_attempts: u32) {
     // SMTP comes back on the port the mailer knows; the retry gets through.
     let smtp = SmtpServer::start_on(smtp_addr).await.expect("rebind the SMTP port");
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !state(&emu).outbox.is_empty() {
-        assert!(Instant::now() < deadline, "outbox never emptied: {:?}", state(&emu).outbox);
+    while !recorded_state(&emu, &policy()).outbox.is_empty() {
+        assert!(Instant::now() < deadline, "outbox never emptied: {:?}", recorded_state(&emu, &policy()).outbox);
         tokio::time::sleep(Duration::from_millis(100)).await;
         driver.reconcile(&p, now).await.unwrap();
         now = Timestamp::from_second(now.as_second() + 60).unwrap();
@@ -201,7 +199,7 @@ async fn abort_story(first_attempts: u32) {
     assert_eq!(mails.len(), 1, "exactly one email");
     let hooks = http.requests_to(HOOK_PATH);
     assert_eq!(hooks.len(), 1, "exactly one webhook request");
-    let s = state(&emu);
+    let s = recorded_state(&emu, &policy());
     assert_eq!(s.phase, Phase::Aborted);
     assert!(s.outbox.is_empty());
     assert_eq!(canary_weight(&emu), 0);

@@ -3,9 +3,8 @@
 //! per path can be switched, answers reaching the engine through the `Feedback` path at the
 //! next reconcile. Assertions read the emulator's stored VirtualService.
 
-#[path = "bookinfo_support/mod.rs"]
-mod bookinfo_support;
 
+use canaryd_testkit::state;
 use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use canaryd::alert::{
@@ -100,15 +99,15 @@ async fn sandbox(policy: Policy) -> Sandbox {
 
 impl Sandbox {
     fn vs(&self) -> Value {
-        bookinfo_support::reviews_vs(&self.emu)
+        state::virtual_service(&self.emu, &self.policy)
     }
 
     fn weights(&self) -> (u64, u64) {
-        bookinfo_support::reviews_weights(&self.emu)
+        state::first_route_weights(&self.emu, &self.policy)
     }
 
     fn state(&self) -> RolloutState {
-        bookinfo_support::reviews_state(&self.emu)
+        state::recorded_state(&self.emu, &self.policy)
     }
 
     /// One reconcile at the simulated `now`, then one interval (1 min) passes.

@@ -4,9 +4,8 @@
 //! 02:00, does not advance after 05:00, is still aborted after 05:00 when it fails, and the
 //! spring-forward and autumn DST days open exactly one window each.
 
-#[path = "bookinfo_support/mod.rs"]
-mod bookinfo_support;
 
+use canaryd_testkit::state;
 use canaryd::daemon::{Driver, NoEffects};
 use canaryd::demo::{Behaviour, SimulatedMesh, FIXTURES};
 use canaryd::engine::{Phase, RolloutState};
@@ -39,15 +38,15 @@ async fn sandbox() -> Sandbox {
 
 impl Sandbox {
     fn vs(&self) -> Value {
-        bookinfo_support::reviews_vs(&self.emu)
+        state::virtual_service(&self.emu, &self.policy)
     }
 
     fn weights(&self) -> (u64, u64) {
-        bookinfo_support::reviews_weights(&self.emu)
+        state::first_route_weights(&self.emu, &self.policy)
     }
 
     fn state(&self) -> RolloutState {
-        bookinfo_support::reviews_state(&self.emu)
+        state::recorded_state(&self.emu, &self.policy)
     }
 
     async fn reconcile(&self, at: Timestamp) {

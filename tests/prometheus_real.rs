@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use canaryd::observation::{Histogram, SideObservation};
-use canaryd::prometheus::server::PrometheusServer;
-use canaryd::prometheus::synthetic::{StepTraffic, SyntheticIstio};
+use canaryd_testkit::prometheus::PrometheusServer;
+use canaryd_testkit::synthetic::{StepTraffic, SyntheticIstio};
 use canaryd::prometheus::{MetricsSource, PrometheusClient, PrometheusConfig, QueryError, WorkloadKey};
 use canaryd::promql::render;
 

@@ -10,7 +10,7 @@
 mod alert_support;
 mod security_support;
 
-use alert_support::http::HttpServer;
+use canaryd_testkit::http::HttpServer;
 use canaryd::demo::FIXTURES;
 use canaryd::policy::parse_policy;
 use kube_emulator::{Emulator, EmulatorHandle, Rbac};

@@ -11,12 +11,12 @@
 mod alert_support;
 mod security_support;
 
-use alert_support::http::HttpServer;
+use canaryd_testkit::http::HttpServer;
 use base64::Engine as _;
 use canaryd::demo::FIXTURES;
 use hmac::{Hmac, Mac};
 use kube_emulator::Emulator;
-use security_support::smtp::AuthSmtpServer;
+use canaryd_testkit::smtp::SmtpServer;
 use security_support::*;
 use sha2::Sha256;
 use std::time::Duration;
@@ -50,7 +50,7 @@ fn forms(secret: &str) -> Vec<String> {
 async fn no_secret_value_appears_in_logs_events_status_or_alerts() {
     let hooks = HttpServer::start().await;
     let prometheus = HttpServer::start().await; // 200 "ok": not Prometheus JSON → Error verdict
-    let smtp = AuthSmtpServer::start().await;
+    let smtp = SmtpServer::start().await;
     let emu = Emulator::start().await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let file = |name: &str, text: &str| {
@@ -138,7 +138,7 @@ async fn no_secret_value_appears_in_logs_events_status_or_alerts() {
     assert!(verify(HMAC_SECRET, &from_secret[0].body, &sig), "signed with the Secret's key");
     let sig = from_file[0].header("x-canaryd-signature").expect("signed");
     assert!(verify(HMAC_ENV, &from_file[0].body, &sig), "signed with the env key");
-    let auth: Vec<String> = smtp.sessions().into_iter().flat_map(|s| s.auth).collect();
+    let auth = smtp.auth();
     assert!(auth.iter().any(|a| a.ends_with(&format!("canaryd {SMTP_PASSWORD}"))), "{auth:?}");
     let prom = prometheus.requests();
     assert!(!prom.is_empty(), "Prometheus was asked");
@@ -163,7 +163,7 @@ async fn no_secret_value_appears_in_logs_events_status_or_alerts() {
         }
     }
     for m in smtp.messages() {
-        alerts.push_str(&m);
+        alerts.push_str(&m.data);
     }
     let surfaces = [
         ("daemon stderr (json, canaryd=trace)", &logs),

@@ -6,8 +6,6 @@
 //! - [`PrometheusClient::observe_sides`] (in `istio`): per-workload requests, 5xx errors and
 //!   latency histograms from Istio's standard metrics, three queries per cycle for all rollouts.
 //! - PromQL templates of custom checks live in the core: `canaryd_core::promql`.
-//! - [`server`]: start a real `prometheus` binary on loopback, backfilled with `promtool`.
-//! - [`synthetic`]: OpenMetrics text of synthetic Istio series, for backfilling.
 //!
 //! [`MetricsSource`] is the seam the engine's shell, the demo and the bench use to swap the
 //! source of observations.
@@ -16,8 +14,6 @@ mod client;
 mod config;
 mod istio;
 mod observe;
-pub mod server;
-pub mod synthetic;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -28,30 +24,8 @@ pub use config::{HeaderValue, PrometheusConfig, Secret, DEFAULT_MAX_RESPONSE_BYT
 pub use istio::{errors_query, latency_query, requests_query};
 pub use observe::{observation, workload_keys};
 
+pub use crate::observation::WorkloadKey;
 use crate::observation::SideObservation;
-
-/// A workload as Istio labels it: `destination_workload_namespace` and `destination_workload`
-/// (the Deployment name).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct WorkloadKey {
-    /// Kubernetes namespace.
-    pub namespace: String,
-    /// Workload (Deployment) name.
-    pub workload: String,
-}
-
-impl WorkloadKey {
-    /// A key from a namespace and a workload name.
-    pub fn new(namespace: impl Into<String>, workload: impl Into<String>) -> Self {
-        WorkloadKey { namespace: namespace.into(), workload: workload.into() }
-    }
-}
-
-impl std::fmt::Display for WorkloadKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}/{}", self.namespace, self.workload)
-    }
-}
 
 impl PrometheusClient {
     /// For every key: requests, 5xx errors and the latency histogram (milliseconds) over the

@@ -1,7 +1,5 @@
-//! Shared pieces of the alert tests: a real SMTP server, a real HTTP server (axum) and
-//! policy/alert fixtures. Each test file uses what it needs.
+//! Policy and alert fixtures shared by the alert tests (the SMTP and HTTP peers are in
+//! `canaryd-testkit`). Each test file uses what it needs.
 #![allow(dead_code)]
 
 pub mod fixtures;
-pub mod http;
-pub mod smtp;

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 /// How the pods of one image answer (the demo's mesh uses the same model).
 pub use canaryd::demo::Behaviour;
 /// Istio's default latency bucket bounds, milliseconds (the `le` labels).
-pub use canaryd::prometheus::synthetic::ISTIO_DEFAULT_BUCKETS_MS as BUCKETS_MS;
+pub use canaryd::observation::ISTIO_DEFAULT_BUCKETS_MS as BUCKETS_MS;
 
 /// What the simulated service was configured with.
 #[derive(Debug, Clone)]

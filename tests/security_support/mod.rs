@@ -3,7 +3,7 @@
 //! with a bearer token, and an SMTP server that requires AUTH and records the credentials.
 #![allow(dead_code)]
 
-pub mod smtp;
+
 
 use kube_emulator::EmulatorHandle;
 use serde_json::Value;

@@ -5,6 +5,37 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Latency bucket bounds (milliseconds) of Istio's standard `istio_request_duration_milliseconds`
+/// histogram: the one list every simulator, fixture and test uses.
+pub const ISTIO_DEFAULT_BUCKETS_MS: &[f64] = &[
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0,
+    300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
+/// A workload as Istio labels it: `destination_workload_namespace` and `destination_workload`
+/// (the Deployment name).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WorkloadKey {
+    /// Kubernetes namespace.
+    pub namespace: String,
+    /// Workload (Deployment) name.
+    pub workload: String,
+}
+
+impl WorkloadKey {
+    /// A key from a namespace and a workload name.
+    pub fn new(namespace: impl Into<String>, workload: impl Into<String>) -> Self {
+        WorkloadKey { namespace: namespace.into(), workload: workload.into() }
+    }
+}
+
+impl std::fmt::Display for WorkloadKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.workload)
+    }
+}
+
+
 /// A latency histogram in Prometheus `le` form: `bounds_ms[i]` is the upper bound (inclusive) of
 /// bucket `i` in milliseconds and `counts[i]` the number of requests in that bucket alone
 /// (not cumulative). Requests above the last bound are in `overflow` (the `+Inf` bucket minus the

@@ -168,13 +168,10 @@ pub fn accumulate(into: &mut Histogram, h: &Histogram) {
 mod tests {
     use super::*;
 
-    const ISTIO: [f64; 19] = [
-        0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
-        60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
-    ];
+    use crate::observation::ISTIO_DEFAULT_BUCKETS_MS as ISTIO;
 
     fn hist(counts: &[(f64, u64)], overflow: u64) -> Histogram {
-        let mut h = Histogram::empty(&ISTIO);
+        let mut h = Histogram::empty(ISTIO);
         for (b, c) in counts {
             let i = ISTIO.iter().position(|x| x == b).unwrap();
             h.counts[i] = *c;

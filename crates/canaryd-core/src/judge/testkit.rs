@@ -8,11 +8,7 @@ use rand::SeedableRng;
 use rand_distr::{Binomial, Distribution};
 use statrs::distribution::{ContinuousCDF, LogNormal};
 
-/// Istio's default `istio_request_duration_milliseconds` bucket bounds.
-pub const ISTIO: [f64; 19] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0,
-    300000.0, 600000.0, 1800000.0, 3600000.0,
-];
+pub use crate::observation::ISTIO_DEFAULT_BUCKETS_MS as ISTIO;
 
 /// A latency model: a mixture of log-normals, as bucket probabilities over [`ISTIO`].
 #[derive(Debug, Clone)]

@@ -1,6 +1,8 @@
-//! A minimal SMTP server for tests: speaks EHLO/HELO, MAIL, RCPT, DATA, RSET, NOOP and QUIT
-//! over real TCP on loopback, keeps every accepted message, and decodes MIME bodies so tests
-//! can read what a person would see.
+//! A minimal SMTP server for tests: speaks EHLO/HELO, AUTH PLAIN/LOGIN, MAIL, RCPT, DATA, RSET,
+//! NOOP and QUIT over real TCP on loopback, keeps every accepted message and every decoded
+//! credential (so a test can prove the daemon authenticated with the password it was given, and
+//! then that the password appears nowhere else), and decodes MIME bodies so tests can read what
+//! a person would see.
 
 use base64::Engine as _;
 use std::net::SocketAddr;
@@ -104,6 +106,7 @@ fn decode_qp(body: &str) -> String {
 pub struct SmtpServer {
     addr: SocketAddr,
     messages: Arc<Mutex<Vec<Received>>>,
+    auth: Arc<Mutex<Vec<String>>>,
     arrived: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -125,21 +128,28 @@ impl SmtpServer {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let messages = Arc::new(Mutex::new(Vec::new()));
+        let auth = Arc::new(Mutex::new(Vec::new()));
         let arrived = Arc::new(Notify::new());
-        let (m, n) = (messages.clone(), arrived.clone());
+        let shared = Shared { messages: messages.clone(), auth: auth.clone(), arrived: arrived.clone() };
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                let (m, n) = (m.clone(), n.clone());
+                let shared = shared.clone();
                 tokio::spawn(async move {
-                    let _ = session(stream, m, n).await;
+                    let _ = session(stream, shared).await;
                 });
             }
         });
-        Ok(SmtpServer { addr, messages, arrived, task })
+        Ok(SmtpServer { addr, messages, auth, arrived, task })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Every AUTH exchange so far, decoded: `"<authzid> <user> <password>"` for PLAIN,
+    /// `"<user> <password>"` for LOGIN.
+    pub fn auth(&self) -> Vec<String> {
+        self.auth.lock().unwrap().clone()
     }
 
     /// Messages accepted so far.
@@ -163,11 +173,27 @@ impl SmtpServer {
     }
 }
 
-async fn session(
-    stream: TcpStream,
+#[derive(Clone)]
+struct Shared {
     messages: Arc<Mutex<Vec<Received>>>,
+    auth: Arc<Mutex<Vec<String>>>,
     arrived: Arc<Notify>,
-) -> std::io::Result<()> {
+}
+
+fn unbase64(s: &str) -> String {
+    let bytes = base64::engine::general_purpose::STANDARD.decode(s.trim()).unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Reads one line of a multi-line AUTH exchange.
+async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(r: &mut R) -> std::io::Result<String> {
+    let mut line = String::new();
+    r.read_line(&mut line).await?;
+    Ok(line.trim_end().to_string())
+}
+
+async fn session(stream: TcpStream, shared: Shared) -> std::io::Result<()> {
+    let Shared { messages, auth, arrived } = shared;
     let (r, mut w) = stream.into_split();
     let mut r = BufReader::new(r);
     w.write_all(b"220 localhost canaryd-test ESMTP\r\n").await?;
@@ -181,7 +207,22 @@ async fn session(
         let cmd = line.trim_end().to_string();
         let upper = cmd.to_ascii_uppercase();
         let reply: &[u8] = if upper.starts_with("EHLO") {
-            b"250-localhost\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n"
+            b"250-localhost\r\n250-AUTH PLAIN LOGIN\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n"
+        } else if upper.starts_with("AUTH PLAIN") {
+            let mut arg = cmd["AUTH PLAIN".len()..].trim().to_string();
+            if arg.is_empty() {
+                w.write_all(b"334 \r\n").await?;
+                arg = next_line(&mut r).await?;
+            }
+            auth.lock().unwrap().push(unbase64(&arg).replace('\0', " "));
+            b"235 2.7.0 Authentication successful\r\n"
+        } else if upper.starts_with("AUTH LOGIN") {
+            w.write_all(b"334 VXNlcm5hbWU6\r\n").await?;
+            let user = unbase64(&next_line(&mut r).await?);
+            w.write_all(b"334 UGFzc3dvcmQ6\r\n").await?;
+            let pass = unbase64(&next_line(&mut r).await?);
+            auth.lock().unwrap().push(format!("{user} {pass}"));
+            b"235 2.7.0 Authentication successful\r\n"
         } else if upper.starts_with("HELO") || upper.starts_with("NOOP") {
             b"250 OK\r\n"
         } else if upper.starts_with("RSET") {

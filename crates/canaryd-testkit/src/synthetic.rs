@@ -1,5 +1,5 @@
 //! OpenMetrics text of synthetic Istio series, for backfilling a real Prometheus with
-//! `promtool tsdb create-blocks-from openmetrics` (see [`super::server`]).
+//! `promtool tsdb create-blocks-from openmetrics` (see [`crate::prometheus`]).
 //!
 //! The series are the ones canaryd queries: `istio_requests_total` (counter, by
 //! `response_code`) and `istio_request_duration_milliseconds` (histogram), both with
@@ -9,14 +9,8 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use super::WorkloadKey;
-use crate::observation::Histogram;
+use canaryd_core::observation::{Histogram, WorkloadKey, ISTIO_DEFAULT_BUCKETS_MS};
 
-/// Istio's default bucket bounds for `istio_request_duration_milliseconds`, in milliseconds.
-pub const ISTIO_DEFAULT_BUCKETS_MS: &[f64] = &[
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0,
-    300000.0, 600000.0, 1800000.0, 3600000.0,
-];
 
 /// What one workload served in one scrape step.
 #[derive(Debug, Clone, Default, PartialEq)]
