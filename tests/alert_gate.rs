@@ -70,7 +70,7 @@ async fn a_503_keeps_the_gate_closed_with_status_and_reason() {
 #[tokio::test]
 async fn a_gate_that_does_not_answer_in_time_is_closed() {
     let http = HttpServer::start().await;
-    let (p, g, s) = rollout(gate(None, None));
+    let (p, g, s) = rollout(gate(Some(http.url("/slow/gate")), None));
     let req = GateRequest::new(&p, &g, &s);
     let a = post(&client(), &Secret::new(http.url("/slow/gate")), &req, Duration::from_millis(200)).await;
     assert!(!a.open);
