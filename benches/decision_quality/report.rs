@@ -1,7 +1,7 @@
 //! Summaries, the per-scenario tables and the targets section.
 
-use super::runners::{Decision, Outcome};
-use super::scenarios::Role;
+use crate::runners::{Decision, Outcome};
+use crate::scenarios::Role;
 
 pub const DECIDERS: [&str; 4] = ["canaryd", "flagger-style", "oracle/request", "oracle/interval"];
 

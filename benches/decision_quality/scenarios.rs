@@ -1,6 +1,6 @@
 //! The benchmark's policy and scenario list.
 
-use super::world::{Common, Fault, Scenario};
+use crate::world::{Common, Fault, Scenario};
 use canaryd::policy::{parse_policy, Policy};
 
 /// A typical policy: 10% → 30% → 60% with 5 min bake, judged every minute at 99% confidence,

@@ -5,16 +5,22 @@
 //!
 //! `cargo bench --bench decision_quality` (release). `DQ_RUNS=N` overrides the number of runs
 //! per scenario × rate (default 1000 healthy, 500 faulty) for quick iterations.
+//!
+//! Modules: `world` simulates traffic and faults, `runners` are the three deciders, `scenarios`
+//! lists what is run, `report` turns the outcomes into tables and targets.
 
-mod support;
+mod report;
+mod runners;
+mod scenarios;
+mod world;
 
 use canaryd::observation::Histogram;
 use canaryd::policy::Policy;
+use report::{print_table, summarize, Results};
+use runners::Outcome;
+use scenarios::{Entry, RATES};
 use std::time::Instant;
-use support::report::{print_table, summarize, Results};
-use support::runners::{self, Outcome};
-use support::scenarios::{self, Entry, RATES};
-use support::world::{CATS, ISTIO_MS};
+use world::{CATS, ISTIO_MS};
 
 /// Runs every seed of one scenario × rate through the three deciders, on both cores.
 fn run_all(policy: &Policy, entry: &Entry, rate: f64, runs: u64) -> [Vec<Outcome>; 4] {

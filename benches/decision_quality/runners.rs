@@ -3,7 +3,7 @@
 //! * a Flagger-style rule: fixed thresholds on the canary alone, `failedChecks` threshold 5;
 //! * an oracle: Wald's SPRT on the canary's requests one by one, knowing the true models.
 
-use super::world::{
+use crate::world::{
     bucket, bucket_rng, Scenario, BUCKET_SECS, CATS, HORIZON_BUCKETS, HORIZON_SECS, ISTIO_MS,
 };
 use canaryd::engine::{self, Input, Phase, RolloutState};
