@@ -1,18 +1,20 @@
 //! One reconcile of one policy: read → decide (pure engine) → one guarded write → effects.
+//! Which inputs follow from the reads is `inputs`; the Kubernetes objects besides the
+//! VirtualService are `kube_effects`; gates and alerts are the `Effects` the caller supplies.
 
-use super::kube_io::{pod_template_revision, virtual_service_resource};
-use crate::engine::{self, Action, Input, PendingAlert, Phase, RolloutState};
+use super::inputs::{self, Reads};
+use super::kube_effects::{warn_if_hosts_disagree, KubeSide};
+use super::kube_io::virtual_service_resource;
+use super::{Effects, Feedback};
+use crate::engine::{self, Action, Input, RolloutState};
 use crate::istio::{RouteView, VsError};
 use crate::observation::SideObservation;
-use crate::policy::{host_short_name, Gate, GateKind, Policy};
+use crate::policy::{GateKind, Policy};
 use crate::prometheus::{self, MetricsSource, WorkloadKey};
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::collections::HashMap;
-use std::future::Future;
-use std::sync::{Arc, Mutex};
 
 /// Why a reconcile did not complete. The state on the cluster is unchanged in every case.
 #[derive(Debug, thiserror::Error)]
@@ -29,63 +31,6 @@ pub enum DaemonError {
     MissingSubset { host: String, subset: String },
     #[error("recorded state on the VirtualService is unreadable: {0}")]
     State(String),
-}
-
-/// Where effects report what they learnt (gate answers, delivered alerts): the next
-/// reconcile of that policy feeds it to the engine. Cloneable into spawned tasks.
-#[derive(Clone, Default)]
-pub struct Feedback {
-    pending: Arc<Mutex<HashMap<String, Vec<Input>>>>,
-}
-
-impl Feedback {
-    /// Queues `input` for the policy `key` (`namespace/name`).
-    pub fn push(&self, key: &str, input: Input) {
-        if let Ok(mut p) = self.pending.lock() {
-            p.entry(key.to_string()).or_default().push(input);
-        }
-    }
-
-    fn take(&self, key: &str) -> Vec<Input> {
-        self.pending.lock().map(|mut p| p.remove(key).unwrap_or_default()).unwrap_or_default()
-    }
-
-    fn put_back(&self, key: &str, inputs: Vec<Input>) {
-        if let Ok(mut p) = self.pending.lock() {
-            p.entry(key.to_string()).or_default().splice(0..0, inputs);
-        }
-    }
-}
-
-/// Side effects outside Kubernetes: gates and alert delivery (webhooks, email).
-pub trait Effects: Send + Sync {
-    /// Asks a gate; `(open, detail)`.
-    fn call_gate(
-        &self,
-        policy: &Policy,
-        gate: &Gate,
-        state: &RolloutState,
-    ) -> impl Future<Output = (bool, String)> + Send;
-    /// Starts delivering one outbox alert to the channels that still miss it and reports each
-    /// delivered channel as `Input::AlertDelivered` through `feedback`. It must not hold up the
-    /// cycle (spawn slow work): the rollback has already been written when this runs.
-    fn deliver(
-        &self,
-        policy: &Policy,
-        alert: &PendingAlert,
-        state: &RolloutState,
-        feedback: Feedback,
-    ) -> impl Future<Output = ()> + Send;
-}
-
-/// Effects for runs without gates or alert channels.
-pub struct NoEffects;
-
-impl Effects for NoEffects {
-    async fn call_gate(&self, _: &Policy, _: &Gate, _: &RolloutState) -> (bool, String) {
-        (false, "no gate caller configured".into())
-    }
-    async fn deliver(&self, _: &Policy, _: &PendingAlert, _: &RolloutState, _: Feedback) {}
 }
 
 /// What one reconcile did, for logs, the demo's view and metrics.
@@ -177,8 +122,8 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
     /// Reads what the cluster says and turns it into the engine's inputs (all but evidence).
     async fn prepare<'p>(&self, policy: &'p Policy, now: Timestamp) -> Result<Prepared<'p>, DaemonError> {
         let vs_api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), &policy.namespace(), &virtual_service_resource());
-        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &policy.namespace());
+            Api::namespaced_with(self.client.clone(), policy.namespace(), &virtual_service_resource());
+        let kube = KubeSide::new(&self.client, policy);
         let vs_name = &policy.spec().target.virtual_service;
         let vs = serde_json::to_value(vs_api.get(vs_name).await?).unwrap_or_default();
         let view = RouteView::read(&vs, policy).map_err(|source| DaemonError::VirtualService {
@@ -186,52 +131,36 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
             name: vs_name.clone(),
             source,
         })?;
-        let before: RolloutState = match &view.state {
-            Some(raw) => serde_json::from_str(raw).map_err(|e| DaemonError::State(e.to_string()))?,
-            None => RolloutState { traffic: view.traffic.clone(), ..RolloutState::default() },
-        };
-        let canary_name = &policy.workloads().canary;
-        let canary = deployments
-            .get_opt(&canary_name)
-            .await?
-            .ok_or_else(|| DaemonError::CanaryMissing(canary_name.clone()))?;
-        let revision = pod_template_revision(&serde_json::to_value(&canary).unwrap_or_default());
-
+        let before = inputs::recorded_state(&view).map_err(|e| DaemonError::State(e.to_string()))?;
+        let revision = kube.canary_revision().await?;
         let key = policy.key();
-        let mut inputs = self.pending.take(&key);
-        let queued = inputs.clone();
-        if let Some(raw) = &view.command {
-            match parse_command(raw) {
-                Some(c) => inputs.push(Input::Command(c)),
-                None => tracing::warn!(policy = %key, command = %raw, "ignoring an unknown command"),
-            }
+        let queued = self.pending.take(&key);
+        if inputs::starts_rollout(&before, revision.as_deref()) {
+            kube.check_subsets(&view).await?;
+            warn_if_hosts_disagree(policy, &view);
         }
-        if let Some(rev) = revision.filter(|r| before.revision.as_deref() != Some(r)) {
-            // A rollout is about to start: routing to a subset that does not exist would send
-            // canary traffic into a 503 black hole, so refuse before touching weights.
-            if !before.phase.is_active() {
-                self.check_subsets(policy, &view).await?;
-                warn_if_hosts_disagree(policy, &view);
-            }
-            inputs.push(Input::NewRevision(rev));
+        let stable_rolled_out = inputs::awaits_stable(&before) && kube.stable_rolled_out().await?;
+
+        let read = Reads { before: &before, view: &view, revision: revision.as_deref(), stable_rolled_out };
+        let derived = inputs::derive(policy, &read, queued.clone(), now);
+        if let Some(e) = &derived.unknown_command {
+            tracing::warn!(policy = %key, command = %e.0, "ignoring an unknown command");
         }
-        if before.phase.is_active() && view.traffic != before.traffic {
-            inputs.push(Input::Drift { observed: view.traffic.clone() });
-        }
-        if before.phase == Phase::Promoting && self.stable_rolled_out(policy, &deployments).await? {
-            inputs.push(Input::StableRolledOut);
-        }
-        let interval = policy.spec().analysis.interval.as_secs_i64();
-        let due = before.observed_until.is_none_or(|t| now.as_second() >= t + interval);
-        let observe_from = (matches!(before.phase, Phase::Progressing | Phase::Paused) && due)
-            .then(|| before.observed_until.unwrap_or(now.as_second() - interval));
         // Keep only what the write needs (the routes and whether annotations exist): with
         // thousands of policies in one cycle, whole objects would dominate memory.
         let vs = serde_json::json!({
             "metadata": {"annotations": vs.pointer("/metadata/annotations").map(|_| serde_json::json!({}))},
             "spec": {"http": vs.pointer("/spec/http").cloned().unwrap_or_default()},
         });
-        Ok(Prepared { policy, vs, view, before, inputs, queued, observe_from })
+        Ok(Prepared {
+            policy,
+            vs,
+            view,
+            before,
+            inputs: derived.inputs,
+            queued,
+            observe_from: derived.observe_from,
+        })
     }
 
     /// Adds the evidence, steps the engine, writes once, then carries out the effects.
@@ -244,8 +173,7 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
         let Prepared { policy, vs, view, before, mut inputs, queued, observe_from } = prep;
         let key = policy.key();
         let vs_api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), &policy.namespace(), &virtual_service_resource());
-        let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), &policy.namespace());
+            Api::namespaced_with(self.client.clone(), policy.namespace(), &virtual_service_resource());
         if let (Some(from), Some(sides)) = (observe_from, sides) {
             let observed = match sides {
                 Ok(sides) => Ok(prometheus::observation(&self.metrics, policy, sides, from, now).await),
@@ -273,44 +201,25 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
             match vs_api.patch(vs_name, &PatchParams::default(), &Patch::<()>::Json(patch)).await {
                 Ok(_) => wrote = true,
                 Err(kube::Error::Api(e)) if e.code == 409 || e.code == 422 => {
-                    self.requeue(&key, queued);
+                    self.pending.put_back(&key, queued);
                     return Err(DaemonError::Conflict);
                 }
                 Err(e) => {
-                    self.requeue(&key, queued);
+                    self.pending.put_back(&key, queued);
                     return Err(e.into());
                 }
             }
         }
         let verdict_to_write = wrote.then(|| verdict_ready.elapsed());
-        self.carry_out(policy, &state, &actions, &deployments, &view).await;
+        self.carry_out(policy, &state, &actions, &view).await;
         Ok(CycleReport { state, actions, wrote, verdict_to_write })
-    }
-
-    fn requeue(&self, key: &str, inputs: Vec<Input>) {
-        self.pending.put_back(key, inputs);
-    }
-
-    async fn stable_rolled_out(&self, policy: &Policy, api: &Api<Deployment>) -> Result<bool, DaemonError> {
-        let Some(d) = api.get_opt(&policy.workloads().stable).await? else { return Ok(false) };
-        let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        let generation = d.metadata.generation.unwrap_or(0);
-        let status = d.status.unwrap_or_default();
-        Ok(status.observed_generation.unwrap_or(0) >= generation
-            && status.updated_replicas.unwrap_or(0) >= want)
     }
 
     /// Effects after the write: if the daemon dies here, the next reconcile repeats them
     /// (gates are asked again, undelivered outbox alerts are sent again).
-    async fn carry_out(
-        &self,
-        policy: &Policy,
-        state: &RolloutState,
-        actions: &[Action],
-        api: &Api<Deployment>,
-        view: &RouteView,
-    ) {
+    async fn carry_out(&self, policy: &Policy, state: &RolloutState, actions: &[Action], view: &RouteView) {
         let key = policy.key();
+        let kube = KubeSide::new(&self.client, policy);
         let mut feedback = Vec::new();
         for action in actions {
             match action {
@@ -324,21 +233,17 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
                     }
                 }
                 Action::CopyCanaryToStable => {
-                    if let Err(e) = self.copy_template(policy, api).await {
+                    if let Err(e) = kube.copy_canary_to_stable().await {
                         tracing::warn!(policy = %key, error = %e, "copying the canary template to stable failed; retrying next cycle");
                     }
                 }
                 Action::ScaleCanaryDown => {
-                    let patch = json!({"spec": {"replicas": 0}});
-                    if let Err(e) = api
-                        .patch(&policy.workloads().canary, &PatchParams::default(), &Patch::Merge(&patch))
-                        .await
-                    {
+                    if let Err(e) = kube.scale_canary_down().await {
                         tracing::warn!(policy = %key, error = %e, "scaling the canary down failed");
                     }
                 }
                 Action::Record { reason, message } => {
-                    self.event(policy, view, reason, message).await;
+                    kube.record(view, reason, message).await;
                     tracing::info!(policy = %key, reason, phase = state.phase.as_str(), step = state.step + 1, canary_weight = state.traffic.canary_weight, "{message}");
                 }
                 Action::SetTraffic(_) | Action::Deliver(_) => {}
@@ -353,120 +258,4 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
             self.pending.push(&key, input);
         }
     }
-
-    /// Records a Kubernetes Event on the VirtualService; failures are logged, never fatal.
-    async fn event(&self, policy: &Policy, view: &RouteView, reason: &str, message: &str) {
-        use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &policy.namespace());
-        let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::now());
-        let event = Event {
-            metadata: kube::api::ObjectMeta {
-                generate_name: Some(format!("{}-", policy.spec().target.virtual_service)),
-                namespace: Some(policy.namespace().to_string()),
-                ..Default::default()
-            },
-            involved_object: ObjectReference {
-                api_version: Some("networking.istio.io/v1".into()),
-                kind: Some("VirtualService".into()),
-                name: Some(policy.spec().target.virtual_service.clone()),
-                namespace: Some(policy.namespace().to_string()),
-                field_path: Some(format!("spec.http[{}]", view.index)),
-                ..Default::default()
-            },
-            reason: Some(reason.to_string()),
-            message: Some(format!("{}: {message}", policy.key())),
-            type_: Some(
-                if reason == "Aborted" || reason.starts_with("Drift") { "Warning" } else { "Normal" }.into(),
-            ),
-            source: Some(EventSource { component: Some("canaryd".into()), ..Default::default() }),
-            first_timestamp: Some(now.clone()),
-            last_timestamp: Some(now),
-            count: Some(1),
-            ..Default::default()
-        };
-        if let Err(e) = api.create(&kube::api::PostParams::default(), &event).await {
-            tracing::debug!(error = %e, "cannot record a Kubernetes Event");
-        }
-    }
-
-    /// Before a rollout starts: the DestinationRule for the host must define both subsets.
-    async fn check_subsets(&self, policy: &Policy, view: &RouteView) -> Result<(), DaemonError> {
-        let api: Api<DynamicObject> = Api::namespaced_with(
-            self.client.clone(),
-            &policy.namespace(),
-            &super::kube_io::destination_rule_resource(),
-        );
-        let rules = api.list(&Default::default()).await?;
-        let short = |h: &str| h.split('.').next().unwrap_or(h).to_string();
-        let t = &policy.spec().target;
-        for (host, subset) in [(&view.stable_host, &t.stable.subset), (&view.canary_host, &t.canary.subset)] {
-            let found = rules.items.iter().any(|dr| {
-                let spec = &dr.data["spec"];
-                spec["host"].as_str().is_some_and(|h| short(h) == short(host))
-                    && spec["subsets"]
-                        .as_array()
-                        .is_some_and(|subs| subs.iter().any(|s| s["name"].as_str() == Some(subset.as_str())))
-            });
-            if !found {
-                return Err(DaemonError::MissingSubset { host: host.clone(), subset: subset.clone() });
-            }
-        }
-        Ok(())
-    }
-
-    async fn copy_template(&self, policy: &Policy, api: &Api<Deployment>) -> Result<(), kube::Error> {
-        let canary = api.get(&policy.workloads().canary).await?;
-        let stable_name = &policy.workloads().stable;
-        let stable = api.get(stable_name).await?;
-        let mut template = serde_json::to_value(canary.spec.map(|s| s.template)).unwrap_or_default();
-        // The stable selector must keep matching its pods: its labels win over the canary's.
-        let selector = serde_json::to_value(stable.spec.map(|s| s.selector.match_labels)).unwrap_or_default();
-        if let (Some(labels), Some(sel)) =
-            (template.pointer_mut("/metadata/labels").and_then(Value::as_object_mut), selector.as_object())
-        {
-            for (k, v) in sel {
-                labels.insert(k.clone(), v.clone());
-            }
-        }
-        api.patch(
-            &stable_name,
-            &PatchParams::default(),
-            &Patch::Merge(&json!({"spec": {"template": template}})),
-        )
-        .await?;
-        Ok(())
-    }
-}
-
-/// The workload names come from the policy alone (one rule everywhere); when the policy names
-/// neither `host` nor `workload` and the route's host is not the VirtualService's name, the
-/// queries probably miss the real Deployments (the judge then holds on "no traffic"): say so.
-fn warn_if_hosts_disagree(policy: &Policy, view: &RouteView) {
-    let t = &policy.spec().target;
-    for (d, host, name) in [
-        (&t.stable, &view.stable_host, &policy.workloads().stable),
-        (&t.canary, &view.canary_host, &policy.workloads().canary),
-    ] {
-        if d.workload.is_none() && d.host.is_none() && host_short_name(host) != t.virtual_service {
-            tracing::warn!(
-                policy = %policy.key(), route_host = %host, workload = %name,
-                "the route's host differs from the VirtualService name; querying workload {name} — set target.*.workload or host in the policy if that is wrong"
-            );
-        }
-    }
-}
-
-/// Parses the command annotation: `start`, `promote`, `pause`, `resume`, `retry`, `abort[: reason]`.
-pub fn parse_command(raw: &str) -> Option<crate::engine::Command> {
-    use crate::engine::Command;
-    let (verb, rest) = raw.split_once(':').map(|(v, r)| (v.trim(), r.trim())).unwrap_or((raw.trim(), ""));
-    Some(match verb {
-        "start" => Command::Start,
-        "promote" => Command::Promote,
-        "pause" => Command::Pause,
-        "resume" => Command::Resume,
-        "retry" => Command::Retry,
-        "abort" => Command::Abort(if rest.is_empty() { "no reason given".into() } else { rest.to_string() }),
-        _ => return None,
-    })
 }

@@ -1,11 +1,45 @@
-//! The daemon's real effects: gate calls over HTTP and alert delivery (email + webhooks) via
-//! `alert::Deliverer`, spawned so that a slow SMTP server never holds up a cycle or a rollback.
+//! Effects outside Kubernetes — gates and alert delivery: the `Effects` trait the driver calls
+//! after its write, `NoEffects` for runs without either, and the daemon's real ones: gate calls
+//! over HTTP and alert delivery (email + webhooks) via `alert::Deliverer`, spawned so that a
+//! slow SMTP server never holds up a cycle or a rollback.
 
-use super::{Effects, Feedback};
+use super::Feedback;
 use crate::alert::{call_gate, AlertFacts, Deliverer, SecretStore};
 use crate::engine::{PendingAlert, RolloutState};
 use crate::policy::{Gate, Policy};
+use std::future::Future;
 use std::sync::Arc;
+
+/// Side effects outside Kubernetes: gates and alert delivery (webhooks, email).
+pub trait Effects: Send + Sync {
+    /// Asks a gate; `(open, detail)`.
+    fn call_gate(
+        &self,
+        policy: &Policy,
+        gate: &Gate,
+        state: &RolloutState,
+    ) -> impl Future<Output = (bool, String)> + Send;
+    /// Starts delivering one outbox alert to the channels that still miss it and reports each
+    /// delivered channel as `Input::AlertDelivered` through `feedback`. It must not hold up the
+    /// cycle (spawn slow work): the rollback has already been written when this runs.
+    fn deliver(
+        &self,
+        policy: &Policy,
+        alert: &PendingAlert,
+        state: &RolloutState,
+        feedback: Feedback,
+    ) -> impl Future<Output = ()> + Send;
+}
+
+/// Effects for runs without gates or alert channels.
+pub struct NoEffects;
+
+impl Effects for NoEffects {
+    async fn call_gate(&self, _: &Policy, _: &Gate, _: &RolloutState) -> (bool, String) {
+        (false, "no gate caller configured".into())
+    }
+    async fn deliver(&self, _: &Policy, _: &PendingAlert, _: &RolloutState, _: Feedback) {}
+}
 
 /// Gates and alert channels for `canaryd run`.
 pub struct DaemonEffects {

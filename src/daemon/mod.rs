@@ -6,10 +6,14 @@
 
 mod driver;
 mod effects;
+mod feedback;
+mod inputs;
+mod kube_effects;
 mod kube_io;
 pub mod leader;
 pub mod metrics;
 
-pub use driver::{CycleReport, DaemonError, Driver, Effects, Feedback, NoEffects};
-pub use effects::{DaemonEffects, KubeSecretStore};
+pub use driver::{CycleReport, DaemonError, Driver};
+pub use effects::{DaemonEffects, Effects, KubeSecretStore, NoEffects};
+pub use feedback::Feedback;
 pub use kube_io::{pod_template_revision, virtual_service_resource};

@@ -61,6 +61,33 @@ pub enum Command {
     Retry,
 }
 
+/// A command annotation that names no command; the daemon logs it and carries on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown command {0:?} (expected start, promote, pause, resume, retry or abort[: reason])")]
+pub struct UnknownCommand(pub String);
+
+impl std::str::FromStr for Command {
+    type Err = UnknownCommand;
+
+    /// Parses the command annotation: `start`, `promote`, `pause`, `resume`, `retry`,
+    /// `abort[: reason]`. Only `abort` uses the text after the colon; the others ignore it.
+    fn from_str(raw: &str) -> Result<Command, UnknownCommand> {
+        let (verb, rest) = raw.split_once(':').map(|(v, r)| (v.trim(), r.trim())).unwrap_or((raw.trim(), ""));
+        Ok(match verb {
+            "start" => Command::Start,
+            "promote" => Command::Promote,
+            "pause" => Command::Pause,
+            "resume" => Command::Resume,
+            "retry" => Command::Retry,
+            // The reason ends up in the abort alert: an empty one would read as a bug.
+            "abort" => {
+                Command::Abort(if rest.is_empty() { "no reason given".into() } else { rest.to_string() })
+            }
+            _ => return Err(UnknownCommand(raw.to_string())),
+        })
+    }
+}
+
 /// What the IO shell must do after a transition. Traffic and state are written together.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
@@ -91,5 +118,43 @@ impl Transition {
     /// The verdict this transition judged, if any.
     pub fn verdict(&self) -> Option<&IntervalVerdict> {
         self.state.last_verdict.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod command_parsing {
+    use super::{Command, UnknownCommand};
+
+    fn parse(raw: &str) -> Result<Command, UnknownCommand> {
+        raw.parse()
+    }
+
+    #[test]
+    fn every_verb_parses_and_surrounding_space_is_ignored() {
+        assert_eq!(parse("start"), Ok(Command::Start));
+        assert_eq!(parse(" promote "), Ok(Command::Promote));
+        assert_eq!(parse("pause\n"), Ok(Command::Pause));
+        assert_eq!(parse("resume"), Ok(Command::Resume));
+        assert_eq!(parse("retry"), Ok(Command::Retry));
+    }
+
+    #[test]
+    fn abort_carries_its_reason_or_says_none_was_given() {
+        assert_eq!(parse("abort: p99 too high"), Ok(Command::Abort("p99 too high".into())));
+        assert_eq!(parse("abort:bad: really"), Ok(Command::Abort("bad: really".into())));
+        assert_eq!(parse("abort"), Ok(Command::Abort("no reason given".into())));
+        assert_eq!(parse("abort:   "), Ok(Command::Abort("no reason given".into())));
+    }
+
+    #[test]
+    fn text_after_other_verbs_is_ignored() {
+        assert_eq!(parse("promote: looks good"), Ok(Command::Promote));
+    }
+
+    #[test]
+    fn unknown_verbs_are_rejected_with_the_raw_text() {
+        assert_eq!(parse("Promote"), Err(UnknownCommand("Promote".into())));
+        assert_eq!(parse(""), Err(UnknownCommand(String::new())));
+        assert_eq!(parse("rollback: now"), Err(UnknownCommand("rollback: now".into())));
     }
 }
