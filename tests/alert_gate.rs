@@ -4,11 +4,11 @@
 mod alert_support;
 
 use alert_support::fixtures::{self, LogCapture};
-use canaryd_testkit::http::HttpServer;
 use canaryd::alert::gate::{post, GateRequest};
 use canaryd::alert::{call_gate, MapSecretStore, Secret, SecretStore};
 use canaryd::engine::{step, Input, RolloutState};
 use canaryd::policy::{Gate, GateKind, Policy, SecretKeyRef, SecretSource};
+use canaryd_testkit::http::HttpServer;
 use std::time::Duration;
 
 fn client() -> reqwest::Client {

@@ -5,9 +5,9 @@
 mod alert_support;
 
 use alert_support::fixtures::{self, email_policy, engine_abort, loopback_mailer, unused_addr};
-use canaryd_testkit::smtp::SmtpServer;
 use canaryd::alert::{missing_channels, Mailer, MapSecretStore, SmtpConfig, SmtpTls};
 use canaryd::engine::step;
+use canaryd_testkit::smtp::SmtpServer;
 use std::time::Duration;
 
 const LIMIT: Duration = Duration::from_secs(20);

@@ -4,9 +4,9 @@
 mod alert_support;
 
 use alert_support::fixtures::{self, all_channels_policy, engine_abort, policy, LogCapture};
+use canaryd::alert::MapSecretStore;
 use canaryd_testkit::http::HttpServer;
 use canaryd_testkit::smtp::SmtpServer;
-use canaryd::alert::MapSecretStore;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::time::Duration;

@@ -8,11 +8,11 @@ use std::process::Command;
 use canaryd::backtest::{self, Decision};
 use canaryd::judge::{Verdict, SUCCESS_RATE};
 use canaryd::observation::Histogram;
-use canaryd::policy::{parse_policy, Policy};
-use canaryd_testkit::prometheus::PrometheusServer;
 use canaryd::observation::ISTIO_DEFAULT_BUCKETS_MS;
-use canaryd_testkit::synthetic::{StepTraffic, SyntheticIstio};
+use canaryd::policy::{parse_policy, Policy};
 use canaryd::prometheus::{PrometheusClient, PrometheusConfig, WorkloadKey};
+use canaryd_testkit::prometheus::PrometheusServer;
+use canaryd_testkit::synthetic::{StepTraffic, SyntheticIstio};
 use jiff::Timestamp;
 
 /// 2025-01-01T00:00:00Z: fixed, so the data and the expected decisions never change.

@@ -2,7 +2,6 @@
 //! route's weights and its state annotation, survives 409s and 5xx, and — killed at any point
 //! and restarted — never advances a step twice, never loses an abort.
 
-
 use canaryd::daemon::{Driver, NoEffects};
 use canaryd::demo::{Behaviour, SimulatedMesh, FIXTURES};
 use canaryd::engine::{Phase, RolloutState};
@@ -199,7 +198,8 @@ async fn run_with_crashes(seed: u64, faulty: bool) -> (RolloutState, Vec<(Phase,
         let _ = driver.reconcile(&policy, now).await;
         emu.clear_faults();
         let s = recorded_state(&emu, &policy);
-        let w = virtual_service(&emu, &policy)["spec"]["http"][1]["route"][1]["weight"].as_u64().unwrap_or(0) as u32;
+        let w = virtual_service(&emu, &policy)["spec"]["http"][1]["route"][1]["weight"].as_u64().unwrap_or(0)
+            as u32;
         if seen.last() != Some(&(s.phase, s.step, w)) {
             seen.push((s.phase, s.step, w));
         }

@@ -5,12 +5,9 @@
 //! down, taking its delivery tasks with it) and restarted while SMTP is still down: the alert
 //! survives in the outbox on the VirtualService and arrives exactly once per channel.
 
-
 mod alert_support;
 
 use alert_support::fixtures::{loopback_mailer, unused_addr};
-use canaryd_testkit::http::HttpServer;
-use canaryd_testkit::smtp::SmtpServer;
 use canaryd::alert::{
     Deliverer, DelivererConfig, MapSecretStore, RenderOptions, RetryPolicy, SecretStore, WebhookSender,
 };
@@ -18,6 +15,8 @@ use canaryd::daemon::{DaemonEffects, Driver};
 use canaryd::demo::{Behaviour, SimulatedMesh, FIXTURES};
 use canaryd::engine::{PendingAlert, Phase};
 use canaryd::policy::{parse_policy, AlertEvent, Policy};
+use canaryd_testkit::http::HttpServer;
+use canaryd_testkit::smtp::SmtpServer;
 use hmac::{Hmac, Mac};
 use jiff::Timestamp;
 use kube_emulator::{Emulator, EmulatorHandle};
@@ -181,7 +180,11 @@ async fn abort_story(first_attempts: u32) {
     let smtp = SmtpServer::start_on(smtp_addr).await.expect("rebind the SMTP port");
     let deadline = Instant::now() + Duration::from_secs(15);
     while !recorded_state(&emu, &policy()).outbox.is_empty() {
-        assert!(Instant::now() < deadline, "outbox never emptied: {:?}", recorded_state(&emu, &policy()).outbox);
+        assert!(
+            Instant::now() < deadline,
+            "outbox never emptied: {:?}",
+            recorded_state(&emu, &policy()).outbox
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
         driver.reconcile(&p, now).await.unwrap();
         now = Timestamp::from_second(now.as_second() + 60).unwrap();

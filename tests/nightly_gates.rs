@@ -3,8 +3,6 @@
 //! per path can be switched, answers reaching the engine through the `Feedback` path at the
 //! next reconcile. Assertions read the emulator's stored VirtualService.
 
-
-use canaryd_testkit::state;
 use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use canaryd::alert::{
@@ -14,6 +12,7 @@ use canaryd::daemon::{DaemonEffects, Driver};
 use canaryd::demo::{SimulatedMesh, FIXTURES};
 use canaryd::engine::{Phase, RolloutState};
 use canaryd::policy::{parse_policy, Policy};
+use canaryd_testkit::state;
 use jiff::Timestamp;
 use kube_emulator::{Emulator, EmulatorHandle};
 use serde_json::Value;

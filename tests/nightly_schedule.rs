@@ -4,12 +4,11 @@
 //! 02:00, does not advance after 05:00, is still aborted after 05:00 when it fails, and the
 //! spring-forward and autumn DST days open exactly one window each.
 
-
-use canaryd_testkit::state;
 use canaryd::daemon::{Driver, NoEffects};
 use canaryd::demo::{Behaviour, SimulatedMesh, FIXTURES};
 use canaryd::engine::{Phase, RolloutState};
 use canaryd::policy::{parse_policy, Policy};
+use canaryd_testkit::state;
 use jiff::Timestamp;
 use kube_emulator::{Emulator, EmulatorHandle};
 use serde_json::Value;

@@ -7,10 +7,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use canaryd::observation::{Histogram, SideObservation};
-use canaryd_testkit::prometheus::PrometheusServer;
-use canaryd_testkit::synthetic::{StepTraffic, SyntheticIstio};
 use canaryd::prometheus::{MetricsSource, PrometheusClient, PrometheusConfig, QueryError, WorkloadKey};
 use canaryd::promql::render;
+use canaryd_testkit::prometheus::PrometheusServer;
+use canaryd_testkit::synthetic::{StepTraffic, SyntheticIstio};
 
 /// 2025-01-01T00:00:00Z: fixed, so the data and the expected numbers never change.
 const START: i64 = 1_735_689_600;

@@ -4,8 +4,8 @@ use std::time::{Duration, Instant};
 
 use axum::routing::get;
 use axum::Router;
-use canaryd_testkit::prometheus::{PrometheusServer, ServerError};
 use canaryd::prometheus::{InstantResult, PrometheusClient, PrometheusConfig};
+use canaryd_testkit::prometheus::{PrometheusServer, ServerError};
 
 async fn start(builder: canaryd_testkit::prometheus::PrometheusServerBuilder) -> PrometheusServer {
     builder.start().await.unwrap_or_else(|e| panic!("cannot start a real Prometheus for this test: {e}"))

@@ -10,9 +10,9 @@
 mod alert_support;
 mod security_support;
 
-use canaryd_testkit::http::HttpServer;
 use canaryd::demo::FIXTURES;
 use canaryd::policy::parse_policy;
+use canaryd_testkit::http::HttpServer;
 use kube_emulator::{Emulator, EmulatorHandle, Rbac};
 use security_support::*;
 use std::collections::BTreeSet;

@@ -11,12 +11,12 @@
 mod alert_support;
 mod security_support;
 
-use canaryd_testkit::http::HttpServer;
 use base64::Engine as _;
 use canaryd::demo::FIXTURES;
+use canaryd_testkit::http::HttpServer;
+use canaryd_testkit::smtp::SmtpServer;
 use hmac::{Hmac, Mac};
 use kube_emulator::Emulator;
-use canaryd_testkit::smtp::SmtpServer;
 use security_support::*;
 use sha2::Sha256;
 use std::time::Duration;

@@ -351,11 +351,11 @@ impl Deliverer {
             .find(|w| w.name == channel)
             .ok_or_else(|| DeliveryError::UnknownChannel(channel.into()))?;
         let store = self.inner.secrets.as_ref();
-        let url = resolve(&hook.url_from, &policy.namespace(), store)
+        let url = resolve(&hook.url_from, policy.namespace(), store)
             .map_err(|source| DeliveryError::Secret { what: "url", source })?;
         let key = match &hook.signing_secret_from {
             Some(src) => Some(
-                resolve(src, &policy.namespace(), store)
+                resolve(src, policy.namespace(), store)
                     .map_err(|source| DeliveryError::Secret { what: "signing secret", source })?,
             ),
             None => None,

@@ -91,7 +91,7 @@ pub async fn call_gate(
 ) -> GateAnswer {
     let url = match (&gate.url, &gate.url_from) {
         (Some(u), _) => Secret::new(u.clone()),
-        (None, Some(src)) => match resolve(src, &policy.namespace(), store) {
+        (None, Some(src)) => match resolve(src, policy.namespace(), store) {
             Ok(s) => s,
             Err(e) => return closed(format!("gate URL unavailable: {e}")),
         },

@@ -124,7 +124,7 @@ pub fn status_all(json: bool) -> i32 {
 
 async fn read_view(policy: &Policy, client: kube::Client) -> Result<(RouteView, RolloutState), String> {
     let api: Api<DynamicObject> =
-        Api::namespaced_with(client, &policy.namespace(), &virtual_service_resource());
+        Api::namespaced_with(client, policy.namespace(), &virtual_service_resource());
     let vs = api.get(&policy.spec().target.virtual_service).await.map_err(|e| e.to_string())?;
     let vs = serde_json::to_value(vs).map_err(|e| e.to_string())?;
     let view = RouteView::read(&vs, policy).map_err(|e| e.to_string())?;
@@ -201,7 +201,7 @@ pub fn command(target: &str, verb: &str, reason: Option<&str>) -> i32 {
         let patch =
             serde_json::json!({"metadata": {"annotations": {command_annotation_key(&policy): value}}});
         let api: Api<DynamicObject> =
-            Api::namespaced_with(client, &policy.namespace(), &virtual_service_resource());
+            Api::namespaced_with(client, policy.namespace(), &virtual_service_resource());
         match api
             .patch(&policy.spec().target.virtual_service, &PatchParams::default(), &Patch::Merge(&patch))
             .await

@@ -329,7 +329,7 @@ async fn write_status(
             ..statuses.get(&policy.key()).cloned().unwrap_or_default()
         },
     };
-    patch_status(client, &policy.namespace(), &policy.name(), status, statuses).await;
+    patch_status(client, policy.namespace(), policy.name(), status, statuses).await;
 }
 
 /// Writes a status only when it changed (conditions' times aside), to keep API traffic flat.

@@ -24,8 +24,8 @@ pub use config::{HeaderValue, PrometheusConfig, Secret, DEFAULT_MAX_RESPONSE_BYT
 pub use istio::{errors_query, latency_query, requests_query};
 pub use observe::{observation, workload_keys};
 
-pub use crate::observation::WorkloadKey;
 use crate::observation::SideObservation;
+pub use crate::observation::WorkloadKey;
 
 impl PrometheusClient {
     /// For every key: requests, 5xx errors and the latency histogram (milliseconds) over the

@@ -3,8 +3,6 @@
 //! with a bearer token, and an SMTP server that requires AUTH and records the credentials.
 #![allow(dead_code)]
 
-
-
 use kube_emulator::EmulatorHandle;
 use serde_json::Value;
 use std::path::{Path, PathBuf};

@@ -35,7 +35,6 @@ impl std::fmt::Display for WorkloadKey {
     }
 }
 
-
 /// A latency histogram in Prometheus `le` form: `bounds_ms[i]` is the upper bound (inclusive) of
 /// bucket `i` in milliseconds and `counts[i]` the number of requests in that bucket alone
 /// (not cumulative). Requests above the last bound are in `overflow` (the `+Inf` bucket minus the

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use canaryd_core::observation::{Histogram, WorkloadKey, ISTIO_DEFAULT_BUCKETS_MS};
 
-
 /// What one workload served in one scrape step.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct StepTraffic {

@@ -41,7 +41,7 @@ impl Latency {
 
     /// Draws a histogram of `n` requests (multinomial through conditional binomials).
     pub fn sample(&self, n: u64, rng: &mut StdRng) -> Histogram {
-        let mut h = Histogram::empty(&ISTIO);
+        let mut h = Histogram::empty(ISTIO);
         let mut left = n;
         let mut mass = 1.0;
         for (i, p) in self.probs.iter().enumerate() {
@@ -67,7 +67,7 @@ impl Latency {
 
     /// A histogram of `n` requests with the expected counts (rounded), no randomness.
     pub fn expected(&self, n: u64) -> Histogram {
-        let mut h = Histogram::empty(&ISTIO);
+        let mut h = Histogram::empty(ISTIO);
         for (i, p) in self.probs.iter().enumerate() {
             let k = (p * n as f64).round() as u64;
             if i < ISTIO.len() {
