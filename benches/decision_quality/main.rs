@@ -67,7 +67,7 @@ fn run_all(policy: &Policy, entry: &Entry, rate: f64, runs: u64) -> [Vec<Outcome
 /// The p99 Prometheus would report for a side's expected histogram (model, not sample).
 fn model_p99(probs: &[f64; CATS]) -> f64 {
     let n = 1e9;
-    let mut h = Histogram::empty(&ISTIO_MS);
+    let mut h = Histogram::empty(ISTIO_MS);
     for (i, c) in h.counts.iter_mut().enumerate() {
         *c = (probs[i] * n).round() as u64;
     }

@@ -63,7 +63,7 @@ impl Tally {
 const T0: i64 = 1_795_392_000;
 
 fn empty_side() -> SideObservation {
-    SideObservation { requests: 0, errors: 0, latency: Some(Histogram::empty(&ISTIO_MS)) }
+    SideObservation { requests: 0, errors: 0, latency: Some(Histogram::empty(ISTIO_MS)) }
 }
 
 /// canaryd: `NewRevision`, then one `Observed` per analysis interval built from the interval's

@@ -13,10 +13,7 @@ use rand_distr::{Binomial, Distribution, Poisson};
 use statrs::distribution::{ContinuousCDF, LogNormal};
 
 /// Istio's default `istio_request_duration_milliseconds` bucket bounds.
-pub const ISTIO_MS: [f64; 19] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0,
-    300000.0, 600000.0, 1800000.0, 3600000.0,
-];
+pub use canaryd::observation::ISTIO_DEFAULT_BUCKETS_MS as ISTIO_MS;
 /// Number of histogram categories: the finite buckets plus `+Inf`.
 pub const CATS: usize = ISTIO_MS.len() + 1;
 /// Resolution of the traffic model (what a 10 s Prometheus scrape would give).
@@ -212,7 +209,7 @@ fn binomial(n: u64, p: f64, rng: &mut SmallRng) -> u64 {
 
 /// A multinomial draw of `n` requests over the latency buckets (conditional binomials).
 fn histogram(n: u64, probs: &[f64; CATS], rng: &mut SmallRng) -> Histogram {
-    let mut h = Histogram::empty(&ISTIO_MS);
+    let mut h = Histogram::empty(ISTIO_MS);
     let (mut left, mut mass) = (n, 1.0);
     for (i, p) in probs.iter().enumerate() {
         if left == 0 {

@@ -1,7 +1,7 @@
 //! The driver's metrics source: Prometheus replaced by a constant healthy answer, so the
 //! bench measures canaryd and the API, and counts the queries a real Prometheus would get.
 
-use canaryd::demo::ISTIO_BUCKETS_MS;
+use canaryd::observation::ISTIO_DEFAULT_BUCKETS_MS as ISTIO_BUCKETS_MS;
 use canaryd::observation::{Histogram, SideObservation};
 use canaryd::prometheus::{MetricsSource, QueryError, WorkloadKey};
 use jiff::Timestamp;

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// Istio's default latency bucket bounds, milliseconds.
-pub use crate::observation::ISTIO_DEFAULT_BUCKETS_MS as ISTIO_BUCKETS_MS;
+use crate::observation::ISTIO_DEFAULT_BUCKETS_MS as ISTIO_BUCKETS_MS;
 
 /// How one version behaves.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -9,7 +9,7 @@
 mod mesh;
 mod view;
 
-pub use mesh::{Behaviour, SimulatedMesh, ISTIO_BUCKETS_MS};
+pub use mesh::{Behaviour, SimulatedMesh};
 
 use crate::daemon::{Driver, Effects, Feedback};
 use crate::engine::{Input, PendingAlert, Phase, RolloutState};
