@@ -208,6 +208,36 @@ fn tls_parameters(cfg: &SmtpConfig) -> Result<TlsParameters, MailError> {
 mod tests {
     use super::*;
 
+    /// The core validates recipients without lettre (it must stay free of IO crates); every
+    /// address it accepts must be one lettre can send to, or a valid policy would fail at 02:00.
+    #[test]
+    fn every_address_the_policy_validator_accepts_lettre_accepts() {
+        let candidates = [
+            "oncall@example.com",
+            "a.b+tag@sub.example.io",
+            "x@localhost",
+            "ops@[10.0.0.1]",
+            "o'neil@example.com",
+            "first_last@ex-ample.org",
+            "a@b.c",
+            "{weird}!#$%&*=?^`|~@example.com",
+            "a..b@example.com",
+            "a@-x.com",
+            "a b@example.com",
+            "@example.com",
+            "a@",
+            "a@[::1]",
+            "ünï@example.com",
+            "a@exämple.com",
+            "x@y_z.com",
+        ];
+        let accepted: Vec<_> = candidates.iter().filter(|a| crate::policy::is_email_address(a)).collect();
+        assert!(accepted.len() >= 8, "{accepted:?}");
+        for addr in accepted {
+            assert!(addr.parse::<lettre::Address>().is_ok(), "core accepts {addr:?} but lettre does not");
+        }
+    }
+
     #[test]
     fn plaintext_is_refused_for_remote_hosts_only() {
         let mut cfg = SmtpConfig::new("smtp.example.com", "canaryd@example.com");

@@ -250,7 +250,7 @@ impl Report {
     }
 
     /// Step as `2/3 (30%)`.
-    pub fn step_text(&self) -> Option<String> {
+    pub(crate) fn step_text(&self) -> Option<String> {
         self.step.as_ref().map(|(n, of, t)| format!("{n}/{of} (canary {})", t.describe()))
     }
 
@@ -366,7 +366,7 @@ impl CheckLine {
 }
 
 /// Escapes text for HTML element content and attribute values.
-pub fn escape_html(s: &str) -> String {
+pub(crate) fn escape_html(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

@@ -35,6 +35,6 @@ pub use gate::{call_gate, GateAnswer, GateRequest};
 pub use mail::{MailError, Mailer, SmtpConfig, SmtpTls};
 pub use message::{AlertFacts, AlertMessage, RenderOptions, Report};
 pub use metrics::DeliveryMetrics;
-pub use payload::{generic_json, slack, teams, PAYLOAD_VERSION};
+pub use payload::{slack, teams, PAYLOAD_VERSION};
 pub use secret::{resolve, MapSecretStore, NoSecretStore, Secret, SecretError, SecretStore};
 pub use webhook::{WebhookError, WebhookSender};

@@ -69,7 +69,7 @@ use serde_json::{json, Value};
 pub const PAYLOAD_VERSION: &str = "canaryd.io/alert/v1";
 
 /// The generic JSON payload (see the module documentation for its shape).
-pub fn generic_json(r: &Report) -> Value {
+pub(crate) fn generic_json(r: &Report) -> Value {
     let checks: Vec<Value> = r
         .checks
         .iter()

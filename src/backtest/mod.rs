@@ -26,7 +26,7 @@ use crate::policy::{GateKind, Policy};
 use crate::prometheus::{self, MetricsSource, QueryError, WorkloadKey};
 
 /// Revision name the backtest rolls out.
-pub const REVISION: &str = "backtest";
+pub(crate) const REVISION: &str = "backtest";
 
 /// Why a backtest could not run (exit code 2 in the CLI).
 #[derive(Debug, thiserror::Error)]
@@ -275,7 +275,7 @@ async fn observe<M: MetricsSource>(
 
 /// The interpolated `q`-quantile of a histogram in milliseconds, as Prometheus'
 /// `histogram_quantile` computes it (the last finite bound when it lies in `+Inf`).
-pub fn quantile_ms(h: &Histogram, q: f64) -> Option<f64> {
+pub(crate) fn quantile_ms(h: &Histogram, q: f64) -> Option<f64> {
     let total = h.total();
     if total == 0 || h.bounds_ms.is_empty() {
         return None;

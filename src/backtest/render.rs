@@ -84,7 +84,7 @@ pub fn human(b: &Backtest) -> String {
     if b.intervals.is_empty() {
         out.push_str("no interval was judged (the rollout never started in the range)\n");
     } else {
-        out.push_str(&crate::cli::output::table(&rows));
+        out.push_str(&crate::format::table(&rows));
     }
     out.push('\n');
     out.push_str(&decision_line(b));
@@ -93,7 +93,7 @@ pub fn human(b: &Backtest) -> String {
 }
 
 /// `abort at 2025-01-01T00:06:00Z, step 1/2: success-rate failed: <summary>`.
-pub fn decision_line(b: &Backtest) -> String {
+pub(crate) fn decision_line(b: &Backtest) -> String {
     let when = b.decision_time.map(|t| format!(" at {t}")).unwrap_or_default();
     let mut line = format!("{}{when}, step {}/{}", b.decision.as_str(), b.step, b.steps);
     match b.decision {

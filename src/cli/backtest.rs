@@ -11,7 +11,7 @@ use crate::backtest::{self, BacktestError, Decision};
 use crate::prometheus::{PrometheusClient, PrometheusConfig, Secret};
 
 /// Options of the command, as parsed by clap.
-pub struct Args<'a> {
+pub(crate) struct Args<'a> {
     pub policy: &'a Path,
     pub prometheus: &'a str,
     pub token_file: Option<&'a Path>,

@@ -78,7 +78,7 @@ async fn resource_policy(target: &str, client: &kube::Client) -> Result<Policy, 
 }
 
 /// `canaryd status` without a policy: every RolloutPolicy's status, as a table.
-pub fn status_all(json: bool) -> i32 {
+pub(crate) fn status_all(json: bool) -> i32 {
     on_cluster(move |client| async move {
         let list = match Api::<RolloutPolicy>::all(client).list(&Default::default()).await {
             Ok(l) => l,
@@ -117,7 +117,7 @@ pub fn status_all(json: bool) -> i32 {
                 st.last_verdict.unwrap_or_else(|| "-".into()),
             ]);
         }
-        print!("{}", super::output::table(&rows));
+        print!("{}", crate::format::table(&rows));
         0
     })
 }

@@ -7,7 +7,7 @@ use crate::engine::Phase;
 
 /// Flags of `canaryd demo`.
 #[derive(Debug, clap::Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// Try your own policy (target bookinfo `reviews`, subsets v1/v2) instead of the built-in one.
     #[arg(long)]
     policy: Option<PathBuf>,
@@ -27,7 +27,7 @@ pub struct DemoArgs {
 
 /// Runs the demo; 0 when release 1 is promoted and release 2 aborted (or promoted with
 /// `--fault none`), 1 for any other outcome, 2 when the sandbox cannot start.
-pub fn run(args: DemoArgs) -> i32 {
+pub(crate) fn run(args: DemoArgs) -> i32 {
     let DemoArgs { policy, fault, rps, speed, mailbox } = args;
     let opts = DemoOptions { policy, fault, rps, speed, mailbox, verbose: true };
     let rt = match tokio::runtime::Runtime::new() {

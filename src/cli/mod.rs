@@ -5,7 +5,7 @@ mod backtest;
 mod cluster;
 #[cfg(feature = "demo")]
 mod demo;
-pub mod output;
+pub(crate) mod output;
 mod plan;
 mod run;
 mod validate;
@@ -13,7 +13,7 @@ mod validate;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
-pub use output::Format;
+pub(crate) use output::Format;
 
 /// canaryd — progressive delivery for Kubernetes + Istio, decided on evidence.
 ///
@@ -23,13 +23,13 @@ pub use output::Format;
 /// in their repos; see README.md, "Policy reference".
 #[derive(Debug, Parser)]
 #[command(name = "canaryd", version, about, long_about, propagate_version = true)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Commands,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Commands {
+pub(crate) enum Commands {
     /// Check policy files; print every problem with file:line:column. Exit 1 if any is bad.
     ///
     /// Give files or directories (searched for *.yaml / *.yml). Run it in your repository's CI.
@@ -158,7 +158,7 @@ pub enum Commands {
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     Text,
     Json,
 }

@@ -1,7 +1,8 @@
 //! `canaryd plan POLICY --rps N`: the steps as a table, what each needs for a verdict at the
 //! given traffic, and the next schedule windows.
 
-use super::output::{human_secs, table, Format};
+use super::output::Format;
+use crate::format::{human_secs, table};
 use crate::plan;
 use crate::policy::{self, Policy};
 use jiff::Timestamp;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 /// Everything `canaryd run` is told on its command line.
 #[derive(Debug, Clone, clap::Args)]
-pub struct RunOptions {
+pub(crate) struct RunOptions {
     /// Directory of policy files (re-read every cycle; mount it from a repo or ConfigMap).
     #[arg(long)]
     pub policies: Option<PathBuf>,

@@ -13,7 +13,7 @@ pub fn virtual_service_resource() -> ApiResource {
 }
 
 /// The DestinationRule resource (networking.istio.io/v1).
-pub fn destination_rule_resource() -> ApiResource {
+pub(crate) fn destination_rule_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("networking.istio.io", "v1", "DestinationRule"),
         "destinationrules",

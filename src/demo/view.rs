@@ -9,7 +9,7 @@ use jiff::Timestamp;
 use std::io::IsTerminal;
 use std::path::Path;
 
-pub struct View {
+pub(crate) struct View {
     verbose: bool,
     color: bool,
     steps: usize,

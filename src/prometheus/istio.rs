@@ -37,7 +37,7 @@ fn range(window: Duration) -> String {
 }
 
 /// PromQL for the requests each workload served in `window`.
-pub fn requests_query(keys: &[WorkloadKey], window: Duration) -> String {
+pub(crate) fn requests_query(keys: &[WorkloadKey], window: Duration) -> String {
     format!(
         "sum by ({NAMESPACE}, {WORKLOAD}) (increase(istio_requests_total{{{}}}[{}]))",
         selector(keys),
@@ -46,7 +46,7 @@ pub fn requests_query(keys: &[WorkloadKey], window: Duration) -> String {
 }
 
 /// PromQL for the 5xx responses each workload served in `window`.
-pub fn errors_query(keys: &[WorkloadKey], window: Duration) -> String {
+pub(crate) fn errors_query(keys: &[WorkloadKey], window: Duration) -> String {
     format!(
         r#"sum by ({NAMESPACE}, {WORKLOAD}) (increase(istio_requests_total{{{},response_code=~"5.."}}[{}]))"#,
         selector(keys),
@@ -55,7 +55,7 @@ pub fn errors_query(keys: &[WorkloadKey], window: Duration) -> String {
 }
 
 /// PromQL for each workload's cumulative latency buckets (milliseconds) in `window`.
-pub fn latency_query(keys: &[WorkloadKey], window: Duration) -> String {
+pub(crate) fn latency_query(keys: &[WorkloadKey], window: Duration) -> String {
     format!(
         "sum by ({NAMESPACE}, {WORKLOAD}, le) (increase(istio_request_duration_milliseconds_bucket{{{}}}[{}]))",
         selector(keys),

@@ -21,7 +21,6 @@ use std::time::Duration;
 
 pub use client::{InstantResult, PrometheusClient, QueryError, Sample, Series};
 pub use config::{HeaderValue, PrometheusConfig, Secret, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT};
-pub use istio::{errors_query, latency_query, requests_query};
 pub use observe::{observation, workload_keys};
 
 use crate::observation::SideObservation;

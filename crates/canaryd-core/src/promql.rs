@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 
 /// Every variable a custom-check template may use.
-pub const TEMPLATE_VARIABLES: &[&str] =
+pub(crate) const TEMPLATE_VARIABLES: &[&str] =
     &["namespace", "workload", "canaryWorkload", "baselineWorkload", "virtualService", "interval"];
 
 /// The values a custom-check template's variables take for one policy and window, typed so
@@ -164,7 +164,7 @@ fn is_identifier(s: &str) -> bool {
 /// The well-formed `{{ name }}` variables of a template, in order, each with the byte offset of
 /// its `{{`. Unknown names are included (the policy validator rejects them with their position);
 /// malformed ones are not (see [`check`]).
-pub fn template_variables(template: &str) -> Vec<(String, usize)> {
+pub(crate) fn template_variables(template: &str) -> Vec<(String, usize)> {
     scan(template).into_iter().filter_map(Result::ok).map(|o| (o.name.to_string(), o.start)).collect()
 }
 

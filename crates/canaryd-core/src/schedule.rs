@@ -27,7 +27,7 @@ impl Window {
 
 /// Parses a standard 5-field cron expression (or an alias such as `@daily`). Six- and
 /// seven-field (seconds, years) forms are refused: a policy's windows are minute-grained.
-pub fn parse_cron(expr: &str) -> Result<Cron, String> {
+pub(crate) fn parse_cron(expr: &str) -> Result<Cron, String> {
     let trimmed = expr.trim();
     let fields = trimmed.split_whitespace().count();
     if !trimmed.starts_with('@') && fields != 5 {

@@ -277,11 +277,6 @@ impl EmulatorHandle {
         self.lock().rbac = Some(rbac);
     }
 
-    /// Turns authorization off again.
-    pub fn disable_rbac(&self) {
-        self.lock().rbac = None;
-    }
-
     /// How the simulated Deployment controller finishes rollouts from now on.
     pub fn set_rollout_mode(&self, mode: RolloutMode) {
         self.lock().rollout = mode;

@@ -18,7 +18,6 @@ mod tests;
 pub use machine::{channels_for, gate_name, step};
 pub use state::{PendingAlert, Phase, RolloutState};
 
-use crate::judge::IntervalVerdict;
 use crate::observation::Observation;
 use crate::plan::Traffic;
 use crate::policy::GateKind;
@@ -112,13 +111,6 @@ pub struct Transition {
     pub actions: Vec<Action>,
     /// When the engine next wants to be woken (Unix seconds), if it has a deadline.
     pub wake_at: Option<i64>,
-}
-
-impl Transition {
-    /// The verdict this transition judged, if any.
-    pub fn verdict(&self) -> Option<&IntervalVerdict> {
-        self.state.last_verdict.as_ref()
-    }
 }
 
 #[cfg(test)]

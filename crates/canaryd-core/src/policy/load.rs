@@ -12,7 +12,7 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// Largest policy file accepted; policies are a page or two, anything larger is a mistake.
-pub const MAX_POLICY_BYTES: usize = 256 * 1024;
+pub(crate) const MAX_POLICY_BYTES: usize = 256 * 1024;
 
 /// The policy document as written in a file (and as applied to a cluster).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
