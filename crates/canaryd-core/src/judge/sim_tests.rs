@@ -71,6 +71,7 @@ fn rollout(a: &Analysis, rate: f64, rates: Rates, latency: bool, horizon: u32, s
         }
         let (next, v) = judge(a, &s, &window(i64::from(look) * 15, c, b), end);
         s = next;
+        assert_consistent(&v, a.success_rate.tolerance / 100.0);
         match v.verdict {
             Verdict::Fail => return Run { outcome: Outcome::Abort(look), passed },
             Verdict::Pass if end => {
@@ -90,6 +91,18 @@ fn rollout(a: &Analysis, rate: f64, rates: Rates, latency: bool, horizon: u32, s
         }
     }
     Run { outcome: Outcome::Undecided, passed }
+}
+
+/// The printed interval never contradicts the verdict: Fail ⇔ its low end ≥ tol; Pass ⇒ its
+/// high end ≤ 2·tol; the point estimate is not required to lie inside (it is this step's).
+fn assert_consistent(v: &IntervalVerdict, tol: f64) {
+    let Some(c) = v.checks.iter().find(|c| c.check == SUCCESS_RATE) else { return };
+    let (lo, hi) = (c.evidence.ci_low.unwrap(), c.evidence.ci_high.unwrap());
+    assert!(lo <= hi, "{lo} > {hi}: {}", c.evidence.summary);
+    assert_eq!(c.verdict == Verdict::Fail, lo >= tol, "{}", c.evidence.summary);
+    if c.verdict == Verdict::Pass {
+        assert!(hi <= 2.0 * tol, "{}", c.evidence.summary);
+    }
 }
 
 fn count(a: &Analysis, rate: f64, rates: Rates, horizon: u32, seeds: u64, salt: u64) -> (u64, u64) {
