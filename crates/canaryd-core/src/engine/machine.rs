@@ -364,6 +364,9 @@ impl Machine<'_> {
         match policy.action {
             InconclusiveAction::Extend if !exhausted => {
                 self.s.extensions += 1;
+                // An extension is a new segment of the judge's abort e-processes (fresh restart
+                // weights); the step's pass evidence carries on.
+                self.s.judge.start_segment();
                 self.record(
                     "StepExtended",
                     format!(

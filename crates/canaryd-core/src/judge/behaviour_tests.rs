@@ -44,14 +44,25 @@ fn fails_at_first_interval_when_canary_error_rate_is_50_percent() {
     let d = v.decisive_check().unwrap();
     assert_eq!(d.check, SUCCESS_RATE);
     assert_eq!((d.evidence.canary_requests, d.evidence.canary_bad), (20, 10));
-    assert!(d.evidence.ci_low.unwrap() > 0.01);
-    assert!(d.evidence.summary.contains("worse by the tolerance 1.00 pp or more"), "{}", d.evidence.summary);
+    // The printed interval is the anytime-valid one of the decision: its low end is past the
+    // allowed tolerance exactly when the check fails.
+    assert!(d.evidence.ci_low.unwrap() >= 0.01);
+    assert!(d.evidence.ci_low.unwrap() <= d.evidence.effect.unwrap());
+    assert!(
+        d.evidence.summary.contains("worse than the allowed tolerance 1.00 pp"),
+        "{}",
+        d.evidence.summary
+    );
     assert!(d.evidence.statistic.unwrap() >= (1.0f64 / 0.005).ln());
-    assert!(d.evidence.summary.starts_with("canary 50.00% errors vs baseline 0.00% (+50.00 pp"));
+    assert!(
+        d.evidence.summary.starts_with("canary 50.00% errors vs baseline 0.00% in this step (+50.00 pp"),
+        "{}",
+        d.evidence.summary
+    );
 }
 
 #[test]
-fn fails_5pp_regression_within_five_intervals_at_20_rps_and_10_percent_weight() {
+fn fails_5pp_regression_within_two_looks_at_20_rps_and_10_percent_weight() {
     // 20 req/s, 10% canary, 1m interval: 120 canary and 1080 baseline requests per look.
     let a = analysis();
     let mut s = JudgeState::default();
@@ -59,9 +70,10 @@ fn fails_5pp_regression_within_five_intervals_at_20_rps_and_10_percent_weight() 
     let look = first_fail(&a, &mut s, 30, |i| {
         window(60 * i64::from(i), at(120, 0.051, &healthy()), at(1080, 0.001, &healthy()))
     });
-    // 6 canary errors of 120 against ~1 of 1080: the ×16 alternative of the grid passes its
-    // bar at once (the normal-approximation boundary of earlier versions needed five looks).
-    assert_eq!(look, Some(1), "a +5 pp fault fails at the first 1-minute look");
+    // 6 canary errors of 120 against ~1 of 1080. Semantics changed: the tolerance is now the
+    // *allowed* regression, so the evidence must exclude "+1 pp" rather than "no worse"; the
+    // old judge failed this at the first 1-minute look, the new one needs a second.
+    assert!(look.is_some_and(|l| l <= 2), "a +5 pp fault fails within two 1-minute looks: {look:?}");
 }
 
 #[test]
@@ -121,7 +133,10 @@ fn passes_healthy_canary_with_latency_at_end_of_step() {
     }
     let v = last.unwrap();
     assert_eq!(v.verdict, Verdict::Pass, "{:#?}", v.checks);
-    assert!(check(&v, LATENCY).evidence.summary.contains("within tolerance 20%"));
+    // Istio's buckets cannot resolve a 20% p99 tolerance either way: latency is abort-only and
+    // says so (it used to claim "within tolerance").
+    let l = &check(&v, LATENCY).evidence.summary;
+    assert!(l.contains("no latency regression shown; buckets resolve only ±100%"), "{l}");
 }
 
 /// Steps 10% → 30% → 60% of 1200 requests a minute, 5 looks each.
@@ -240,21 +255,25 @@ fn healthy_median() -> Latency {
 }
 
 #[test]
-fn detects_a_20_percent_median_shift() {
-    // Median check with a 10% tolerance; the canary is 20% slower (72 vs 60 ms median) — inside
-    // Istio's coarse (50, 100] bucket, which is why the bound below the median bucket is tested.
+fn median_shifts_inside_a_bucket_are_not_aborted_but_gross_ones_are() {
+    // Median check with a 10% tolerance. Semantics changed: the old judge "detected" a 20%
+    // shift (72 vs 60 ms) inside Istio's (50, 100] bucket by assuming every request is 20%
+    // slower; with the tolerance as the allowed regression and validity for any latency
+    // distribution, a shift inside one bucket is not identifiable (a canary 10% slower is
+    // consistent with the same bucket counts), so it must not be aborted. A canary whose median
+    // moves past the next bound (100 → 250 ms bracket) is.
     let mut a = analysis();
     a.latency.quantile = 0.5;
     a.latency.tolerance = 10.0;
     let slower = Latency::lognormal(72.0, 0.5);
+    let gross = Latency::lognormal(400.0, 0.5);
     for seed in 0..5 {
-        // 20 req/s to the canary, 10% weight.
-        let at_20rps = latency_looks_to_fail(&a, &slower, 1200, 10800, seed);
+        assert_eq!(latency_looks_to_fail(&a, &slower, 1200, 10800, seed), None, "seed {seed}");
+        let at_20rps = latency_looks_to_fail(&a, &gross, 1200, 10800, seed);
         assert!(at_20rps.is_some_and(|l| l <= 2), "seed {seed}: {at_20rps:?}");
-        // 20 req/s in total at 10% weight: 2 req/s to the canary.
-        let at_2rps = latency_looks_to_fail(&a, &slower, 120, 1080, seed);
-        eprintln!("median +20%: seed {seed}: {at_20rps:?} looks at 20 req/s, {at_2rps:?} at 2 req/s");
-        assert!(at_2rps.is_some_and(|l| l <= 15), "seed {seed}: {at_2rps:?}");
+        let at_2rps = latency_looks_to_fail(&a, &gross, 120, 1080, seed);
+        eprintln!("median ×6.7: seed {seed}: {at_20rps:?} looks at 20 req/s, {at_2rps:?} at 2 req/s");
+        assert!(at_2rps.is_some_and(|l| l <= 6), "seed {seed}: {at_2rps:?}");
     }
 }
 
@@ -346,8 +365,10 @@ fn state_round_trips_through_json_and_stays_small() {
         }
     }
     let json = serde_json::to_string(&s).unwrap();
-    // Fixed size: step histograms, 9 numbers of success-rate evidence, ≤ 8 latency bounds.
-    assert!(json.len() < 2500, "{} bytes: {json}", json.len());
+    // Fixed size: step histograms, the success-rate abort e-processes (20 levels × 9 bets, the
+    // price of an anytime-valid interval consistent with the verdict), 20 pass values and the
+    // latency e-process; log values are stored rounded to 10⁻⁶ nats to keep the JSON short.
+    assert!(json.len() < 4096, "{} bytes: {json}", json.len());
     let back: JudgeState = serde_json::from_str(&json).unwrap();
     assert_eq!(back, s);
     assert_eq!(serde_json::from_str::<JudgeState>("{}").unwrap(), JudgeState::default());
@@ -356,15 +377,16 @@ fn state_round_trips_through_json_and_stays_small() {
 #[test]
 fn requests_for_verdict_matches_reference_and_handles_edges() {
     let a = analysis();
-    // Python (same formula: α = β = 0.01/2 checks = 0.005, bar ln(1/β); expected evidence of
-    // a healthy canary per canary request by the conditional route, p/s·KL(s ‖ θ) with
-    // θ = s·ρ/(s·ρ + 1 − s), ρ = (p+tol)/p, and by the canary-alone route,
-    // p·ln(p0/tol) + (1−p)·ln((1−p0)/(1−tol)), p0 = clip(p, tol/20, tol/2); e-values averaged):
-    //   min(n for n in count(1) if np.logaddexp(n*cond, n*alone) - np.log(2) >= np.log(200))
-    //   p = 0.001, s = 0.1: 869
-    assert_eq!(requests_for_verdict(&a, 0.001, 0.1), 869);
-    //   p = 0.01, s = 0.1: 2305
-    assert_eq!(requests_for_verdict(&a, 0.01, 0.1), 2305);
+    // Python (pass bar ln(1/α), α = 0.01 per check per step; expected log growth per canary
+    // request of the step's pass e-process against +2·tol for a healthy canary at rate p,
+    // r = s/(1−s), v the grid argmax (0.02 … 0.98) of
+    // g(v) = p·log1p(-v) - log1p(-0.02·v) + (p/r)·log1p(r·v/(1-0.02·v)); n = ceil(ln 100 / g(v))):
+    //   p = 0.001, s = 0.1: 270
+    assert_eq!(requests_for_verdict(&a, 0.001, 0.1), 270);
+    //   p = 0.01, s = 0.1: 515
+    assert_eq!(requests_for_verdict(&a, 0.01, 0.1), 515);
+    //   p = 0.05, s = 0.1: 1509
+    assert_eq!(requests_for_verdict(&a, 0.05, 0.1), 1509);
     assert_eq!(requests_for_verdict(&a, 0.0, 0.0), u64::MAX);
     assert_eq!(requests_for_verdict(&a, 0.0, 1.0), u64::MAX);
     assert!(requests_for_verdict(&a, f64::NAN, 0.5) >= a.min_requests);

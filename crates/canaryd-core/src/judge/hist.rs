@@ -37,14 +37,6 @@ impl Cumulative {
         Some(Cumulative { bounds, le, total: acc + extra + h.overflow as f64 })
     }
 
-    /// Restricts to the given bounds (each must be one of ours, compared with a relative
-    /// tolerance of 1e-9): exact, because cumulative counts at a shared bound do not depend on
-    /// the other bounds.
-    pub fn restrict(&self, bounds: &[f64]) -> Cumulative {
-        let le = bounds.iter().map(|b| self.index_of(*b).map(|i| self.le[i]).unwrap_or(0.0)).collect();
-        Cumulative { bounds: bounds.to_vec(), le, total: self.total }
-    }
-
     fn index_of(&self, b: f64) -> Option<usize> {
         self.bounds.iter().position(|x| (x - b).abs() <= 1e-9 * b.abs().max(1.0))
     }
@@ -52,53 +44,6 @@ impl Cumulative {
     /// Requests slower than `bounds[i]`.
     pub fn above(&self, i: usize) -> f64 {
         (self.total - self.le.get(i).copied().unwrap_or(self.total)).max(0.0)
-    }
-
-    /// Requests slower than `x` ms, interpolating linearly inside the bucket that holds `x`
-    /// (the first bucket starts at 0 ms). Above the last bound: the `+Inf` bucket's count.
-    pub fn above_interpolated(&self, x: f64) -> f64 {
-        if !x.is_finite() || x <= 0.0 || self.bounds.is_empty() {
-            return if x.is_finite() && x > 0.0 { 0.0 } else { self.total };
-        }
-        match self.bounds.iter().position(|b| *b >= x) {
-            None => self.above(self.bounds.len() - 1),
-            Some(i) => {
-                let (lo, le_lo) = if i == 0 { (0.0, 0.0) } else { (self.bounds[i - 1], self.le[i - 1]) };
-                let frac = ((x - lo) / (self.bounds[i] - lo)).clamp(0.0, 1.0);
-                let le_x = le_lo + frac * (self.le[i] - le_lo);
-                (self.total - le_x).max(0.0)
-            }
-        }
-    }
-
-    /// Requests slower than `x` ms, interpolating *geometrically* inside the bucket that holds
-    /// `x`: the tail share is taken as log-linear in log-latency between the bucket's bounds (a
-    /// straight line on a log-log survival plot, exact for a Pareto tail and close for a
-    /// log-normal one). Linear interpolation overstates the share far above the mode by a
-    /// factor of 2–3 in Istio's coarse buckets. Falls back to linear in the first bucket or when
-    /// either end has no slower request.
-    pub fn above_geometric(&self, x: f64) -> f64 {
-        if !x.is_finite() || x <= 0.0 || self.bounds.is_empty() {
-            return self.above_interpolated(x);
-        }
-        match self.bounds.iter().position(|b| *b >= x) {
-            Some(i) if i > 0 => {
-                let (lo, hi) = (self.bounds[i - 1], self.bounds[i]);
-                let (a, b) = (self.above(i - 1), self.above(i));
-                if a <= 0.0 || b <= 0.0 {
-                    return self.above_interpolated(x);
-                }
-                let frac = ((x / lo).ln() / (hi / lo).ln()).clamp(0.0, 1.0);
-                a * (b / a).powf(frac)
-            }
-            _ => self.above_interpolated(x),
-        }
-    }
-
-    /// Both histograms added (same bounds required: restrict both to shared bounds first).
-    pub fn pooled(a: &Cumulative, b: &Cumulative) -> Cumulative {
-        let le = a.le.iter().zip(&b.le).map(|(x, y)| x + y).collect();
-        Cumulative { bounds: a.bounds.clone(), le, total: a.total + b.total }
     }
 
     /// The interpolated `q`-quantile in ms (Prometheus `histogram_quantile` semantics: a rank in
@@ -118,16 +63,6 @@ impl Cumulative {
             return Some(self.bounds[i]);
         }
         Some(lo + (self.bounds[i] - lo) * ((rank - le_lo) / in_bucket).clamp(0.0, 1.0))
-    }
-
-    /// Index of the bucket that holds the `q`-quantile: the first bound at or above it.
-    /// `None` when empty or when the quantile lies in the `+Inf` bucket.
-    pub fn quantile_bucket(&self, q: f64) -> Option<usize> {
-        if self.total.is_nan() || self.total <= 0.0 {
-            return None;
-        }
-        let rank = q.clamp(0.0, 1.0) * self.total;
-        self.le.iter().position(|c| *c >= rank)
     }
 }
 
@@ -188,40 +123,15 @@ mod tests {
         assert_eq!(c.quantile(0.5), Some(75.0));
         // p99: rank 99 in (100,250]: np.interp(99, [90, 100], [100, 250]) = 235.0
         assert!((c.quantile(0.99).unwrap() - 235.0).abs() < 1e-9);
-        assert_eq!(c.quantile_bucket(0.99), Some(7));
         // First bucket starts at 0 ms: np.interp(5, [0, 10], [0, 0.5]) = 0.25
         let c0 = Cumulative::new(&hist(&[(0.5, 10)], 0)).unwrap();
         assert!((c0.quantile(0.5).unwrap() - 0.25).abs() < 1e-12);
     }
 
     #[test]
-    fn exceedance_interpolates_inside_the_bucket() {
-        let c = Cumulative::new(&hist(&[(50.0, 10), (100.0, 80), (250.0, 10)], 0)).unwrap();
-        assert_eq!(c.above(6), 10.0);
-        // above 90 ms: 100 - np.interp(90, [50, 100], [10, 90]) = 100 - 74 = 26.0
-        assert!((c.above_interpolated(90.0) - 26.0).abs() < 1e-9);
-        assert_eq!(c.above_interpolated(1e9), 0.0);
-        assert_eq!(c.above_interpolated(f64::NAN), 100.0);
-    }
-
-    #[test]
-    fn geometric_exceedance_matches_reference() {
-        // 10 in (25,50], 80 in (50,100], 10 in (100,250]: above 50 = 90, above 100 = 10.
-        // above 80 ms: 90*(10/90)**(np.log(80/50)/np.log(2)) = 20.28604913806199
-        let c = Cumulative::new(&hist(&[(50.0, 10), (100.0, 80), (250.0, 10)], 0)).unwrap();
-        assert!((c.above_geometric(80.0) - 20.28604913806199).abs() < 1e-9);
-        // First bucket and empty ends fall back to linear.
-        assert_eq!(c.above_geometric(10.0), c.above_interpolated(10.0));
-        assert_eq!(c.above_geometric(200.0), c.above_interpolated(200.0));
-        let p = Cumulative::pooled(&c, &c);
-        assert_eq!((p.total, p.above(6)), (200.0, 20.0));
-    }
-
-    #[test]
     fn overflow_only_quantile_reports_last_bound() {
         let c = Cumulative::new(&hist(&[], 5)).unwrap();
         assert_eq!(c.quantile(0.5), Some(3600000.0));
-        assert_eq!(c.quantile_bucket(0.5), None);
     }
 
     #[test]
@@ -248,7 +158,7 @@ mod tests {
     }
 
     #[test]
-    fn shared_bounds_restrict_exactly() {
+    fn shared_bounds_are_the_common_ones() {
         let a = Cumulative::new(&hist(&[(50.0, 10), (100.0, 80)], 2)).unwrap();
         let b = Cumulative::new(&Histogram {
             bounds_ms: vec![50.0, 75.0, 100.0],
@@ -258,8 +168,7 @@ mod tests {
         .unwrap();
         let s = shared_bounds(&a, &b);
         assert_eq!(s, vec![50.0, 100.0]);
-        let r = b.restrict(&s);
-        assert_eq!(r.le, vec![1.0, 6.0]);
-        assert_eq!(r.above(0), 5.0);
+        assert_eq!(b.above(2), 0.0);
+        assert_eq!(b.above(0), 5.0);
     }
 }

@@ -1,65 +1,46 @@
 //! The judge: pure statistics over observations. No IO, no clock, no randomness.
 //!
-//! # Method
-//! Every interval the engine hands the judge one [`Observation`] (counts and latency histograms
-//! per side, same window) and the [`JudgeState`] accumulated so far; the judge returns the new
-//! state and an [`IntervalVerdict`] whose checks carry their evidence.
+//! # Method (design notes `judge-v3`)
+//! Every look the engine hands the judge one [`Observation`] (request and error counts and
+//! latency histograms per side, same window) and the [`JudgeState`] accumulated so far; the
+//! judge returns the new state and an [`IntervalVerdict`] whose checks carry their evidence.
 //!
-//! **The tolerance is the smallest regression that must be caught.** Each comparative check
-//! tests H0 "the canary is no worse than the baseline" against H1 "worse by the tolerance"
-//! sequentially, with likelihood ratios that stay valid however often they are looked at
-//! ([`sprt`]): Fail when the evidence for H1 over H0 reaches `1/α`; Pass at the end of a step
-//! when the evidence for H0 over H1 reaches `1/β` (β = α) and the step saw `minRequests`;
-//! Inconclusive otherwise — too little traffic never passes.
+//! **The tolerance is the regression the user allows.** A canary worse than its baseline by at
+//! most the tolerance is healthy; the judge aborts only on evidence that it is worse than that.
+//! Every check is a pair of betting e-processes ([`eprocess`]), valid at every look however
+//! often one looks:
+//! * **Abort** e-process against H0 "worse by at most tol", over the whole rollout (every look,
+//!   step, extension and restart of a step are start points of one mixture): Fail when it
+//!   reaches `1/α_c`.
+//! * **Pass** e-process against H0' "worse by at least 2·tol", on the current step's looks only:
+//!   Pass at the end of a step when it reaches `1/α`, the step saw `minRequests` canary requests
+//!   and nothing fails. A step passes on its own evidence.
+//! * Between 1× and 2× the tolerance neither side is guaranteed: such a canary is usually held
+//!   (Inconclusive, extended) until its evidence decides.
 //!
-//! * **Success rate.** Each interval is a 2×2 table. Conditioning on its total of errors makes
-//!   the unknown baseline rate drop out: under H0 each error is the canary's with probability at
-//!   most its share of the requests π, so the binomial likelihood ratio of a higher share is a
-//!   supermartingale whatever the baseline does (drift, common-mode blips: both sides in the
-//!   same window). The alternative "worse by tol" is the relative risk `(p̂+tol)/p̂`, `p̂` the
-//!   baseline rate from earlier intervals; larger multiples of it (×4 … ×256) catch gross faults
-//!   at the first interval with data (6 errors of 12 canary requests against a 0.1% baseline
-//!   abort at once). The likelihoods are exact binomials: no normal approximation at small
-//!   counts. Every informative interval is also a start point of its own product (CUSUM-like,
-//!   O(1) state), so a fault that starts mid-step is not diluted by the healthy data before it.
-//!   Pass: "no worse" over "worse by exactly tol", conditional, or the canary's own error rate
-//!   shown below tol (a one-sample SPRT: when errors are rare this is the faster route), and the
-//!   current step's data does not lean towards H1 by more than half the bar.
-//! * **Latency** ([`latency`]): the same evidence per histogram bucket bound ("bad" = slower
-//!   than the bound; H1 = every request `1 + tol` times slower), at the baseline's quantile
-//!   bound, the one below and the two above; Pass needs every tested bound.
-//! * **Guardrails** (`maxErrorRate`, `maxMs`) test the canary alone, per step, with the
-//!   normal-mixture confidence sequences of [`stats`].
-//! * **Custom checks** are deterministic threshold / compare rules on PromQL values.
-//! * The reported CI for Δ is an always-valid normal-mixture confidence sequence over the
-//!   rollout's steps (strata; [`stats::cs_radius`]) — for the summary; the decision is the
-//!   likelihood ratio, reported as the statistic (log LR).
+//! Checks: [`success`] (two-sample factors in which the unknown baseline rate cancels, so any
+//! baseline rate — 0 included, drifting or blipping with the canary — is covered), [`guardrail`]
+//! (the canary alone against `maxErrorRate`), [`latency`] (tail shares at bucket bounds with an
+//! intersection–union bracket; abort-only when the buckets are too coarse to pass validly) and
+//! the latency guardrail. Custom checks are deterministic threshold / compare rules on PromQL
+//! values. The interval reported with a verdict is the anytime-valid confidence sequence of the
+//! same e-processes ([`cs`]), so it never contradicts the verdict.
 //!
-//! # α accounting (false aborts of a canary no worse than its baseline ≤ 1 − confidence)
+//! # α accounting (P(abort) of a canary within tolerance ≤ 1 − confidence, whole rollout)
 //! α = 1 − `confidence` is split by Bonferroni over the enabled, non-dry-run statistical checks
 //! (success-rate, its guardrail when `maxErrorRate` is set, latency, its guardrail when `maxMs`
-//! is set): α_c = α / k. Within a check:
-//! * success-rate: start point `s` (the s-th interval with at least one error, counted over the
-//!   rollout) gets α_c/(s(s+1)) (Σ = 1), split equally over the 5 alternatives of the grid.
-//!   Ville's inequality bounds each product, the union bound the rest: P(ever fail | H0) ≤ α_c
-//!   over all looks and steps, exact (no asymptotics); the hypergeometric null is dominated by
-//!   the binomial one.
-//! * latency: α_c/4 per tested bound, then as the success rate (3 alternatives). Which bounds
-//!   are tested follows the baseline's quantile bucket (data-dependent; the pooled histogram
-//!   chooses them, which the canary's share is conditioned on).
-//! * guardrails: α_c · 1/(j(j+1)) per step j.
-//!
-//! Passing costs no false-abort budget. Custom checks have no sample size and are outside the
-//! budget: they fail exactly when their rule is broken. `sim_tests` measures the false-abort
-//! rate on canaries equal to and better than their baseline, and that a canary worse by exactly
-//! the tolerance is caught.
+//! is set): α_c = α / k per abort e-process, whose bet grid and start points are one mixture
+//! (no further split). The pass side uses α per check per step: a step passes only if every
+//! check passes, so a canary bad on one check must falsely pass *that* check (P ≤ α per step).
+//! A new revision is a new rollout and a new budget. Custom checks are outside the budget.
 
+pub mod cs;
 mod custom;
+pub mod eprocess;
+pub mod guardrail;
 mod hist;
-mod latency;
-pub mod sprt;
-pub mod stats;
-mod success;
+pub mod latency;
+pub mod success;
 pub mod verdict;
 
 #[cfg(test)]
@@ -121,65 +102,76 @@ impl Counts {
     }
 }
 
-/// Accumulated evidence of one rollout, serialisable (persisted inside the engine state):
-/// counts of the current step, the information-weighted success-rate evidence of the steps
-/// before it, and the current step's latency histograms. Fixed size; no per-interval data.
+/// Accumulated evidence of one rollout, serialisable (persisted inside the engine state): the
+/// current step's counts and histograms and the e-processes of every check. Fixed size; no
+/// per-look data.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
 pub struct JudgeState {
     /// 1-based index of the current step (0 before the first [`JudgeState::start_step`]).
     pub step: u32,
-    /// Intervals judged in the current step.
+    /// 1-based index of the current segment: every step, extension and restart of a step starts
+    /// one (the `j` of the restart weights `1/(j(j+1))·1/(k(k+1))`).
+    pub segment: u32,
+    /// Looks judged in the current step.
     pub looks: u32,
     /// Counts of the current step.
     pub step_counts: Counts,
-    /// Counts of the earlier steps of this rollout (reporting only).
+    /// Counts of the earlier steps of this rollout (for bets and reporting).
     pub prior_counts: Counts,
-    /// Σ 1/V over earlier steps: information about Δ, in 1/fraction².
-    pub prior_info: f64,
-    /// Σ Δ̂/V over earlier steps (Δ̂ a fraction), in 1/fraction.
-    pub prior_score: f64,
     /// Canary latency histogram of the current step (milliseconds bounds).
     #[serde(skip_serializing_if = "is_empty_hist")]
     pub canary_latency: Histogram,
     /// Baseline latency histogram of the current step.
     #[serde(skip_serializing_if = "is_empty_hist")]
     pub baseline_latency: Histogram,
-    /// Sequential success-rate evidence of the rollout (conditional likelihood ratios).
-    pub success: sprt::Seq,
-    /// Log likelihood ratio of "canary error rate below the tolerance" over "at the tolerance",
-    /// canary alone, whole rollout (a second way to pass when errors are rare).
-    pub success_canary_pass: f64,
-    /// Sequential latency evidence per bucket bound near the tested quantile.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub latency_bounds: Vec<latency::BoundSeq>,
+    /// Success-rate e-processes.
+    pub success: success::SuccessEvidence,
+    /// `maxErrorRate` guardrail e-processes.
+    #[serde(skip_serializing_if = "is_default")]
+    pub error_guardrail: guardrail::GuardrailEvidence,
+    /// Latency e-processes.
+    #[serde(skip_serializing_if = "is_default")]
+    pub latency: latency::LatencyEvidence,
+    /// `maxMs` guardrail e-processes.
+    #[serde(skip_serializing_if = "is_default")]
+    pub latency_guardrail: guardrail::GuardrailEvidence,
 }
 
 fn is_empty_hist(h: &Histogram) -> bool {
     h.bounds_ms.is_empty() && h.counts.is_empty() && h.overflow == 0
 }
 
+fn is_default<T: Default + PartialEq>(x: &T) -> bool {
+    *x == T::default()
+}
+
 impl JudgeState {
-    /// Called by the engine when a new step starts: folds the finished step's success-rate
-    /// evidence into the rollout-wide sums and starts empty step counts and histograms.
+    /// Called by the engine when a step starts, and when a step restarts (a window reopened):
+    /// a new segment, empty step counts and histograms, and the pass evidence restarts (a step
+    /// passes on its own data only).
     pub fn start_step(&mut self) {
-        if let Some((d, v)) = success::stratum_effect(&self.step_counts) {
-            let (info, score) = (self.prior_info + 1.0 / v, self.prior_score + d / v);
-            if info.is_finite() && score.is_finite() {
-                self.prior_info = info;
-                self.prior_score = score;
-            }
-        }
         self.prior_counts = self.prior_counts.plus(&self.step_counts);
         self.step_counts = Counts::default();
         self.canary_latency = Histogram::default();
         self.baseline_latency = Histogram::default();
         self.looks = 0;
         self.step = self.step.saturating_add(1);
+        self.start_segment();
         self.success.start_step();
-        for b in &mut self.latency_bounds {
-            b.seq.start_step();
-        }
+        self.error_guardrail.start_step();
+        self.latency.start_step();
+        self.latency_guardrail.start_step();
+    }
+
+    /// Called by the engine when a step is extended: a new segment of the abort e-processes
+    /// (fresh start weights); the step's pass evidence is kept (it is still this step's).
+    pub fn start_segment(&mut self) {
+        self.segment = self.segment.saturating_add(1);
+        self.success.abort.start_segment();
+        self.error_guardrail.abort.start_segment();
+        self.latency.abort.start_segment();
+        self.latency_guardrail.abort.start_segment();
     }
 }
 
@@ -193,7 +185,7 @@ fn total_alpha(analysis: &Analysis) -> f64 {
     }
 }
 
-/// α of each statistical check: the total split over the enabled, non-dry-run ones.
+/// α of each statistical check's abort side: the total split over the enabled, non-dry-run ones.
 fn check_alpha(analysis: &Analysis) -> f64 {
     let sr = &analysis.success_rate;
     let lat = &analysis.latency;
@@ -207,8 +199,8 @@ fn check_alpha(analysis: &Analysis) -> f64 {
     total_alpha(analysis) / k as f64
 }
 
-/// Judges one analysis interval. `end_of_step` is true when the step's bake time is over (a
-/// Pass is only possible then). Returns the state including this interval and the verdict.
+/// Judges one look. `end_of_step` is true when the step's bake time is over (a Pass is only
+/// possible then). Returns the state including this look and the verdict.
 pub fn judge(
     analysis: &Analysis,
     state: &JudgeState,
@@ -219,6 +211,9 @@ pub fn judge(
     if next.step == 0 {
         next.step = 1;
     }
+    if next.segment == 0 {
+        next.segment = 1;
+    }
     next.looks = next.looks.saturating_add(1);
     next.step_counts.add(&obs.canary, &obs.baseline);
     if let Some(h) = &obs.canary.latency {
@@ -227,24 +222,34 @@ pub fn judge(
     if let Some(h) = &obs.baseline.latency {
         hist::accumulate(&mut next.baseline_latency, h);
     }
-    if analysis.success_rate.enabled {
-        let tol = analysis.success_rate.tolerance / 100.0;
-        success::observe(&mut next, state, &obs.canary, &obs.baseline, tol);
-    }
-    if analysis.latency.enabled {
-        latency::observe(&mut next, &analysis.latency, obs);
-    }
-    let alpha = check_alpha(analysis);
-    let min = analysis.min_requests;
-    let mut checks = Vec::new();
     let sr = &analysis.success_rate;
     if sr.enabled {
-        checks.push(success::success_rate(sr, alpha, &next, min, end_of_step));
+        let before = state.prior_counts.plus(&state.step_counts);
+        let tol = sr.tolerance / 100.0;
+        let segment = next.segment;
+        success::observe(&mut next.success, &before, segment, &obs.canary, &obs.baseline, tol);
         if let Some(max) = sr.max_error_rate {
-            checks.push(success::guardrail(sr, max, alpha, &next, min, end_of_step));
+            let (xc, nc) = (obs.canary.errors.min(obs.canary.requests) as f64, obs.canary.requests as f64);
+            guardrail::observe_errors(&mut next, state, max, xc, nc);
         }
     }
     let lat = &analysis.latency;
+    if lat.enabled {
+        latency::observe(&mut next, state, lat, obs);
+        if let Some(max) = lat.max_ms {
+            latency::observe_guardrail(&mut next, state, lat, max, obs);
+        }
+    }
+    let alpha_c = check_alpha(analysis);
+    let alpha = total_alpha(analysis);
+    let min = analysis.min_requests;
+    let mut checks = Vec::new();
+    if sr.enabled {
+        checks.push(success::success_rate(sr, alpha_c, alpha, &next, min, end_of_step));
+        if let Some(max) = sr.max_error_rate {
+            checks.push(guardrail::error_guardrail(sr, max, alpha_c, alpha, &next, min, end_of_step));
+        }
+    }
     if lat.enabled {
         let missing = missing_histogram(obs);
         let error = |name: &str| CheckResult {
@@ -256,13 +261,13 @@ pub fn judge(
         if missing.is_some() {
             checks.push(error(LATENCY));
         } else {
-            checks.push(latency::latency(lat, alpha, &next, min, end_of_step));
+            checks.push(latency::latency(lat, alpha_c, alpha, &next, min, end_of_step));
         }
         if let Some(max) = lat.max_ms {
             if missing.is_some() {
                 checks.push(error(LATENCY_GUARDRAIL));
             } else {
-                checks.push(latency::guardrail(lat, max, alpha, &next, min, end_of_step));
+                checks.push(latency::guardrail(lat, max, alpha_c, alpha, &next, min, end_of_step));
             }
         }
     }
@@ -283,11 +288,12 @@ fn missing_histogram(obs: &Observation) -> Option<String> {
     }
 }
 
-/// Canary requests a step needs for a conclusive Pass of `success-rate` at the policy's
-/// tolerance and confidence, assuming a healthy canary (same error rate as the baseline),
-/// the given baseline error rate (fraction, 0–1) and the canary's share of the traffic
-/// (fraction, 0–1; the baseline gets the rest). Never less than `minRequests`;
-/// `u64::MAX` when no amount of traffic suffices (no baseline or no canary traffic).
+/// Canary requests a step needs for a Pass of `success-rate` at the policy's tolerance and
+/// confidence, assuming a healthy canary (same error rate as the baseline), the given baseline
+/// error rate (fraction, 0–1) and the canary's share of the traffic (fraction, 0–1; the baseline
+/// gets the rest): the `n` at which the step's pass e-process against "worse by 2·tol" is
+/// expected to reach `1/α` (its expected log growth per canary request times `n`). Never less
+/// than `minRequests`; `u64::MAX` when no amount of traffic suffices.
 pub fn requests_for_verdict(analysis: &Analysis, baseline_error_rate: f64, canary_share: f64) -> u64 {
     let min = analysis.min_requests;
     let sr = &analysis.success_rate;
@@ -299,44 +305,16 @@ pub fn requests_for_verdict(analysis: &Analysis, baseline_error_rate: f64, canar
     }
     let p = if baseline_error_rate.is_finite() { baseline_error_rate.clamp(0.0, 1.0) } else { 0.0 };
     let tol = sr.tolerance / 100.0;
-    if !(tol.is_finite() && tol > 0.0 && tol < 1.0) {
+    if !(tol.is_finite() && tol > 0.0 && tol < 0.5) {
         return u64::MAX;
     }
-    // Expected pass evidence per canary request of a healthy canary, by the two routes of
-    // `success::success_rate`, averaged as e-values (bar ln(1/β), β = the check's α):
-    // * conditional: p/s bad requests per canary request, each worth KL(π ‖ θ(ρ_tol));
-    // * canary alone: KL of Bernoulli(p) between the alternatives p0 and tol.
-    let s = canary_share;
-    let conditional = if p > 0.0 {
-        let th = sprt::share_at(s, (p + tol) / p);
-        p / s * (s * (s / th).ln() + (1.0 - s) * ((1.0 - s) / (1.0 - th)).ln())
-    } else {
-        0.0
-    };
-    let p0 = p.clamp(tol / 20.0, tol / 2.0);
-    let alone = p * (p0 / tol).ln() + (1.0 - p) * ((1.0 - p0) / (1.0 - tol)).ln();
-    if !(conditional.is_finite() && alone.is_finite()) || (conditional <= 0.0 && alone <= 0.0) {
+    let growth = success::healthy_pass_growth(p, canary_share, tol);
+    if !(growth.is_finite() && growth > 0.0) {
         return u64::MAX;
     }
-    let bar = (1.0 / check_alpha(analysis)).ln();
-    let passes = |n: u64| success::pass_evidence(n as f64 * conditional, n as f64 * alone) >= bar;
-    // Doubling then bisection; the expected evidence grows with n.
-    let mut hi: u64 = 1;
-    while !passes(hi) {
-        if hi >= 1 << 50 {
-            return u64::MAX;
-        }
-        hi *= 2;
+    let n = ((1.0 / total_alpha(analysis)).ln() / growth).ceil();
+    if n >= 1e18 {
+        return u64::MAX;
     }
-    let mut lo = hi / 2;
-    while hi - lo > 1 {
-        let mid = lo + (hi - lo) / 2;
-        if passes(mid) {
-            hi = mid;
-        } else {
-            lo = mid;
-        }
-    }
-    let n = hi;
-    n.max(min)
+    (n as u64).max(min)
 }

@@ -1,96 +1,147 @@
-//! The success-rate checks: canary vs baseline (`success-rate`) and the absolute guardrail
-//! (`success-rate-guardrail`).
+//! The `success-rate` check: canary vs baseline error rates, tolerance = the regression the
+//! user *allows* (design §2).
+//!
+//! * **Abort** when H0 "the canary is worse by at most `tol`" (`p_c ≤ p_b + tol` at every look,
+//!   `p_b` anything, drifting or blipping with the canary) is rejected by the two-sample betting
+//!   e-process of [`eprocess::two_sample_abort`], mixed over [`eprocess::ABORT_BETS`] and over
+//!   start points (restarts) of the whole rollout: `P(abort | H0) ≤ α_c` over every look, step,
+//!   extension and restart.
+//! * **Pass** at the end of a step when H0' "worse by at least `2·tol`" is rejected by the
+//!   step's own pass e-process ([`eprocess::two_sample_pass`], plug-in bet) at `1/α`, the step
+//!   saw `minRequests` canary requests and there is no abort. A canary bad during a step passes
+//!   that step with probability ≤ α, whatever happened in earlier steps.
+//! * Between `tol` and `2·tol` neither is guaranteed (design §2.4): the canary is usually held
+//!   (Inconclusive) until the evidence decides.
+//!
+//! Counts are taken as request counts (`c = 1` of design §1.4: no retry-cluster correction; the
+//! policy has no field for the route's retry attempts yet).
 
-use super::sprt::SUCCESS_GRID;
-use super::stats::{cs_radius, one_prop_cs, step_alpha_share, two_prop_cs, Interval};
+use super::cs::{self, AbortFamily};
+use super::eprocess::{self, ABORT_BETS};
 use super::{Counts, JudgeState};
-use crate::format::{conf, pct, pp, pp_ci};
+use crate::format::{conf, pct, pp};
 use crate::judge::{CheckResult, Evidence, Verdict};
 use crate::observation::SideObservation;
 use crate::policy::SuccessRateCheck;
+use serde::{Deserialize, Serialize};
 
 /// Name of the canary-vs-baseline success-rate check.
 pub const SUCCESS_RATE: &str = "success-rate";
 /// Name of the absolute error-rate guardrail.
 pub const SUCCESS_RATE_GUARDRAIL: &str = "success-rate-guardrail";
 
-/// Effect `p_canary − p_baseline` and its (smoothed) variance for one stratum (a step).
-/// `None` when either side served nothing: such a stratum carries no information.
-pub(crate) fn stratum_effect(c: &Counts) -> Option<(f64, f64)> {
-    if c.canary_requests == 0 || c.baseline_requests == 0 {
-        return None;
-    }
-    let (cb, cn, bb, bn) = c.as_f64();
-    let i = two_prop_cs(cb, cn, bb, bn, 0.5);
-    (i.variance > 0.0 && i.variance.is_finite()).then_some((i.estimate, i.variance))
+/// The success-rate evidence of a rollout.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct SuccessEvidence {
+    /// Tolerance (fraction) the levels were built for; the evidence restarts if it changes.
+    pub tol: f64,
+    /// Abort e-processes per level of [`cs::levels`] (whole rollout).
+    pub abort: AbortFamily,
+    /// `ln` of the pass e-process per level, current step only.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pass: Vec<f64>,
 }
 
-/// The rollout-wide confidence sequence: steps are strata (the canary's share changes from step
-/// to step, so pooling raw counts across steps would weigh a common-mode blip differently on
-/// the two sides — Simpson's paradox). Each step contributes its smoothed difference with
-/// information weight 1/V; the information-weighted sum is the Gaussian score process the
-/// normal mixture is a martingale for.
-fn rollout_interval(state: &JudgeState, alpha: f64) -> Option<Interval> {
-    let (mut info, mut score) = (state.prior_info, state.prior_score);
-    if let Some((d, v)) = stratum_effect(&state.step_counts) {
-        info += 1.0 / v;
-        score += d / v;
+impl SuccessEvidence {
+    /// A new step (or a restart of one): the pass evidence is the step's own.
+    pub fn start_step(&mut self) {
+        self.pass.clear();
+        self.abort.start_segment();
     }
-    if !(info > 0.0 && info.is_finite() && score.is_finite()) {
-        return None;
-    }
-    let est = score / info;
-    let v = 1.0 / info;
-    let r = cs_radius(v, alpha);
-    Some(Interval { estimate: est, low: (est - r).max(-1.0), high: (est + r).min(1.0), variance: v, alpha })
 }
 
-/// Folds one interval into the success-rate evidence of `next` (the state after the interval;
-/// `past` is the state before it). `tol` is the tolerance as a fraction.
-///
-/// The alternative "worse by the tolerance" is the relative risk `ρ_tol = (p̂ + tol) / p̂`,
-/// with the baseline rate `p̂` estimated from the *earlier* intervals' baseline counts plus the
-/// share of this interval's bad requests the baseline would have under H0 — both known before
-/// the split of this interval's bad requests is looked at, as the supermartingale argument
-/// needs (see [`super::sprt`]).
+fn valid_tol(tol: f64) -> bool {
+    tol.is_finite() && tol > 0.0 && tol < 0.5
+}
+
+/// Folds one look into `ev`. `before`: the rollout's counts before this look (for the pass bet,
+/// which must not see this look's outcomes). `tol` is the tolerance as a fraction.
 pub(crate) fn observe(
-    next: &mut JudgeState,
-    past: &JudgeState,
+    ev: &mut SuccessEvidence,
+    before: &Counts,
+    segment: u32,
     canary: &SideObservation,
     baseline: &SideObservation,
     tol: f64,
 ) {
-    if !(tol.is_finite() && tol > 0.0 && tol < 1.0) {
+    if !valid_tol(tol) {
         return;
     }
-    let before = past.prior_counts.plus(&past.step_counts);
+    if ev.tol != tol {
+        // A policy edit mid-rollout: the old levels mean something else. Start afresh.
+        *ev = SuccessEvidence { tol, ..SuccessEvidence::default() };
+    }
+    let levels = cs::levels(tol, -1.0);
     let (nc, nb) = (canary.requests as f64, baseline.requests as f64);
     let xc = canary.errors.min(canary.requests) as f64;
     let xb = baseline.errors.min(baseline.requests) as f64;
     if nc > 0.0 && nb > 0.0 {
-        let pi = nc / (nc + nb);
-        let e = xc + xb;
-        let p_hat = (before.baseline_errors as f64 + e * (1.0 - pi) + 0.5)
-            / (before.baseline_requests as f64 + nb + 1.0);
-        let rho = (p_hat + tol) / p_hat;
-        next.success.update(&SUCCESS_GRID, xc, xb, pi, rho, rho);
+        let log_e: Vec<Vec<f64>> = levels
+            .iter()
+            .map(|d| {
+                ABORT_BETS
+                    .iter()
+                    .map(|u| eprocess::two_sample_abort(xc, xb, nc, nb, *d, *u).unwrap_or(0.0))
+                    .collect()
+            })
+            .collect();
+        ev.abort.update(segment, &log_e);
     }
     if nc > 0.0 {
-        // Canary alone against "error rate ≥ tolerance" (which any canary worse than the
-        // baseline by the tolerance has): one-sample SPRT, alternative p0 estimated from the
-        // canary's earlier intervals, kept in [tol/20, tol/2].
-        let p0 = ((before.canary_errors as f64 + 0.5) / (before.canary_requests as f64 + 1.0))
-            .clamp(tol / 20.0, tol / 2.0);
-        let l = xc * (p0 / tol).ln() + (nc - xc) * ((1.0 - p0) / (1.0 - tol)).ln();
-        if l.is_finite() {
-            next.success_canary_pass += l;
+        let (bxc, bnc, bxb, bnb) = before.as_f64();
+        // Rates for the bet: one pseudo-request at the tolerance (a neutral start where nothing
+        // is known yet; `(x + 0.5)/(n + 1)` would start at 50% and waste the first looks).
+        let rate = |x: f64, n: f64| (x + tol) / (n + 1.0);
+        let v = eprocess::two_sample_pass_bet(rate(bxc, bnc), rate(bxb, bnb), nc / nb.max(1.0), 2.0 * tol);
+        ev.pass.resize(levels.len(), 0.0);
+        for (p, d) in ev.pass.iter_mut().zip(&levels) {
+            let l = eprocess::two_sample_pass(xc, xb, nc, nb, *d, v).unwrap_or(0.0);
+            *p = eprocess::store(*p + l);
         }
     }
 }
 
-/// Judges `success-rate` on the state that already includes this interval.
+/// The two ends of the anytime-valid interval for `p_c − p_b` and the log e-values at the
+/// decision levels.
+pub(crate) struct Ends {
+    pub low: f64,
+    pub high: f64,
+    /// `ln M_t(tol)`: the abort e-process at the tolerance.
+    pub abort_stat: f64,
+    /// `ln P_step(2·tol)`: the step's pass e-process at twice the tolerance.
+    pub pass_stat: f64,
+}
+
+pub(crate) fn ends(ev: &SuccessEvidence, tol: f64, alpha_abort: f64, alpha_pass: f64) -> Ends {
+    let levels = cs::levels(tol, -1.0);
+    let log_m = ev.abort.log_means(levels.len());
+    let log_p: Vec<f64> = (0..levels.len()).map(|i| ev.pass.get(i).copied().unwrap_or(0.0)).collect();
+    let at = |m: f64| levels.iter().position(|d| *d == m * tol);
+    Ends {
+        low: cs::lower_end(&levels, &log_m, (1.0 / alpha_abort).ln()),
+        high: cs::upper_end(&levels, &log_p, (1.0 / alpha_pass).ln()),
+        abort_stat: at(1.0).map_or(f64::NEG_INFINITY, |i| log_m[i]),
+        pass_stat: at(2.0).map_or(0.0, |i| log_p[i]),
+    }
+}
+
+/// An end of the interval in pp; an unbounded end reads as the trivial bound.
+pub(crate) fn end_pp(x: f64, lo: f64, hi: f64) -> f64 {
+    if x.is_finite() {
+        x
+    } else if x < 0.0 {
+        lo
+    } else {
+        hi
+    }
+}
+
+/// Judges `success-rate` on the state that already includes this look. `alpha_c` is the
+/// check's share of α (abort side), `alpha` the whole α (per-step pass side).
 pub(crate) fn success_rate(
     cfg: &SuccessRateCheck,
+    alpha_c: f64,
     alpha: f64,
     state: &JudgeState,
     min_requests: u64,
@@ -104,54 +155,47 @@ pub(crate) fn success_rate(
         evidence,
         dry_run: cfg.dry_run,
     };
-    if !(tol.is_finite() && tol > 0.0 && tol < 1.0) {
-        ev.summary = format!("invalid tolerance {} pp (must be > 0 and < 100)", cfg.tolerance);
+    if !valid_tol(tol) {
+        ev.summary = format!("invalid tolerance {} pp (must be > 0 and < 50)", cfg.tolerance);
         return result(Verdict::Error, ev);
     }
     let step = &state.step_counts;
-    let total = state.prior_counts.plus(step);
-    let seq = &state.success;
-    let fail_bar = (1.0 / alpha).ln();
-    let stat = seq.fail_stat(SUCCESS_GRID.len());
-    let fails = stat.is_some_and(|s| s >= fail_bar);
-    // The always-valid CI for Δ is for the report; the decision is the likelihood ratio.
-    fill_counts(&mut ev, &total);
-    let cs = rollout_interval(state, alpha);
-    let (cs, window) = match cs {
-        Some(cs) => (cs, "rollout"),
-        None => {
-            let (cb, cn, bb, bn) = step.as_f64();
-            (two_prop_cs(cb, cn, bb, bn, alpha), "step")
-        }
-    };
-    ev.effect = Some(cs.estimate);
-    ev.ci_low = Some(cs.low);
-    ev.ci_high = Some(cs.high);
+    fill_counts(&mut ev, step);
+    let e = ends(&state.success, tol, alpha_c, alpha);
+    let (low, high) = (end_pp(e.low, -1.0, 1.0), end_pp(e.high, -1.0, 1.0));
+    let effect = ev.canary_value.unwrap_or(0.0) - ev.baseline_value.unwrap_or(0.0);
+    ev.effect = Some(effect);
+    ev.ci_low = Some(low);
+    ev.ci_high = Some(high);
+    // The lower end holds at 1 − α_c, the upper at 1 − α: label the interval with the weaker.
     ev.confidence = Some(1.0 - alpha);
-    ev.statistic = Some(stat.unwrap_or(0.0));
+    ev.statistic = Some(e.abort_stat.max(eprocess::FLOOR));
     let head = format!(
-        "canary {} errors vs baseline {} ({}, {} CI {}) over the {window}",
+        "canary {} errors vs baseline {} in this step ({}; anytime-valid {} CI {:+.2}..{:+.2} pp)",
         pct(ev.canary_value.unwrap_or(0.0)),
         pct(ev.baseline_value.unwrap_or(0.0)),
-        pp(cs.estimate),
+        pp(effect),
         conf(1.0 - alpha),
-        pp_ci(cs.low, cs.high),
+        low * 100.0,
+        high * 100.0,
     );
     let tol_txt = format!("{:.2} pp", tol * 100.0);
-    if fails {
+    let two_txt = format!("{:.2} pp", 2.0 * tol * 100.0);
+    let abort_bar = (1.0 / alpha_c).ln();
+    if e.low >= tol {
         ev.summary = format!(
-            "{head}: worse by the tolerance {tol_txt} or more (log LR {:.1} ≥ {:.1})",
-            stat.unwrap_or(0.0),
-            fail_bar
+            "{head}: worse than the allowed tolerance {tol_txt} (at least {} worse; log e-value {:.1} ≥ {abort_bar:.1})",
+            pp(e.low),
+            e.abort_stat
         );
         return result(Verdict::Fail, ev);
     }
-    if total.canary_requests == 0 {
-        ev.summary = "no canary requests yet".to_string();
+    if step.canary_requests == 0 {
+        ev.summary = "no canary requests in this step yet".to_string();
         return result(Verdict::Inconclusive, ev);
     }
     if !end_of_step {
-        ev.summary = format!("{head}; no failure so far");
+        ev.summary = format!("{head}; not shown worse than the allowed {tol_txt} so far");
         return result(Verdict::Inconclusive, ev);
     }
     if step.canary_requests < min_requests {
@@ -161,38 +205,25 @@ pub(crate) fn success_rate(
         );
         return result(Verdict::Inconclusive, ev);
     }
-    // Pass: "no worse" beats "worse by the tolerance" by 1/β (β = α) — the average of the two
-    // e-values (comparison with the baseline; the canary's own error rate below the
-    // tolerance), itself an e-value under H1 — and this step's own data does not lean towards
-    // "worse" by more than half the fail bar.
     let pass_bar = (1.0 / alpha).ln();
-    let shown = pass_evidence(seq.pass, state.success_canary_pass);
-    let step_ok = seq.step_pass >= -0.5 * fail_bar;
-    if shown >= pass_bar && step_ok {
-        ev.summary =
-            format!("{head}: no worse than the baseline by {tol_txt} (log LR {shown:.1} ≥ {pass_bar:.1})");
+    if e.high <= 2.0 * tol {
+        ev.summary = format!(
+            "{head}: this step shows the canary less than {two_txt} (2× the allowed {tol_txt}) worse \
+             (log e-value {:.1} ≥ {pass_bar:.1})",
+            e.pass_stat
+        );
         result(Verdict::Pass, ev)
-    } else if !step_ok {
-        ev.summary =
-            format!("{head}: this step's data leans towards a regression of {tol_txt}; not passing yet");
-        result(Verdict::Inconclusive, ev)
     } else {
-        ev.summary =
-            format!("{head}: not yet shown no worse by {tol_txt} (log LR {shown:.1} < {pass_bar:.1})");
+        ev.summary = format!(
+            "{head}: this step does not yet exclude a regression of {two_txt} (2× the allowed \
+             {tol_txt}; log e-value {:.1} < {pass_bar:.1})",
+            e.pass_stat
+        );
         result(Verdict::Inconclusive, ev)
     }
 }
 
-/// `ln((e^a + e^b) / 2)`: the log of the average of two e-values, computed stably.
-pub(crate) fn pass_evidence(a: f64, b: f64) -> f64 {
-    let m = a.max(b);
-    if !m.is_finite() {
-        return m;
-    }
-    m + ((a - m).exp() + (b - m).exp()).ln() - std::f64::consts::LN_2
-}
-
-fn fill_counts(ev: &mut Evidence, c: &Counts) {
+pub(crate) fn fill_counts(ev: &mut Evidence, c: &Counts) {
     ev.canary_requests = c.canary_requests;
     ev.baseline_requests = c.baseline_requests;
     ev.canary_bad = c.canary_errors.min(c.canary_requests);
@@ -202,63 +233,11 @@ fn fill_counts(ev: &mut Evidence, c: &Counts) {
     ev.baseline_value = Some(rate(ev.baseline_bad, ev.baseline_requests));
 }
 
-/// Judges `success-rate-guardrail`: the canary's own error rate against `maxErrorRate`
-/// (percent), whatever the baseline does. Step data only; the failing test spends the check's
-/// α over steps like the step sequence of `success-rate`.
-pub(crate) fn guardrail(
-    cfg: &SuccessRateCheck,
-    max_pct: f64,
-    alpha: f64,
-    state: &JudgeState,
-    min_requests: u64,
-    end_of_step: bool,
-) -> CheckResult {
-    let max = max_pct / 100.0;
-    let step = &state.step_counts;
-    let mut ev = Evidence { threshold: Some(max), ..Evidence::default() };
-    fill_counts(&mut ev, step);
-    ev.baseline_value = None;
-    let result = |verdict, evidence| CheckResult {
-        check: SUCCESS_RATE_GUARDRAIL.to_string(),
-        verdict,
-        evidence,
-        dry_run: cfg.dry_run,
-    };
-    if !(max.is_finite() && max >= 0.0) {
-        ev.summary = format!("invalid maxErrorRate {max_pct}%");
-        return result(Verdict::Error, ev);
-    }
-    let (cb, cn, _, _) = step.as_f64();
-    let fail_cs = one_prop_cs(cb, cn, alpha * step_alpha_share(state.step));
-    let pass_cs = one_prop_cs(cb, cn, alpha);
-    let fails = step.canary_requests > 0 && fail_cs.low > max;
-    let cs = if fails { fail_cs } else { pass_cs };
-    // No baseline in a guardrail: the interval is on the canary's own error rate.
-    ev.effect = None;
-    ev.ci_low = Some(cs.low);
-    ev.ci_high = Some(cs.high);
-    ev.confidence = Some(1.0 - cs.alpha);
-    ev.statistic = Some(cs.z_against(max));
-    let head = format!(
-        "canary {} errors ({} CI {}..{}) in this step",
-        pct(cs.estimate),
-        conf(1.0 - cs.alpha),
-        pct(cs.low),
-        pct(cs.high)
-    );
-    let (verdict, tail) = if fails {
-        (Verdict::Fail, format!("above guardrail {}", pct(max)))
-    } else if step.canary_requests == 0 {
-        (Verdict::Inconclusive, "no canary requests".to_string())
-    } else if !end_of_step {
-        (Verdict::Inconclusive, "no breach so far".to_string())
-    } else if step.canary_requests < min_requests {
-        (Verdict::Inconclusive, format!("too few requests (need {min_requests})"))
-    } else if cs.high < max {
-        (Verdict::Pass, format!("below guardrail {}", pct(max)))
-    } else {
-        (Verdict::Inconclusive, format!("not yet shown below guardrail {}", pct(max)))
-    };
-    ev.summary = format!("{head}: {tail}");
-    result(verdict, ev)
+/// Expected log growth per canary request of the pass e-process for a healthy canary
+/// (`p_c = p_b = p`) at share `s`, with the plug-in bet at the true rates: what `plan` uses.
+pub(crate) fn healthy_pass_growth(p: f64, s: f64, tol: f64) -> f64 {
+    let r = s / (1.0 - s);
+    let d = 2.0 * tol;
+    let v = eprocess::two_sample_pass_bet(p, p, r, d);
+    p * (-v).ln_1p() - (-d * v).ln_1p() + (p / r) * (r * v / (1.0 - d * v)).ln_1p()
 }
