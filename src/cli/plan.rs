@@ -29,6 +29,18 @@ struct Row {
     bake_secs: u64,
     needed: u64,
     secs_to_verdict: f64,
+    /// Canary requests (and time) expected to abort a canary twice the tolerance worse.
+    to_catch: u64,
+    secs_to_catch: f64,
+}
+
+/// Seconds for `requests` canary requests at `canary_rps`, rounded up to whole looks.
+fn secs_for(requests: u64, canary_rps: f64, interval: f64) -> f64 {
+    if canary_rps > 0.0 && requests < u64::MAX {
+        (requests as f64 / canary_rps / interval).ceil().max(1.0) * interval
+    } else {
+        f64::INFINITY
+    }
 }
 
 pub fn run(path: &Path, rps: f64, baseline_error_rate: f64, now: Option<&str>, format: Format) -> i32 {
@@ -57,17 +69,15 @@ pub fn run(path: &Path, rps: f64, baseline_error_rate: f64, now: Option<&str>, f
             let needed = crate::judge::requests_for_verdict(analysis, baseline_error_rate, share)
                 .max(analysis.min_requests);
             let canary_rps = rps * share;
-            let secs = if canary_rps > 0.0 {
-                (needed as f64 / canary_rps / interval).ceil().max(1.0) * interval
-            } else {
-                f64::INFINITY
-            };
+            let to_catch = crate::judge::requests_to_catch(analysis, baseline_error_rate, share);
             Row {
                 step: s.index + 1,
                 routing: s.traffic.describe(),
                 bake_secs: s.bake.as_secs(),
                 needed,
-                secs_to_verdict: secs,
+                secs_to_verdict: secs_for(needed, canary_rps, interval),
+                to_catch,
+                secs_to_catch: secs_for(to_catch, canary_rps, interval),
             }
         })
         .collect();
@@ -106,6 +116,8 @@ pub fn run(path: &Path, rps: f64, baseline_error_rate: f64, now: Option<&str>, f
                     "requestsNeeded": r.needed,
                     "secondsToVerdict": if r.secs_to_verdict.is_finite() { json!(r.secs_to_verdict) } else { json!(null) },
                     "verdictWithinBake": r.secs_to_verdict <= r.bake_secs as f64,
+                    "requestsToCatch2xTolerance": if r.to_catch < u64::MAX { json!(r.to_catch) } else { json!(null) },
+                    "secondsToCatch2xTolerance": if r.secs_to_catch.is_finite() { json!(r.secs_to_catch) } else { json!(null) },
                 })).collect::<Vec<_>>(),
                 "totalBakeSeconds": total,
                 "promotion": policy.spec().promotion.mode,
@@ -128,7 +140,7 @@ pub fn run(path: &Path, rps: f64, baseline_error_rate: f64, now: Option<&str>, f
                 policy.spec().promotion.mode
             );
             println!(
-                "judged every {} at {}% confidence: errors within {} pp, p{} latency within +{}%{}",
+                "judged every {} at {}% confidence: errors within {} pp allowed, p{} latency within +{}% allowed{}",
                 analysis.interval,
                 analysis.confidence * 100.0,
                 analysis.success_rate.tolerance,
@@ -145,9 +157,11 @@ pub fn run(path: &Path, rps: f64, baseline_error_rate: f64, now: Option<&str>, f
                 "STEP".into(),
                 "ROUTING".into(),
                 "BAKE".into(),
-                "CANARY REQS NEEDED".into(),
+                "REQS TO PASS".into(),
                 format!("TIME AT {rps} RPS"),
-                "VERDICT IN BAKE".into(),
+                "PASS IN BAKE".into(),
+                "REQS TO CATCH 2×TOL".into(),
+                "TIME".into(),
             ]];
             for r in &rows {
                 t.push(vec![
@@ -157,6 +171,8 @@ pub fn run(path: &Path, rps: f64, baseline_error_rate: f64, now: Option<&str>, f
                     r.needed.to_string(),
                     human_secs(r.secs_to_verdict),
                     if r.secs_to_verdict <= r.bake_secs as f64 { "yes".into() } else { "NO".into() },
+                    if r.to_catch < u64::MAX { r.to_catch.to_string() } else { "-".into() },
+                    human_secs(r.secs_to_catch),
                 ]);
             }
             t.push(vec![

@@ -120,6 +120,27 @@ fn passes_healthy_canary_at_end_of_step() {
 }
 
 #[test]
+fn never_passes_at_a_look_without_traffic_even_with_the_step_evidence_in_hand() {
+    let a = success_only();
+    let need = requests_for_verdict(&a, 0.001, 0.1);
+    let per_look = need.div_ceil(4);
+    let mut s = JudgeState::default();
+    s.start_step();
+    for i in 1..=4 {
+        let obs = window(60 * i, at(per_look, 0.001, &healthy()), at(9 * per_look, 0.001, &healthy()));
+        s = judge(&a, &s, &obs, false).0;
+    }
+    // The bake ends at a look where Prometheus answered with nothing (e.g. a broken pipeline).
+    let empty = window(300, side(0, 0, &healthy()), side(0, 0, &healthy()));
+    let (next, v) = judge(&a, &s, &empty, true);
+    assert_eq!(v.verdict, Verdict::Inconclusive, "{:#?}", v.checks);
+    // The next look with traffic passes on the step's evidence.
+    let obs = window(360, at(per_look, 0.001, &healthy()), at(9 * per_look, 0.001, &healthy()));
+    let (_, v) = judge(&a, &next, &obs, true);
+    assert_eq!(v.verdict, Verdict::Pass, "{:#?}", v.checks);
+}
+
+#[test]
 fn passes_healthy_canary_with_latency_at_end_of_step() {
     let a = analysis();
     let mut s = JudgeState::default();
@@ -390,6 +411,21 @@ fn requests_for_verdict_matches_reference_and_handles_edges() {
     assert_eq!(requests_for_verdict(&a, 0.0, 0.0), u64::MAX);
     assert_eq!(requests_for_verdict(&a, 0.0, 1.0), u64::MAX);
     assert!(requests_for_verdict(&a, f64::NAN, 0.5) >= a.min_requests);
+}
+
+#[test]
+fn requests_to_catch_matches_reference_and_handles_edges() {
+    let a = analysis();
+    // Python: α_c = 0.005 (success rate and latency enabled), price = ln(1/α_c) + ln 9 + ln 4;
+    // growth = max over the bet grid (capped at a ≤ 0.9) of
+    // (p+0.02)·log1p(u) + (p/r)·log1p(−r·u/(1+0.01·u)) − log1p(0.01·u), r = s/(1−s);
+    // n = ceil(price / growth):
+    //   p = 0.001, s = 0.1: 2498;  p = 0.01, s = 0.1: 4315;  p = 0, s = 0.1: 2271
+    assert_eq!(requests_to_catch(&a, 0.001, 0.1), 2498);
+    assert_eq!(requests_to_catch(&a, 0.01, 0.1), 4315);
+    assert_eq!(requests_to_catch(&a, 0.0, 0.1), 2271);
+    assert_eq!(requests_to_catch(&a, 0.0, 0.0), u64::MAX);
+    assert_eq!(requests_to_catch(&a, 0.0, 1.0), u64::MAX);
 }
 
 mod never_panics {

@@ -274,7 +274,46 @@ pub fn judge(
     for c in &analysis.custom {
         checks.push(custom::custom(c, &obs.custom));
     }
+    // A step passes on the evidence of the whole step, but never at a look whose own data is
+    // missing: an empty answer can mean a broken metrics pipeline, and "no data" must never
+    // advance a rollout. The next look with traffic can pass.
+    if obs.canary.requests == 0 || obs.baseline.requests == 0 {
+        for c in checks.iter_mut().filter(|c| c.verdict == Verdict::Pass) {
+            c.verdict = Verdict::Inconclusive;
+            c.evidence.summary = format!("{}; this look has no traffic on one side, so no pass yet", c.evidence.summary);
+        }
+    }
     (next, IntervalVerdict::from_checks(checks, obs.end))
+}
+
+/// Canary requests the success-rate check expects to need to abort a canary `2·tolerance` worse
+/// than a baseline at `baseline_error_rate` (fraction), at the canary's traffic share: the `n`
+/// at which the abort e-process's expected log growth reaches its threshold plus the price of
+/// the mixture (a uniform grid of bets, start weight 1/4 for the first look of a segment).
+/// An estimate for `plan`, not a bound; `u64::MAX` when no amount of traffic suffices.
+pub fn requests_to_catch(analysis: &Analysis, baseline_error_rate: f64, canary_share: f64) -> u64 {
+    let sr = &analysis.success_rate;
+    let tol = sr.tolerance / 100.0;
+    if !sr.enabled
+        || !(canary_share.is_finite() && canary_share > 0.0 && canary_share < 1.0)
+        || !(tol.is_finite() && tol > 0.0 && tol < 0.5)
+    {
+        return u64::MAX;
+    }
+    let p = if baseline_error_rate.is_finite() { baseline_error_rate.clamp(0.0, 1.0) } else { 0.0 };
+    let growth = success::regression_abort_growth(p, canary_share, tol);
+    if !(growth.is_finite() && growth > 0.0) {
+        return u64::MAX;
+    }
+    let price = (1.0 / check_alpha(analysis)).ln()
+        + (eprocess::ABORT_BETS.len() as f64).ln()
+        - eprocess::log_start_weight(1, 1);
+    let n = (price / growth).ceil();
+    if n >= 1e18 {
+        u64::MAX
+    } else {
+        n as u64
+    }
 }
 
 /// A side that served requests but came without a histogram: the evidence is missing.

@@ -241,3 +241,20 @@ pub(crate) fn healthy_pass_growth(p: f64, s: f64, tol: f64) -> f64 {
     let v = eprocess::two_sample_pass_bet(p, p, r, d);
     p * (-v).ln_1p() - (-d * v).ln_1p() + (p / r) * (r * v / (1.0 - d * v)).ln_1p()
 }
+
+/// Expected log growth per canary request of the abort e-process for a canary `2·tol` worse than
+/// a baseline at rate `p`, at share `s`, with the best single bet of the grid: what `plan` uses
+/// for "requests to catch 2× the tolerance". (The mixture over bets and start points pays a
+/// fixed price on top, see [`super::requests_to_catch`].)
+pub(crate) fn regression_abort_growth(p: f64, s: f64, tol: f64) -> f64 {
+    let r = s / (1.0 - s);
+    let pc = (p + 2.0 * tol).min(1.0);
+    eprocess::ABORT_BETS
+        .iter()
+        .map(|&u| {
+            let u = u.min(eprocess::abort_bet_cap(r, tol));
+            let a = r * u / (1.0 + tol * u);
+            pc * u.ln_1p() + (p / r) * (-a).ln_1p() - (tol * u).ln_1p()
+        })
+        .fold(f64::NEG_INFINITY, f64::max)
+}

@@ -204,10 +204,11 @@ pub struct SuccessRateCheck {
     /// Run this check (default true).
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// The smallest regression of the canary's error rate over the baseline's that must be
-    /// caught, in percentage points (0 < tolerance ≤ 50). Default 1. The judge aborts when the
-    /// evidence for "worse by at least this much" over "no worse" is strong enough, and passes
-    /// when the reverse evidence is; regressions well below it are neither sought nor excused.
+    /// The regression of the canary's error rate over the baseline's that is allowed, in
+    /// percentage points (0 < tolerance ≤ 50). Default 1. A canary worse by at most this much is
+    /// aborted with probability ≤ 1 − confidence over the whole rollout; one worse by twice this
+    /// or more is aborted once the traffic shows it; a step passes on its own evidence that the
+    /// canary is less than twice this worse.
     #[serde(default = "default_success_tolerance")]
     pub tolerance: f64,
     /// Absolute guardrail: the canary's error rate may never exceed this percentage, whatever
@@ -240,9 +241,10 @@ pub struct LatencyCheck {
     /// The quantile compared (0.5–0.999). Default 0.99.
     #[serde(default = "default_quantile")]
     pub quantile: f64,
-    /// The smallest slowdown of the canary that must be caught, in percent of the baseline's
-    /// latency (every request that much slower), judged around the configured quantile
-    /// (0 < tolerance ≤ 1000). Default 20.
+    /// The slowdown of the canary's configured quantile over the baseline's that is allowed, in
+    /// percent (0 < tolerance ≤ 1000). Default 20. Histogram buckets limit what can be shown:
+    /// with Istio's default buckets only about 2× slowdowns are distinguishable, so the check is
+    /// abort-only unless finer buckets resolve twice the tolerance.
     #[serde(default = "default_latency_tolerance")]
     pub tolerance: f64,
     /// Absolute guardrail on the canary's quantile, in milliseconds.
