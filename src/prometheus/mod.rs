@@ -4,7 +4,8 @@
 //! - [`PrometheusConfig`] (in `config`): URL, credentials as [`Secret`]s, TLS, limits.
 //! - [`PrometheusClient`] (in `client`): queries with retries, typed errors, bounded answers.
 //! - [`PrometheusClient::observe_sides`] (in `istio`): per-workload requests, 5xx errors and
-//!   latency histograms from Istio's standard metrics, three queries per cycle for all rollouts.
+//!   latency histograms from Istio's standard metrics, exact counts from raw samples, two
+//!   queries per cycle for all rollouts.
 //! - PromQL templates of custom checks live in the core: `canaryd_core::promql`.
 //!
 //! [`MetricsSource`] is the seam the engine's shell, the demo and the bench use to swap the
@@ -21,22 +22,25 @@ use std::time::Duration;
 
 pub use client::{InstantResult, PrometheusClient, QueryError, Sample, Series};
 pub use config::{HeaderValue, PrometheusConfig, Secret, DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUT};
-pub use istio::{errors_query, latency_query, requests_query};
+pub use istio::{latency_query, requests_query};
 pub use observe::{observation, workload_keys};
 
 use crate::observation::SideObservation;
 pub use crate::observation::WorkloadKey;
 
 impl PrometheusClient {
-    /// For every key: requests, 5xx errors and the latency histogram (milliseconds) over the
-    /// `window` before `end`, from `increase()` evaluated at `end`.
+    /// For every key: requests, 5xx errors and the latency histogram (milliseconds) counted
+    /// by the proxies in the window `(end - window, end]`.
     ///
-    /// Three queries whatever the number of keys. Prometheus 2.x range selectors include both
-    /// ends, so with samples aligned to `end - window` and `end` the counts are exact; otherwise
-    /// `increase()` extrapolates and counts are rounded to whole requests. A key with no series
-    /// gets [`SideObservation::default()`] (zero requests: the judge says Inconclusive); a key
-    /// with requests but no histogram series gets `latency: None`. A failed query fails every
-    /// key.
+    /// Two queries whatever the number of keys, each the raw samples of every series over the
+    /// window and [`crate::counters::MARGIN`] before it; the counts are exact sums of
+    /// per-series increments ([`crate::counters::increment`]): no extrapolation, resets and
+    /// series created inside the window (Istio's lazy 5xx series, new pods) counted from 0.
+    /// A sample exactly at `end - window` belongs to the previous window, so consecutive
+    /// windows add up to exactly what was counted. A key with no series gets
+    /// [`SideObservation::default()`] (zero requests: the judge says Inconclusive); a key with
+    /// requests but no histogram series gets `latency: None`. A failed query, or a NaN or
+    /// infinite sample, fails every key.
     pub async fn observe_sides(
         &self,
         keys: &[WorkloadKey],
