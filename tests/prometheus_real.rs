@@ -299,7 +299,11 @@ mod thirty_second_scrapes {
         let requests = client.query_scalar(&old(""), end).await.unwrap();
         eprintln!("increase(): {errors} errors in {requests} requests; exact: 9 in 229");
         assert_eq!((errors.round(), requests.round()), (4.0, 204.0));
-        let exact = &client.observe_sides(&keys, end, window).await.unwrap()[&reviews_v2()];
+        let looked = client.observe_sides_with_scrape(&keys, end, window).await.unwrap();
+        let exact = &looked.sides[&reviews_v2()];
         assert_eq!((exact.errors, exact.requests), (9, 229));
+        // The same samples show the scrape interval, which `analysis.interval: auto` follows
+        // (the canary's 503 series, recreated after the restart, has one sample: no gap).
+        assert_eq!(looked.scrape_interval(&reviews_v2(), &reviews_v1()), Some(Duration::from_secs(30)));
     }
 }

@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use super::client::{finite, PrometheusClient, QueryError, Series};
-use super::WorkloadKey;
+use super::{ObservedSides, WorkloadKey};
 use crate::counters::{self, Point};
 use crate::observation::{Histogram, SideObservation};
 use crate::promql::escape_regex_value;
@@ -58,15 +58,15 @@ pub fn latency_query(keys: &[WorkloadKey], window: Duration) -> String {
     )
 }
 
-/// See [`PrometheusClient::observe_sides`].
+/// See [`PrometheusClient::observe_sides_with_scrape`].
 pub(crate) async fn observe_sides(
     client: &PrometheusClient,
     keys: &[WorkloadKey],
     end: jiff::Timestamp,
     window: Duration,
-) -> Result<HashMap<WorkloadKey, SideObservation>, QueryError> {
+) -> Result<ObservedSides, QueryError> {
     if keys.is_empty() {
-        return Ok(HashMap::new());
+        return Ok(ObservedSides::default());
     }
     if window.as_millis() == 0 {
         return Err(QueryError::Config("the observation window must be at least 1 ms".into()));
@@ -86,7 +86,24 @@ pub(crate) async fn observe_sides(
     for (key, histogram) in histograms(&increments(&latency, &wanted, bounds)?)? {
         out.get_mut(&key).expect("filtered to wanted keys").latency = Some(histogram);
     }
-    Ok(out)
+    Ok(ObservedSides { sides: out, scrape_intervals: scrape_intervals(&requests, &wanted)? })
+}
+
+/// Each wanted workload's scrape interval as its request counters' samples show it.
+fn scrape_intervals(
+    series: &[Series],
+    wanted: &BTreeSet<&WorkloadKey>,
+) -> Result<HashMap<WorkloadKey, Duration>, QueryError> {
+    let mut per_key: BTreeMap<WorkloadKey, Vec<Vec<Point>>> = BTreeMap::new();
+    for s in series {
+        if let Some(key) = key_of(&s.labels).filter(|k| wanted.contains(k)) {
+            per_key.entry(key).or_default().push(points(s)?);
+        }
+    }
+    Ok(per_key
+        .into_iter()
+        .filter_map(|(key, all)| Some((key, counters::scrape_interval(all.iter().map(Vec::as_slice))?)))
+        .collect())
 }
 
 /// The window `(start, end]` in Unix milliseconds, and the margin before it.

@@ -28,7 +28,36 @@ pub use observe::{observation, workload_keys};
 use crate::observation::SideObservation;
 pub use crate::observation::WorkloadKey;
 
+/// What one grouped look found: each workload's observation and, where the source can tell,
+/// the scrape interval its samples show.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ObservedSides {
+    pub sides: HashMap<WorkloadKey, SideObservation>,
+    /// Median gap between samples of each workload's series; absent when the source cannot
+    /// tell (simulators) or a workload has fewer than two samples in a series.
+    pub scrape_intervals: HashMap<WorkloadKey, Duration>,
+}
+
+impl ObservedSides {
+    /// The scrape interval of a rollout's looks: the shorter of its two sides' (a look every
+    /// such interval finds new samples on at least one side).
+    pub fn scrape_interval(&self, canary: &WorkloadKey, baseline: &WorkloadKey) -> Option<Duration> {
+        [canary, baseline].into_iter().filter_map(|k| self.scrape_intervals.get(k).copied()).min()
+    }
+}
+
 impl PrometheusClient {
+    /// [`PrometheusClient::observe_sides`] and the scrape interval of each workload, detected
+    /// from the same raw samples.
+    pub async fn observe_sides_with_scrape(
+        &self,
+        keys: &[WorkloadKey],
+        end: jiff::Timestamp,
+        window: Duration,
+    ) -> Result<ObservedSides, QueryError> {
+        istio::observe_sides(self, keys, end, window).await
+    }
+
     /// For every key: requests, 5xx errors and the latency histogram (milliseconds) counted
     /// by the proxies in the window `(end - window, end]`.
     ///
@@ -47,7 +76,7 @@ impl PrometheusClient {
         end: jiff::Timestamp,
         window: Duration,
     ) -> Result<HashMap<WorkloadKey, SideObservation>, QueryError> {
-        istio::observe_sides(self, keys, end, window).await
+        Ok(istio::observe_sides(self, keys, end, window).await?.sides)
     }
 }
 
@@ -61,6 +90,20 @@ pub trait MetricsSource: Send + Sync {
         end: jiff::Timestamp,
         window: Duration,
     ) -> impl Future<Output = Result<HashMap<WorkloadKey, SideObservation>, QueryError>> + Send;
+
+    /// [`MetricsSource::observe_sides`] and, where the source can tell, each workload's scrape
+    /// interval (the cadence of `analysis.interval: auto`). By default none is known.
+    fn observe_sides_with_scrape(
+        &self,
+        keys: &[WorkloadKey],
+        end: jiff::Timestamp,
+        window: Duration,
+    ) -> impl Future<Output = Result<ObservedSides, QueryError>> + Send {
+        async move {
+            let sides = self.observe_sides(keys, end, window).await?;
+            Ok(ObservedSides { sides, scrape_intervals: HashMap::new() })
+        }
+    }
 
     /// One finite number from a rendered custom-check query evaluated at `at`; see
     /// [`PrometheusClient::query_scalar`].
@@ -81,6 +124,15 @@ impl MetricsSource for PrometheusClient {
         PrometheusClient::observe_sides(self, keys, end, window)
     }
 
+    fn observe_sides_with_scrape(
+        &self,
+        keys: &[WorkloadKey],
+        end: jiff::Timestamp,
+        window: Duration,
+    ) -> impl Future<Output = Result<ObservedSides, QueryError>> + Send {
+        PrometheusClient::observe_sides_with_scrape(self, keys, end, window)
+    }
+
     fn query_scalar(
         &self,
         promql: &str,
@@ -98,6 +150,15 @@ impl<T: MetricsSource + ?Sized> MetricsSource for std::sync::Arc<T> {
         window: Duration,
     ) -> impl Future<Output = Result<HashMap<WorkloadKey, SideObservation>, QueryError>> + Send {
         (**self).observe_sides(keys, end, window)
+    }
+
+    fn observe_sides_with_scrape(
+        &self,
+        keys: &[WorkloadKey],
+        end: jiff::Timestamp,
+        window: Duration,
+    ) -> impl Future<Output = Result<ObservedSides, QueryError>> + Send {
+        (**self).observe_sides_with_scrape(keys, end, window)
     }
 
     fn query_scalar(
