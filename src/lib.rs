@@ -6,7 +6,9 @@
 //! `backtest` and `demo`. The core's modules are re-exported under their own names so that
 //! `canaryd::policy::Policy` and `canaryd_core::policy::Policy` are the same item.
 
-pub use canaryd_core::{engine, format, istio, judge, observation, plan, policy, promql, schedule, secret};
+pub use canaryd_core::{
+    counters, engine, format, istio, judge, observation, plan, policy, promql, schedule, secret,
+};
 
 pub mod alert;
 pub mod backtest;

@@ -215,6 +215,30 @@ async fn promotes_a_healthy_canary_after_both_steps_bake() {
 }
 
 #[tokio::test]
+async fn with_interval_auto_it_looks_at_every_scrape() {
+    let auto = parse_policy("reviews.yaml", &POLICY.replace("    interval: 1m\n", "")).unwrap();
+
+    // The first look comes after the 15 s fallback and detects the data's 10 s scrapes; the
+    // next looks follow them.
+    let (_server, client) = prometheus_with(0.002).await;
+    let result = backtest::run(&auto, &client, ts(ROLLOUT_START), data_end()).await.unwrap();
+    let human = backtest::human(&result);
+    assert_eq!(result.interval_secs, 10, "{human}");
+    let times: Vec<i64> = result.intervals.iter().map(|r| r.time.as_second() - ROLLOUT_START).collect();
+    assert_eq!(times[..4], [15, 25, 35, 45], "{human}");
+    assert!(times.windows(2).all(|w| w[1] - w[0] == 10), "{times:?}");
+
+    // A canary serving 10% errors is aborted at that first look, 15 s in, where a 1m interval
+    // would have looked only at 60 s.
+    let (server, client) = prometheus_with(0.10).await;
+    let result = backtest::run(&auto, &client, ts(ROLLOUT_START), data_end()).await.unwrap();
+    let human = backtest::human(&result);
+    assert_eq!(result.decision, Decision::Abort, "{human}\n{}", server.log());
+    assert_eq!(result.decision_time, Some(ts(ROLLOUT_START + 15)), "{human}");
+    assert_eq!(result.failing_check.as_deref(), Some(SUCCESS_RATE));
+}
+
+#[tokio::test]
 async fn the_binary_exits_2_when_prometheus_is_unreachable_and_1_on_abort_when_asked() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("reviews.yaml");

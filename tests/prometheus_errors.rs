@@ -80,6 +80,21 @@ fn scalar(value: &str) -> Response {
     )
 }
 
+/// A range-vector answer (what `observe_sides`' raw selectors get): one sample per series.
+fn matrix(samples: &[(&str, &str)]) -> Response {
+    let result: Vec<String> = samples
+        .iter()
+        .map(|(labels, v)| format!(r#"{{"metric":{{{labels}}},"values":[[1735689590,"{v}"]]}}"#))
+        .collect();
+    json(
+        200,
+        &format!(
+            r#"{{"status":"success","data":{{"resultType":"matrix","result":[{}]}}}}"#,
+            result.join(",")
+        ),
+    )
+}
+
 fn vector(samples: &[(&str, &str)]) -> Response {
     let result: Vec<String> = samples
         .iter()
@@ -177,9 +192,16 @@ async fn nan_value_is_an_error_not_a_pass() {
 #[tokio::test]
 async fn nan_count_fails_the_whole_observation() {
     let labels = r#""destination_workload_namespace":"ns","destination_workload":"w""#;
-    let (url, _) = fake(move |_, _| vector(&[(labels, "NaN")])).await;
+    let (url, _) = fake(move |_, _| matrix(&[(labels, "NaN")])).await;
     let got = client(&url).observe_sides(&[WorkloadKey::new("ns", "w")], at(), Duration::from_secs(60)).await;
     assert!(matches!(got, Err(QueryError::NotANumber { .. })), "{got:?}");
+}
+
+#[tokio::test]
+async fn an_instant_vector_where_raw_samples_were_asked_for_is_a_decode_error_not_zero() {
+    let (url, _) = fake(|_, _| vector(&[])).await;
+    let got = client(&url).observe_sides(&[WorkloadKey::new("ns", "w")], at(), Duration::from_secs(60)).await;
+    assert!(matches!(got, Err(QueryError::Decode(_))), "{got:?}");
 }
 
 #[tokio::test]
@@ -299,18 +321,18 @@ async fn oversized_answers_are_refused_with_or_without_content_length() {
 }
 
 #[tokio::test]
-async fn observe_sides_sends_three_queries_however_many_workloads() {
-    let (url, seen) = fake(|_, _| vector(&[])).await;
+async fn observe_sides_sends_two_queries_however_many_workloads() {
+    let (url, seen) = fake(|_, _| matrix(&[])).await;
     let client = client(&url);
     let few = [WorkloadKey::new("a", "w1")];
     let many: Vec<WorkloadKey> =
         (0..200).map(|i| WorkloadKey::new(format!("ns{}", i % 7), format!("svc-{i}"))).collect();
 
     let got = client.observe_sides(&few, at(), Duration::from_secs(60)).await.unwrap();
-    assert_eq!(seen.calls.load(Ordering::SeqCst), 3);
+    assert_eq!(seen.calls.load(Ordering::SeqCst), 2);
     assert_eq!(got.len(), 1);
     let got = client.observe_sides(&many, at(), Duration::from_secs(60)).await.unwrap();
-    assert_eq!(seen.calls.load(Ordering::SeqCst), 6);
+    assert_eq!(seen.calls.load(Ordering::SeqCst), 4);
     assert_eq!(got.len(), 200);
     assert!(got.values().all(|side| side.requests == 0 && side.latency.is_none()));
 
@@ -325,7 +347,7 @@ async fn one_failed_query_fails_the_observation_of_every_workload() {
         if params["query"].contains("istio_request_duration_milliseconds_bucket") {
             json(500, r#"{"status":"error","errorType":"internal","error":"disk"}"#)
         } else {
-            vector(&[])
+            matrix(&[])
         }
     })
     .await;

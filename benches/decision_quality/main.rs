@@ -26,7 +26,7 @@ use world::{CATS, ISTIO_MS};
 fn run_all(policy: &Policy, entry: &Entry, rate: f64, runs: u64) -> [Vec<Outcome>; 4] {
     let plan = scenarios::plan(policy);
     let weights: Vec<u32> = plan.iter().map(|p| p.0).collect();
-    let interval = policy.spec().analysis.interval.as_secs_i64();
+    let interval = policy.spec().analysis.interval.cadence_secs(None);
     let tol = policy.spec().analysis.success_rate.tolerance;
     let sc = &entry.scenario;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(2) as u64;
@@ -79,7 +79,7 @@ fn main() {
     let started = Instant::now();
     let override_runs: Option<u64> = std::env::var("DQ_RUNS").ok().and_then(|s| s.parse().ok());
     let policy = scenarios::policy();
-    let interval = policy.spec().analysis.interval.as_secs_i64();
+    let interval = policy.spec().analysis.interval.cadence_secs(None);
     println!("canaryd decision-quality benchmark");
     println!(
         "policy: steps 10%/30%/60% × 5m bake, interval 1m, confidence 0.99, success-rate tolerance 1 pp,"

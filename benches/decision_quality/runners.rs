@@ -69,7 +69,7 @@ fn empty_side() -> SideObservation {
 /// canaryd: `NewRevision`, then one `Observed` per analysis interval built from the interval's
 /// 10 s buckets at the weight the engine last set.
 pub fn canaryd(policy: &Policy, sc: &Scenario, rate: f64, seed: u64) -> Outcome {
-    let interval = policy.spec().analysis.interval.as_secs_i64();
+    let interval = policy.spec().analysis.interval.cadence_secs(None);
     let per = (interval / BUCKET_SECS) as usize;
     let ts = |s: i64| Timestamp::from_second(T0 + s).expect("valid timestamp");
     let mut state =

@@ -33,10 +33,10 @@ impl SyntheticMetrics {
         }
     }
 
-    /// PromQL queries so far: each grouped `observe_sides` is 3 queries (requests, errors,
-    /// latency buckets), each custom-check scalar is 1.
+    /// PromQL queries so far: each grouped `observe_sides` is 2 queries (raw request counters,
+    /// raw latency buckets), each custom-check scalar is 1.
     pub fn queries(&self) -> u64 {
-        3 * self.observe_calls.load(Ordering::Relaxed) + self.scalar_calls.load(Ordering::Relaxed)
+        2 * self.observe_calls.load(Ordering::Relaxed) + self.scalar_calls.load(Ordering::Relaxed)
     }
 }
 

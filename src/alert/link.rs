@@ -26,7 +26,7 @@ pub(crate) fn check_query(policy: &Policy, check: &str) -> Option<String> {
     let sel = format!(
         r#"reporter="destination",destination_workload_namespace="{ns}",destination_workload=~"{workloads}""#
     );
-    let interval = policy.spec().analysis.interval.as_secs().max(60);
+    let interval = policy.spec().analysis.interval.cadence_secs(None).max(60);
     let range = format!("{interval}s");
     match check {
         "success-rate" | "success-rate-guardrail" => Some(format!(
@@ -38,7 +38,7 @@ pub(crate) fn check_query(policy: &Policy, check: &str) -> Option<String> {
         )),
         name => {
             let custom = policy.spec().analysis.custom.iter().find(|c| c.name == name)?;
-            policy.template_vars(interval as i64).render(&custom.query, crate::promql::Side::Canary).ok()
+            policy.template_vars(interval).render(&custom.query, crate::promql::Side::Canary).ok()
         }
     }
 }

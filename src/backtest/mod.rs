@@ -2,10 +2,11 @@
 //! the daemon would have decided — through the real pure engine (`engine::step`) and judge.
 //!
 //! No cluster is touched: the weights are whatever the data shows. The replay feeds
-//! `Input::NewRevision("backtest")` at `start`, then every `analysis.interval` an
-//! `Input::Observed` built from [`MetricsSource::observe_sides`] over the window since the last
-//! judged interval (normally `[t − interval, t)`), until the engine reaches a final phase or the
-//! data ends. A query that fails becomes `Input::Observed(Err(..))`, never a Pass.
+//! `Input::NewRevision("backtest")` at `start`, then at the daemon's cadence
+//! ([`engine::cadence_secs`]: `analysis.interval`, or with `auto` the scrape interval detected
+//! from the data) an `Input::Observed` built from [`MetricsSource::observe_sides_with_scrape`]
+//! over the window since the last judged interval, until the engine reaches a final phase or
+//! the data ends. A query that fails becomes `Input::Observed(Err(..))`, never a Pass.
 //!
 //! What a backtest cannot know is answered the way that lets the analysis decide: confirm gates
 //! open at once, rollback gates stay closed, `pause: true` steps are resumed at once, and copy
@@ -116,7 +117,8 @@ pub struct Backtest {
     /// The canary and baseline workloads observed.
     pub canary: WorkloadKey,
     pub baseline: WorkloadKey,
-    /// Replay range and analysis interval (seconds).
+    /// Replay range and analysis interval (seconds; with `auto`, the scrape interval the data
+    /// showed, else the fallback).
     pub start: Timestamp,
     pub end: Timestamp,
     pub interval_secs: i64,
@@ -148,7 +150,6 @@ pub async fn run<M: MetricsSource>(
     }
     metrics.query_scalar("vector(1)", start).await.map_err(BacktestError::Unreachable)?;
     let (canary, baseline) = prometheus::workload_keys(policy);
-    let interval = policy.spec().analysis.interval.as_secs_i64().max(1);
     let plan_len = policy.plan().len();
 
     let mut state = RolloutState::default();
@@ -156,6 +157,7 @@ pub async fn run<M: MetricsSource>(
     let mut intervals = Vec::new();
     let mut t = start.as_second();
     while !is_final(state.phase) {
+        let interval = engine::cadence_secs(policy, &state);
         t += interval;
         if t > end.as_second() {
             break;
@@ -165,7 +167,13 @@ pub async fn run<M: MetricsSource>(
             Phase::Progressing | Phase::Paused => {
                 let from = state.observed_until.unwrap_or(t - interval);
                 let (step, weight) = (state.step + 1, state.traffic.canary_weight);
-                let observed = observe(policy, metrics, &canary, &baseline, from, now).await;
+                let observed = match observe(policy, metrics, &canary, &baseline, from, now).await {
+                    Ok((observation, Some(scrape))) => {
+                        feed(policy, &mut state, Input::ScrapeInterval(scrape), now);
+                        Ok(observation)
+                    }
+                    other => other.map(|(observation, _)| observation),
+                };
                 let sides = observed
                     .as_ref()
                     .ok()
@@ -213,7 +221,7 @@ pub async fn run<M: MetricsSource>(
         baseline,
         start,
         end,
-        interval_secs: interval,
+        interval_secs: engine::cadence_secs(policy, &state),
         steps: plan_len,
         decision,
         decision_time: match decision {
@@ -256,7 +264,8 @@ fn feed(policy: &Policy, state: &mut RolloutState, input: Input, now: Timestamp)
     }
 }
 
-/// One observation over `[from, now)`, built by the daemon's own code.
+/// One observation over `[from, now)`, built by the daemon's own code, and the scrape
+/// interval its samples show.
 async fn observe<M: MetricsSource>(
     policy: &Policy,
     metrics: &M,
@@ -264,13 +273,14 @@ async fn observe<M: MetricsSource>(
     baseline: &WorkloadKey,
     from: i64,
     now: Timestamp,
-) -> Result<Observation, String> {
+) -> Result<(Observation, Option<std::time::Duration>), String> {
     let window = std::time::Duration::from_secs(u64::try_from((now.as_second() - from).max(1)).unwrap_or(1));
-    let sides = metrics
-        .observe_sides(&[canary.clone(), baseline.clone()], now, window)
+    let looked = metrics
+        .observe_sides_with_scrape(&[canary.clone(), baseline.clone()], now, window)
         .await
         .map_err(|e| e.to_string())?;
-    Ok(prometheus::observation(metrics, policy, &sides, from, now).await)
+    let observation = prometheus::observation(metrics, policy, &looked.sides, from, now).await;
+    Ok((observation, looked.scrape_interval(canary, baseline)))
 }
 
 /// The interpolated `q`-quantile of a histogram in milliseconds, as Prometheus'

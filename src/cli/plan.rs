@@ -60,7 +60,8 @@ pub fn run(path: &Path, rps: f64, baseline_error_rate: f64, now: Option<&str>, f
         Err(code) => return code,
     };
     let analysis = &policy.spec().analysis;
-    let interval = analysis.interval.as_secs() as f64;
+    // `auto` looks at every scrape, unknown until the daemon sees samples: plan with the fallback.
+    let interval = analysis.interval.cadence_secs(None) as f64;
     let steps = policy.plan();
     let rows: Vec<Row> = steps
         .iter()
@@ -140,8 +141,11 @@ pub fn run(path: &Path, rps: f64, baseline_error_rate: f64, now: Option<&str>, f
                 policy.spec().promotion.mode
             );
             println!(
-                "judged every {} at {}% confidence: errors within {} pp allowed, p{} latency within +{}% allowed{}",
-                analysis.interval,
+                "judged {} at {}% confidence: errors within {} pp allowed, p{} latency within +{}% allowed{}",
+                match analysis.interval.fixed() {
+                    Some(every) => format!("every {every}"),
+                    None => format!("at every scrape (auto; {} assumed here)", human_secs(interval)),
+                },
                 analysis.confidence * 100.0,
                 analysis.success_rate.tolerance,
                 analysis.latency.quantile * 100.0,

@@ -195,7 +195,7 @@ async fn daemon(o: RunOptions) -> Result<(), String> {
                         metrics.observe(&key, r);
                         next_due.insert(
                             key.clone(),
-                            now.as_second() + policy.spec().analysis.interval.as_secs_i64().min(30),
+                            now.as_second() + crate::engine::cadence_secs(policy, &r.state).min(30),
                         );
                     }
                     Err(e) => {

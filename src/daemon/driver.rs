@@ -8,9 +8,8 @@ use super::kube_io::virtual_service_resource;
 use super::{Effects, Feedback};
 use crate::engine::{self, Action, Input, RolloutState};
 use crate::istio::{RouteView, VsError};
-use crate::observation::SideObservation;
 use crate::policy::{GateKind, Policy};
-use crate::prometheus::{self, MetricsSource, WorkloadKey};
+use crate::prometheus::{self, MetricsSource, ObservedSides, WorkloadKey};
 use jiff::Timestamp;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::Value;
@@ -93,14 +92,14 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
                 keys.push(baseline);
             }
         }
-        let mut batches: HashMap<i64, Result<HashMap<WorkloadKey, SideObservation>, String>> = HashMap::new();
+        let mut batches: HashMap<i64, Result<ObservedSides, String>> = HashMap::new();
         for (window, mut keys) in windows {
             keys.sort();
             keys.dedup();
             let secs = u64::try_from(window.max(1)).unwrap_or(1);
             let result = self
                 .metrics
-                .observe_sides(&keys, now, std::time::Duration::from_secs(secs))
+                .observe_sides_with_scrape(&keys, now, std::time::Duration::from_secs(secs))
                 .await
                 .map_err(|e| e.to_string());
             batches.insert(window, result);
@@ -167,7 +166,7 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
     async fn finish(
         &self,
         prep: Prepared<'_>,
-        sides: Option<&Result<HashMap<WorkloadKey, SideObservation>, String>>,
+        sides: Option<&Result<ObservedSides, String>>,
         now: Timestamp,
     ) -> Result<CycleReport, DaemonError> {
         let Prepared { policy, vs, view, before, mut inputs, queued, observe_from } = prep;
@@ -176,7 +175,13 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
             Api::namespaced_with(self.client.clone(), policy.namespace(), &virtual_service_resource());
         if let (Some(from), Some(sides)) = (observe_from, sides) {
             let observed = match sides {
-                Ok(sides) => Ok(prometheus::observation(&self.metrics, policy, sides, from, now).await),
+                Ok(looked) => {
+                    let (canary, baseline) = prometheus::workload_keys(policy);
+                    if let Some(scrape) = looked.scrape_interval(&canary, &baseline) {
+                        inputs.push(Input::ScrapeInterval(scrape));
+                    }
+                    Ok(prometheus::observation(&self.metrics, policy, &looked.sides, from, now).await)
+                }
                 Err(e) => Err(e.clone()),
             };
             inputs.push(Input::Observed(observed));

@@ -3,7 +3,7 @@
 //! over which window. Pure — the reads are arguments — so these rules are tested here without
 //! an API server; the driver does the reading.
 
-use crate::engine::{Command, Input, Phase, RolloutState, UnknownCommand};
+use crate::engine::{self, Command, Input, Phase, RolloutState, UnknownCommand};
 use crate::istio::RouteView;
 use crate::policy::Policy;
 use jiff::Timestamp;
@@ -79,10 +79,11 @@ pub(super) fn derive(policy: &Policy, read: &Reads<'_>, queued: Vec<Input>, now:
     Derived { inputs, observe_from: observe_from(policy, before, now), unknown_command }
 }
 
-/// While a rollout is judged (paused ones too), an analysis is due one interval after the last
-/// window ended; the first window is the interval before `now`.
+/// While a rollout is judged (paused ones too), an analysis is due one cadence
+/// ([`engine::cadence_secs`]: with `auto`, the detected scrape interval) after the last window
+/// ended; the first window is the cadence before `now`.
 fn observe_from(policy: &Policy, before: &RolloutState, now: Timestamp) -> Option<i64> {
-    let interval = policy.spec().analysis.interval.as_secs_i64();
+    let interval = engine::cadence_secs(policy, before);
     let due = before.observed_until.is_none_or(|t| now.as_second() >= t + interval);
     (matches!(before.phase, Phase::Progressing | Phase::Paused) && due)
         .then(|| before.observed_until.unwrap_or(now.as_second() - interval))
@@ -228,5 +229,24 @@ mod tests {
         for phase in [Phase::Idle, Phase::Pending, Phase::Promoting, Phase::Promoted, Phase::Aborted] {
             assert_eq!(at(phase, None), None, "{phase:?}");
         }
+    }
+
+    #[test]
+    fn with_auto_an_analysis_is_due_at_every_detected_scrape() {
+        let doc = "apiVersion: canaryd.io/v1alpha1\nkind: RolloutPolicy\nmetadata: {name: reviews, namespace: shop}\nspec:\n  target: {virtualService: reviews, stable: {subset: v1}, canary: {subset: v2}}\n  steps: [{weight: 10}, {weight: 50}]\n";
+        let auto = parse_policy("test.yaml", doc).unwrap_or_else(|e| panic!("{e}"));
+        let due = |observed_until: i64, scrape_ms: Option<u64>| {
+            let before = RolloutState {
+                observed_until: Some(observed_until),
+                scrape_interval_ms: scrape_ms,
+                ..state(Phase::Progressing, "r1", 10)
+            };
+            observe_from(&auto, &before, Timestamp::from_second(NOW).unwrap())
+        };
+        assert_eq!(due(NOW - 10, Some(10_000)), Some(NOW - 10));
+        assert_eq!(due(NOW - 9, Some(10_000)), None);
+        // Before any scrape interval is known: the 15 s fallback.
+        assert_eq!(due(NOW - 14, None), None);
+        assert_eq!(due(NOW - 15, None), Some(NOW - 15));
     }
 }

@@ -115,7 +115,8 @@ async fn drive<E: Effects>(
     opts: &DemoOptions,
     view: &mut view::View,
 ) -> Result<Phase, String> {
-    let interval = policy.spec().analysis.interval.as_secs_i64();
+    // The simulated mesh has no scrapes: `auto` looks at its 15 s fallback.
+    let mut interval = crate::engine::cadence_secs(policy, &RolloutState::default());
     let mut revision: Option<String> = None;
     for _ in 0..2000 {
         let report = match driver.reconcile(policy, *clock).await {
@@ -128,6 +129,7 @@ async fn drive<E: Effects>(
         };
         view.cycle(*clock, &report);
         let s: &RolloutState = &report.state;
+        interval = crate::engine::cadence_secs(policy, s);
         if revision.is_none() {
             revision = s.revision.clone();
         }

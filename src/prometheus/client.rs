@@ -197,6 +197,13 @@ impl PrometheusClient {
         }
     }
 
+    /// Runs an instant query that must produce a range vector (a range selector without a
+    /// function, e.g. `metric[5m]`): every series with its raw samples in the range before `at`.
+    pub async fn query_matrix(&self, promql: &str, at: jiff::Timestamp) -> Result<Vec<Series>, QueryError> {
+        let params = [("query", promql.to_string()), ("time", unix_seconds(at))];
+        matrix(self.get("api/v1/query", &params).await?)
+    }
+
     /// Runs a range query over `[start, end]` with resolution `step` (`/api/v1/query_range`).
     pub async fn query_range(
         &self,
@@ -211,20 +218,7 @@ impl PrometheusClient {
             ("end", unix_seconds(end)),
             ("step", format!("{}", step.as_secs_f64())),
         ];
-        match self.get("api/v1/query_range", &params).await? {
-            Data::Matrix(m) => m
-                .into_iter()
-                .map(|s| {
-                    let points = s
-                        .values
-                        .into_iter()
-                        .map(|(t, v)| Ok((t, parse_value(&v)?)))
-                        .collect::<Result<_, QueryError>>()?;
-                    Ok(Series { labels: s.metric, points })
-                })
-                .collect(),
-            other => Err(QueryError::Decode(format!("expected a matrix, got a {}", other.kind()))),
-        }
+        matrix(self.get("api/v1/query_range", &params).await?)
     }
 
     /// One number for a custom check: a scalar, or an instant vector of exactly one series.
@@ -311,6 +305,24 @@ impl PrometheusClient {
             source = s.source();
         }
         QueryError::Unreachable { endpoint: self.endpoint.clone(), reason }
+    }
+}
+
+/// The series of a matrix answer (a range query's, or an instant query of a range selector).
+fn matrix(data: Data) -> Result<Vec<Series>, QueryError> {
+    match data {
+        Data::Matrix(m) => m
+            .into_iter()
+            .map(|s| {
+                let points = s.values.into_iter().map(|(t, v)| Ok((t, parse_value(&v)?))).collect::<Result<
+                    _,
+                    QueryError,
+                >>(
+                )?;
+                Ok(Series { labels: s.metric, points })
+            })
+            .collect(),
+        other => Err(QueryError::Decode(format!("expected a matrix, got a {}", other.kind()))),
     }
 }
 

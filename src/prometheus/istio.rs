@@ -1,17 +1,23 @@
-//! Istio standard metrics → [`SideObservation`]s, grouped: three queries per cycle (requests,
-//! 5xx errors, latency buckets) however many rollouts are running, split by workload.
+//! Istio standard metrics → [`SideObservation`]s, grouped: two queries per cycle (requests by
+//! response code, latency buckets) however many rollouts are running, split by workload.
 //!
 //! Each query selects `reporter="destination"` (the server-side proxy sees the canary's own
 //! failures, not the caller's retries) and every workload of interest with one regex matcher
-//! per label, then sums by `destination_workload_namespace`, `destination_workload` (and `le`).
-//! The regex pair selects the cross product of namespaces and workloads; series of pairs
-//! nobody asked for are dropped when the answer is split.
+//! per label. The regex pair selects the cross product of namespaces and workloads; series of
+//! pairs nobody asked for are dropped when the answer is split.
+//!
+//! The queries are range selectors without a function: Prometheus returns each series' raw
+//! samples over the window plus [`counters::MARGIN`], and canaryd computes exact per-series
+//! increments ([`counters::increment`]: resets, lazily created 5xx series) before summing
+//! per workload. Summing in PromQL first would mix one pod's reset into another's counts, and
+//! `increase()` extrapolates.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
-use super::client::{finite, PrometheusClient, QueryError, Sample};
-use super::WorkloadKey;
+use super::client::{finite, PrometheusClient, QueryError, Series};
+use super::{ObservedSides, WorkloadKey};
+use crate::counters::{self, Point};
 use crate::observation::{Histogram, SideObservation};
 use crate::promql::escape_regex_value;
 
@@ -36,141 +42,192 @@ fn range(window: Duration) -> String {
     }
 }
 
-/// PromQL for the requests each workload served in `window`.
+/// PromQL for the raw request counters (every response code) of each workload's series over
+/// `window` and the margin before it.
 pub(crate) fn requests_query(keys: &[WorkloadKey], window: Duration) -> String {
-    format!(
-        "sum by ({NAMESPACE}, {WORKLOAD}) (increase(istio_requests_total{{{}}}[{}]))",
-        selector(keys),
-        range(window)
-    )
+    format!("istio_requests_total{{{}}}[{}]", selector(keys), range(window + counters::MARGIN))
 }
 
-/// PromQL for the 5xx responses each workload served in `window`.
-pub(crate) fn errors_query(keys: &[WorkloadKey], window: Duration) -> String {
-    format!(
-        r#"sum by ({NAMESPACE}, {WORKLOAD}) (increase(istio_requests_total{{{},response_code=~"5.."}}[{}]))"#,
-        selector(keys),
-        range(window)
-    )
-}
-
-/// PromQL for each workload's cumulative latency buckets (milliseconds) in `window`.
+/// PromQL for the raw cumulative latency buckets (milliseconds) of each workload's series over
+/// `window` and the margin before it.
 pub(crate) fn latency_query(keys: &[WorkloadKey], window: Duration) -> String {
     format!(
-        "sum by ({NAMESPACE}, {WORKLOAD}, le) (increase(istio_request_duration_milliseconds_bucket{{{}}}[{}]))",
+        "istio_request_duration_milliseconds_bucket{{{}}}[{}]",
         selector(keys),
-        range(window)
+        range(window + counters::MARGIN)
     )
 }
 
-/// See [`PrometheusClient::observe_sides`].
+/// See [`PrometheusClient::observe_sides_with_scrape`].
 pub(crate) async fn observe_sides(
     client: &PrometheusClient,
     keys: &[WorkloadKey],
     end: jiff::Timestamp,
     window: Duration,
-) -> Result<HashMap<WorkloadKey, SideObservation>, QueryError> {
+) -> Result<ObservedSides, QueryError> {
     if keys.is_empty() {
-        return Ok(HashMap::new());
+        return Ok(ObservedSides::default());
     }
     if window.as_millis() == 0 {
         return Err(QueryError::Config("the observation window must be at least 1 ms".into()));
     }
-    let queries = [requests_query(keys, window), errors_query(keys, window), latency_query(keys, window)];
-    let (requests, errors, latency) = tokio::try_join!(
-        client.query_vector(&queries[0], end),
-        client.query_vector(&queries[1], end),
-        client.query_vector(&queries[2], end),
-    )?;
+    let queries = [requests_query(keys, window), latency_query(keys, window)];
+    let (requests, latency) =
+        tokio::try_join!(client.query_matrix(&queries[0], end), client.query_matrix(&queries[1], end))?;
     let wanted: BTreeSet<&WorkloadKey> = keys.iter().collect();
+    let bounds = Window::ending(end, window);
     let mut out: HashMap<WorkloadKey, SideObservation> =
         keys.iter().map(|k| (k.clone(), SideObservation::default())).collect();
-    for (key, value) in counts(&requests, &wanted)? {
-        out.get_mut(&key).expect("filtered to wanted keys").requests = value;
+    for (key, (all, errors)) in counts(&increments(&requests, &wanted, bounds)?)? {
+        let side = out.get_mut(&key).expect("filtered to wanted keys");
+        side.requests = all;
+        side.errors = errors;
     }
-    for (key, value) in counts(&errors, &wanted)? {
-        out.get_mut(&key).expect("filtered to wanted keys").errors = value;
-    }
-    for (key, histogram) in histograms(&latency, &wanted)? {
+    for (key, histogram) in histograms(&increments(&latency, &wanted, bounds)?)? {
         out.get_mut(&key).expect("filtered to wanted keys").latency = Some(histogram);
     }
-    Ok(out)
+    Ok(ObservedSides { sides: out, scrape_intervals: scrape_intervals(&requests, &wanted)? })
 }
 
-fn key_of(sample: &Sample) -> Option<WorkloadKey> {
-    Some(WorkloadKey {
-        namespace: sample.labels.get(NAMESPACE)?.clone(),
-        workload: sample.labels.get(WORKLOAD)?.clone(),
-    })
-}
-
-/// increase() extrapolates, so counts arrive as floats (59.98…); they are rounded to the
-/// nearest whole request. NaN or infinite values fail the whole observation.
-fn to_count(value: f64) -> Result<u64, QueryError> {
-    Ok(finite(value)?.round().max(0.0) as u64)
-}
-
-fn counts(
-    samples: &[Sample],
+/// Each wanted workload's scrape interval as its request counters' samples show it.
+fn scrape_intervals(
+    series: &[Series],
     wanted: &BTreeSet<&WorkloadKey>,
-) -> Result<Vec<(WorkloadKey, u64)>, QueryError> {
-    let mut out = Vec::new();
-    for s in samples {
-        if let Some(key) = key_of(s).filter(|k| wanted.contains(k)) {
-            out.push((key, to_count(s.value)?));
-        }
-    }
-    Ok(out)
-}
-
-/// Groups `le` buckets per workload into [`Histogram`]s. Bucket bounds are whatever the mesh
-/// exports (Istio's defaults or a custom set); `+Inf` is the total.
-fn histograms(
-    samples: &[Sample],
-    wanted: &BTreeSet<&WorkloadKey>,
-) -> Result<Vec<(WorkloadKey, Histogram)>, QueryError> {
-    struct Buckets {
-        finite: Vec<(f64, u64)>,
-        total: Option<u64>,
-    }
-    let mut per_key: BTreeMap<WorkloadKey, Buckets> = BTreeMap::new();
-    for s in samples {
-        let Some(key) = key_of(s).filter(|k| wanted.contains(k)) else {
-            continue;
-        };
-        let Some(le) = s.labels.get("le") else {
-            continue;
-        };
-        let count = to_count(s.value)?;
-        let buckets = per_key.entry(key).or_insert(Buckets { finite: Vec::new(), total: None });
-        match le.as_str() {
-            "+Inf" | "Inf" => buckets.total = Some(count),
-            other => {
-                let bound: f64 = other.parse().ok().filter(|b: &f64| b.is_finite()).ok_or_else(|| {
-                    QueryError::Decode(format!("bucket bound le={other:?} is not a number"))
-                })?;
-                buckets.finite.push((bound, count));
-            }
+) -> Result<HashMap<WorkloadKey, Duration>, QueryError> {
+    let mut per_key: BTreeMap<WorkloadKey, Vec<Vec<Point>>> = BTreeMap::new();
+    for s in series {
+        if let Some(key) = key_of(&s.labels).filter(|k| wanted.contains(k)) {
+            per_key.entry(key).or_default().push(points(s)?);
         }
     }
     Ok(per_key
         .into_iter()
-        .map(|(key, mut b)| {
-            b.finite.sort_by(|x, y| x.0.total_cmp(&y.0));
+        .filter_map(|(key, all)| Some((key, counters::scrape_interval(all.iter().map(Vec::as_slice))?)))
+        .collect())
+}
+
+/// The window `(start, end]` in Unix milliseconds, and the margin before it.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    start_ms: i64,
+    end_ms: i64,
+    margin_ms: i64,
+}
+
+impl Window {
+    fn ending(end: jiff::Timestamp, window: Duration) -> Self {
+        let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let end_ms = end.as_millisecond();
+        Window {
+            start_ms: end_ms.saturating_sub(millis(window)),
+            end_ms,
+            margin_ms: millis(counters::MARGIN),
+        }
+    }
+}
+
+/// One series' increment over the window, with the series' labels.
+struct Increment<'a> {
+    key: WorkloadKey,
+    labels: &'a HashMap<String, String>,
+    value: f64,
+}
+
+/// The exact increment of every wanted series. A NaN or infinite sample fails the whole
+/// observation: a counter that is not a number cannot be counted.
+fn increments<'a>(
+    series: &'a [Series],
+    wanted: &BTreeSet<&WorkloadKey>,
+    w: Window,
+) -> Result<Vec<Increment<'a>>, QueryError> {
+    let mut out = Vec::new();
+    for s in series {
+        let Some(key) = key_of(&s.labels).filter(|k| wanted.contains(k)) else {
+            continue;
+        };
+        let points = points(s)?;
+        let value = counters::increment(&points, w.start_ms, w.end_ms, w.margin_ms);
+        out.push(Increment { key, labels: &s.labels, value });
+    }
+    Ok(out)
+}
+
+/// A series' samples as (Unix milliseconds, finite value).
+fn points(s: &Series) -> Result<Vec<Point>, QueryError> {
+    s.points.iter().map(|&(t, v)| Ok(((t * 1000.0).round() as i64, finite(v)?))).collect()
+}
+
+fn key_of(labels: &HashMap<String, String>) -> Option<WorkloadKey> {
+    Some(WorkloadKey { namespace: labels.get(NAMESPACE)?.clone(), workload: labels.get(WORKLOAD)?.clone() })
+}
+
+/// Sums of whole-number counters are whole numbers; rounding only absorbs float noise from
+/// exporters that write `1e+06`-style values.
+fn to_count(value: f64) -> Result<u64, QueryError> {
+    Ok(finite(value)?.round().max(0.0) as u64)
+}
+
+/// Requests and 5xx responses per workload: the sums of their series' increments.
+fn counts(increments: &[Increment<'_>]) -> Result<BTreeMap<WorkloadKey, (u64, u64)>, QueryError> {
+    let mut sums: BTreeMap<WorkloadKey, (f64, f64)> = BTreeMap::new();
+    for i in increments {
+        let sum = sums.entry(i.key.clone()).or_default();
+        sum.0 += i.value;
+        if i.labels.get("response_code").is_some_and(|c| counters::is_server_error(c)) {
+            sum.1 += i.value;
+        }
+    }
+    sums.into_iter().map(|(key, (all, errors))| Ok((key, (to_count(all)?, to_count(errors)?)))).collect()
+}
+
+/// Groups `le` buckets per workload into [`Histogram`]s. Bucket bounds are whatever the mesh
+/// exports (Istio's defaults or a custom set); `+Inf` is the total.
+fn histograms(increments: &[Increment<'_>]) -> Result<Vec<(WorkloadKey, Histogram)>, QueryError> {
+    struct Buckets {
+        finite: BTreeMap<String, f64>,
+        total: Option<f64>,
+    }
+    let mut per_key: BTreeMap<WorkloadKey, Buckets> = BTreeMap::new();
+    for i in increments {
+        let Some(le) = i.labels.get("le") else {
+            continue;
+        };
+        let buckets =
+            per_key.entry(i.key.clone()).or_insert(Buckets { finite: BTreeMap::new(), total: None });
+        match le.as_str() {
+            "+Inf" | "Inf" => *buckets.total.get_or_insert(0.0) += i.value,
+            other => *buckets.finite.entry(other.to_string()).or_default() += i.value,
+        }
+    }
+    per_key
+        .into_iter()
+        .map(|(key, b)| {
+            let mut finite = Vec::with_capacity(b.finite.len());
+            for (le, sum) in b.finite {
+                let bound: f64 =
+                    le.parse().ok().filter(|b: &f64| b.is_finite()).ok_or_else(|| {
+                        QueryError::Decode(format!("bucket bound le={le:?} is not a number"))
+                    })?;
+                finite.push((bound, to_count(sum)?));
+            }
+            finite.sort_by(|x, y| x.0.total_cmp(&y.0));
             // Two spellings of one bound ("1" and "1.0") from different exporters: keep the larger.
-            b.finite.dedup_by(|later, earlier| {
+            finite.dedup_by(|later, earlier| {
                 let same = later.0 == earlier.0;
                 if same {
                     earlier.1 = earlier.1.max(later.1);
                 }
                 same
             });
-            let bounds: Vec<f64> = b.finite.iter().map(|x| x.0).collect();
-            let cumulative: Vec<u64> = b.finite.iter().map(|x| x.1).collect();
-            let total = b.total.unwrap_or_else(|| cumulative.last().copied().unwrap_or(0));
-            (key, Histogram::from_cumulative(&bounds, &cumulative, total))
+            let bounds: Vec<f64> = finite.iter().map(|x| x.0).collect();
+            let cumulative: Vec<u64> = finite.iter().map(|x| x.1).collect();
+            let total = match b.total {
+                Some(t) => to_count(t)?,
+                None => cumulative.last().copied().unwrap_or(0),
+            };
+            Ok((key, Histogram::from_cumulative(&bounds, &cumulative, total)))
         })
-        .collect())
+        .collect()
 }
 
 #[cfg(test)]
@@ -182,54 +239,89 @@ mod tests {
     }
 
     #[test]
-    fn one_query_covers_every_workload_with_escaped_regexes() {
+    fn one_raw_selector_covers_every_workload_with_escaped_regexes() {
         let q = requests_query(
             &[key("shop", "reviews-v1"), key("shop", "reviews.v2"), key("pay", "api")],
             Duration::from_secs(60),
         );
         assert_eq!(
             q,
-            r#"sum by (destination_workload_namespace, destination_workload) (increase(istio_requests_total{reporter="destination",destination_workload_namespace=~"pay|shop",destination_workload=~"api|reviews-v1|reviews\\.v2"}[60s]))"#
+            r#"istio_requests_total{reporter="destination",destination_workload_namespace=~"pay|shop",destination_workload=~"api|reviews-v1|reviews\\.v2"}[180s]"#
         );
-        assert!(latency_query(&[key("a", "b")], Duration::from_millis(1500)).ends_with("[1500ms]))"));
+        assert!(latency_query(&[key("a", "b")], Duration::from_millis(1500)).ends_with("}[121500ms]"));
     }
 
     #[test]
     fn a_quote_in_a_workload_name_stays_inside_the_matcher() {
-        let q = errors_query(&[key("ns", r#"x"} or vector(1) or {a=""#)], Duration::from_secs(60));
+        let q = requests_query(&[key("ns", r#"x"} or vector(1) or {a=""#)], Duration::from_secs(60));
         assert!(q.contains(r#"destination_workload=~"x\"\\} or vector\\(1\\) or \\{a=\"""#), "{q}");
     }
 
-    fn sample(ns: &str, w: &str, le: Option<&str>, value: f64) -> Sample {
+    /// A series of `ns/w` with extra labels and samples at (Unix seconds, value).
+    fn series(w: &str, extra: &[(&str, &str)], points: &[(f64, f64)]) -> Series {
         let mut labels: HashMap<String, String> =
-            [(NAMESPACE.to_string(), ns.to_string()), (WORKLOAD.to_string(), w.to_string())].into();
-        if let Some(le) = le {
-            labels.insert("le".into(), le.into());
-        }
-        Sample { labels, value }
+            [(NAMESPACE.to_string(), "ns".to_string()), (WORKLOAD.to_string(), w.to_string())].into();
+        labels.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Series { labels, points: points.to_vec() }
+    }
+
+    /// The window (100 s, 160 s] with the standard margin.
+    fn window() -> Window {
+        Window::ending(jiff::Timestamp::from_second(160).unwrap(), Duration::from_secs(60))
+    }
+
+    #[test]
+    fn requests_and_errors_sum_exact_per_series_increments() {
+        let k = key("ns", "w");
+        let wanted: BTreeSet<&WorkloadKey> = [&k].into();
+        let answer = vec![
+            // Pod a: 40 requests in the window.
+            series(
+                "w",
+                &[("pod", "a"), ("response_code", "200")],
+                &[(70.0, 10.0), (100.0, 20.0), (130.0, 40.0), (160.0, 60.0)],
+            ),
+            // Pod b restarted at ~140 s: 30 before, 5 after.
+            series(
+                "w",
+                &[("pod", "b"), ("response_code", "200")],
+                &[(100.0, 70.0), (130.0, 100.0), (160.0, 5.0)],
+            ),
+            // Pod a's first 503s at ~120 s: a new series, counted from 0.
+            series("w", &[("pod", "a"), ("response_code", "503")], &[(130.0, 3.0), (160.0, 4.0)]),
+            // 404 is not a server error; a stranger is not wanted.
+            series("w", &[("pod", "a"), ("response_code", "404")], &[(100.0, 1.0), (160.0, 2.0)]),
+            series("other", &[("response_code", "500")], &[(130.0, 9.0)]),
+        ];
+        let got = counts(&increments(&answer, &wanted, window()).unwrap()).unwrap();
+        assert_eq!(got, [(k, (40 + 35 + 4 + 1, 4))].into());
     }
 
     #[test]
     fn buckets_become_a_non_cumulative_histogram_and_strangers_are_dropped() {
         let k = key("ns", "w");
         let wanted: BTreeSet<&WorkloadKey> = [&k].into();
-        let samples = vec![
-            sample("ns", "w", Some("+Inf"), 10.2),
-            sample("ns", "w", Some("5"), 7.0),
-            sample("ns", "w", Some("1"), 2.9),
-            sample("other", "w", Some("1"), 100.0),
+        let bucket = |w: &str, pod: &str, le: &str, from: f64, to: f64| {
+            series(w, &[("pod", pod), ("le", le)], &[(100.0, from), (160.0, to)])
+        };
+        let answer = vec![
+            bucket("w", "a", "+Inf", 0.0, 6.0),
+            bucket("w", "a", "5", 0.0, 4.0),
+            bucket("w", "a", "1", 0.0, 2.0),
+            bucket("w", "b", "+Inf", 10.0, 14.0),
+            bucket("w", "b", "5", 10.0, 13.0),
+            bucket("w", "b", "1", 10.0, 11.0),
+            bucket("other", "a", "1", 0.0, 100.0),
         ];
-        let h = histograms(&samples, &wanted).unwrap();
+        let h = histograms(&increments(&answer, &wanted, window()).unwrap()).unwrap();
         assert_eq!(h, vec![(k, Histogram { bounds_ms: vec![1.0, 5.0], counts: vec![3, 4], overflow: 3 })]);
     }
 
     #[test]
-    fn nan_counts_fail_the_observation() {
+    fn nan_samples_fail_the_observation() {
         let k = key("ns", "w");
         let wanted: BTreeSet<&WorkloadKey> = [&k].into();
-        assert!(matches!(
-            counts(&[sample("ns", "w", None, f64::NAN)], &wanted),
-            Err(QueryError::NotANumber { .. })
-        ));
+        let answer = vec![series("w", &[("response_code", "200")], &[(130.0, f64::NAN)])];
+        assert!(matches!(increments(&answer, &wanted, window()), Err(QueryError::NotANumber { .. })));
     }
 }

@@ -87,8 +87,9 @@ impl SimulatedService {
     /// Starts the server and the traffic task (a tick every 100 ms).
     pub async fn start(emulator: Arc<EmulatorHandle>, config: SimConfig) -> SimulatedService {
         let counters = Arc::new(Mutex::new(Counters::default()));
-        // Every workload's series exist from the first scrape, at 0: a counter that appears
-        // mid-window would lose its first increment to `increase()`.
+        // Every workload's series exist from the first scrape, at 0, as Istio's request
+        // counters of a serving workload do. (canaryd counts a series that appears mid-window
+        // from 0; `tests/prometheus_real.rs` covers lazily created series.)
         {
             let mut c = counters.lock().unwrap();
             for d in emulator.list("apps", "deployments", Some(&config.namespace)) {

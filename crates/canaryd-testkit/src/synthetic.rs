@@ -5,6 +5,8 @@
 //! `response_code`) and `istio_request_duration_milliseconds` (histogram), both with
 //! `reporter="destination"`, `destination_workload_namespace` and `destination_workload`.
 //! Traffic is given per scrape step by a closure; counters start at zero at [`SyntheticIstio::start`].
+//! Two real-world shapes are optional: proxies that restart (counters drop to zero) and series
+//! created lazily, at their first count, as Envoy does for a `response_code` it has not seen.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -51,6 +53,13 @@ pub struct SyntheticIstio {
     /// Also export every series with `reporter="source"` (the client-side proxy's view, same
     /// counts), as a mesh does; queries must not count them twice.
     pub source_reporter: bool,
+    /// `(workload, k)`: the workload's proxy restarts just before step `k`'s traffic, so its
+    /// counters start again from zero (the step's own traffic is counted after the restart).
+    pub restarts: Vec<(WorkloadKey, usize)>,
+    /// Series exist only while their counter is non-zero since the last restart: a 503 series
+    /// appears at the first error (its first sample already holds that step's errors), and every
+    /// series of a restarted proxy goes missing until it counts again.
+    pub lazy_series: bool,
 }
 
 impl SyntheticIstio {
@@ -63,7 +72,14 @@ impl SyntheticIstio {
             workloads,
             bounds_ms: ISTIO_DEFAULT_BUCKETS_MS.to_vec(),
             source_reporter: false,
+            restarts: Vec::new(),
+            lazy_series: false,
         }
+    }
+
+    /// Whether `workload`'s proxy restarts just before step `k` (see [`SyntheticIstio::restarts`]).
+    fn restarts_at(&self, workload: &WorkloadKey, k: usize) -> bool {
+        self.restarts.iter().any(|(w, at)| w == workload && *at == k)
     }
 
     /// Time of sample `k` (`start + k * step`).
@@ -104,9 +120,14 @@ impl SyntheticIstio {
                     let mut total = 0u64;
                     for (k, time) in times.iter().enumerate() {
                         if k > 0 {
+                            if self.restarts_at(w, k) {
+                                total = 0;
+                            }
                             total += pick(&steps[k - 1]);
                         }
-                        let _ = writeln!(out, "istio_requests_total{{{labels}}} {total} {time}");
+                        if !self.lazy_series || total > 0 {
+                            let _ = writeln!(out, "istio_requests_total{{{labels}}} {total} {time}");
+                        }
                     }
                 }
             }
@@ -123,9 +144,16 @@ impl SyntheticIstio {
                 let mut cumulative = Histogram::empty(&self.bounds_ms);
                 let mut sum_ms = 0.0;
                 for (k, time) in times.iter().enumerate() {
+                    if k > 0 && self.restarts_at(w, k) {
+                        cumulative = Histogram::empty(&self.bounds_ms);
+                        sum_ms = 0.0;
+                    }
                     if let Some(h) = k.checked_sub(1).and_then(|i| steps[i].latency.as_ref()) {
                         cumulative.add(h);
                         sum_ms += approximate_sum_ms(h);
+                    }
+                    if self.lazy_series && cumulative.total() == 0 {
+                        continue;
                     }
                     let mut running = 0u64;
                     for (bound, count) in le.iter().zip(&cumulative.counts) {
@@ -205,5 +233,25 @@ mod tests {
         assert!(text.contains(r#"le="100"} 33 1735689620"#), "{text}");
         assert!(text.contains(r#"le="+Inf"} 33 1735689620"#));
         assert!(text.starts_with("# TYPE istio_requests counter\n") && text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn lazy_series_appear_at_their_first_count_and_restarts_drop_to_zero() {
+        let start = jiff::Timestamp::from_second(1_735_689_600).unwrap();
+        let w = WorkloadKey::new("ns", "w");
+        let mut data = SyntheticIstio::new(start, 3, vec![w.clone()]);
+        data.lazy_series = true;
+        data.restarts = vec![(w, 3)];
+        // Errors only in step 2; the restart before step 3 drops every counter.
+        let text =
+            data.to_openmetrics(|_, k, _| StepTraffic { ok: 5, errors: (k == 2) as u64, latency: None });
+        let series = |code: &str| {
+            let prefix = format!(
+                r#"istio_requests_total{{reporter="destination",destination_workload_namespace="ns",destination_workload="w",response_code="{code}"}} "#
+            );
+            text.lines().filter_map(|l| l.strip_prefix(&prefix)).map(str::to_string).collect::<Vec<_>>()
+        };
+        assert_eq!(series("200"), ["5 1735689610", "10 1735689620", "5 1735689630"], "{text}");
+        assert_eq!(series("503"), ["1 1735689620"], "{text}");
     }
 }

@@ -55,6 +55,9 @@ impl Machine<'_> {
             }
             Input::Drift { observed } => self.drift(observed),
             Input::AlertDelivered { id, channel } => self.delivered(id, channel),
+            Input::ScrapeInterval(every) => {
+                self.s.scrape_interval_ms = Some(u64::try_from(every.as_millis()).unwrap_or(u64::MAX));
+            }
         }
     }
 
@@ -537,7 +540,7 @@ impl Machine<'_> {
     }
 
     fn wake_at(&self) -> Option<i64> {
-        let interval = self.policy.spec().analysis.interval.as_secs_i64();
+        let interval = cadence_secs(self.policy, &self.s);
         match self.s.phase {
             Phase::Pending if !self.may_advance() => {
                 let now = Timestamp::from_second(self.now).ok()?;
@@ -548,6 +551,14 @@ impl Machine<'_> {
             _ => None,
         }
     }
+}
+
+/// Seconds between looks for this rollout: `analysis.interval`, with `auto` resolved from the
+/// scrape interval last detected ([`Input::ScrapeInterval`]). The engine's wake-ups, the
+/// daemon's "analysis due" rule, `backtest` and the demo all use this one rule.
+pub fn cadence_secs(policy: &Policy, state: &RolloutState) -> i64 {
+    let detected = state.scrape_interval_ms.map(std::time::Duration::from_millis);
+    policy.spec().analysis.interval.cadence_secs(detected)
 }
 
 /// Channels (`email`, webhook names) that want `event` under this policy.

@@ -15,7 +15,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub use machine::{channels_for, gate_name, step};
+pub use machine::{cadence_secs, channels_for, gate_name, step};
 pub use state::{PendingAlert, Phase, RolloutState};
 
 use crate::observation::Observation;
@@ -42,6 +42,9 @@ pub enum Input {
     Drift { observed: Traffic },
     /// An alert was delivered to a channel.
     AlertDelivered { id: u64, channel: String },
+    /// The metrics source's scrape interval, detected from the samples of the last look; sets
+    /// the cadence of `analysis.interval: auto` ([`cadence_secs`]).
+    ScrapeInterval(std::time::Duration),
 }
 
 /// Operator commands (`canaryd start|promote|abort|pause|resume|retry`).

@@ -98,6 +98,10 @@ pub struct RolloutState {
     /// Start of the next analysis window (end of the last one judged), Unix seconds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_until: Option<i64>,
+    /// The metrics source's scrape interval as last detected (milliseconds): the cadence of
+    /// `analysis.interval: auto`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scrape_interval_ms: Option<u64>,
     /// The routing canaryd last decided (and wrote with this state).
     #[serde(default)]
     pub traffic: Traffic,

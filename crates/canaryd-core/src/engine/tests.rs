@@ -267,3 +267,21 @@ fn retry_restarts_an_aborted_revision() {
     let s = run(&p, s, vec![(3, Input::Command(Command::Retry))]).0;
     assert_eq!(s.phase, Phase::Progressing);
 }
+
+#[test]
+fn auto_interval_wakes_at_the_detected_scrape_and_a_fixed_one_ignores_it() {
+    let auto =
+        parse_policy("test.yaml", &BASE.replace("interval: 1m, ", "")).unwrap_or_else(|e| panic!("{e}"));
+    let s = started(&auto);
+    assert_eq!(cadence_secs(&auto, &s), 15, "15 s until a scrape interval is known");
+    let t = step(&auto, &s, Input::ScrapeInterval(std::time::Duration::from_secs(30)), at(0));
+    assert_eq!(t.state.scrape_interval_ms, Some(30_000));
+    assert_eq!(t.wake_at, Some(at(0).as_second() + 30));
+    // The detection survives the state's round trip through the annotation.
+    let back: RolloutState = serde_json::from_str(&serde_json::to_string(&t.state).unwrap()).unwrap();
+    assert_eq!(cadence_secs(&auto, &back), 30);
+
+    let fixed = policy("");
+    let t = step(&fixed, &started(&fixed), Input::ScrapeInterval(std::time::Duration::from_secs(30)), at(0));
+    assert_eq!(cadence_secs(&fixed, &t.state), 60);
+}

@@ -280,7 +280,8 @@ pub fn judge(
     if obs.canary.requests == 0 || obs.baseline.requests == 0 {
         for c in checks.iter_mut().filter(|c| c.verdict == Verdict::Pass) {
             c.verdict = Verdict::Inconclusive;
-            c.evidence.summary = format!("{}; this look has no traffic on one side, so no pass yet", c.evidence.summary);
+            c.evidence.summary =
+                format!("{}; this look has no traffic on one side, so no pass yet", c.evidence.summary);
         }
     }
     (next, IntervalVerdict::from_checks(checks, obs.end))
@@ -294,10 +295,14 @@ pub fn judge(
 pub fn requests_to_catch(analysis: &Analysis, baseline_error_rate: f64, canary_share: f64) -> u64 {
     let sr = &analysis.success_rate;
     let tol = sr.tolerance / 100.0;
-    if !sr.enabled
-        || !(canary_share.is_finite() && canary_share > 0.0 && canary_share < 1.0)
-        || !(tol.is_finite() && tol > 0.0 && tol < 0.5)
-    {
+    let usable = sr.enabled
+        && canary_share.is_finite()
+        && canary_share > 0.0
+        && canary_share < 1.0
+        && tol.is_finite()
+        && tol > 0.0
+        && tol < 0.5;
+    if !usable {
         return u64::MAX;
     }
     let p = if baseline_error_rate.is_finite() { baseline_error_rate.clamp(0.0, 1.0) } else { 0.0 };
@@ -305,8 +310,7 @@ pub fn requests_to_catch(analysis: &Analysis, baseline_error_rate: f64, canary_s
     if !(growth.is_finite() && growth > 0.0) {
         return u64::MAX;
     }
-    let price = (1.0 / check_alpha(analysis)).ln()
-        + (eprocess::ABORT_BETS.len() as f64).ln()
+    let price = (1.0 / check_alpha(analysis)).ln() + (eprocess::ABORT_BETS.len() as f64).ln()
         - eprocess::log_start_weight(1, 1);
     let n = (price / growth).ceil();
     if n >= 1e18 {

@@ -6,6 +6,7 @@
 mod compiled;
 mod diagnostic;
 pub mod duration;
+mod interval;
 mod load;
 pub(crate) mod locate;
 mod schema;
@@ -16,6 +17,7 @@ mod validate;
 pub use compiled::{host_short_name, Policy, Workloads};
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use duration::Duration;
+pub use interval::{AnalysisInterval, AUTO_FALLBACK, AUTO_FLOOR};
 pub use load::{from_resource, parse_policy, Metadata, PolicyDocument};
 pub use locate::Position;
 pub use schema::{crd_yaml, editor_schema};

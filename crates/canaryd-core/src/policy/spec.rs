@@ -5,6 +5,7 @@
 //! VirtualService and two subsets) is a useful 10 → 30 → 60 → promote plan.
 
 use super::duration::Duration;
+use super::interval::AnalysisInterval;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -309,9 +310,10 @@ pub struct CustomCheck {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Analysis {
-    /// How often the judge looks. Default 1m.
-    #[serde(default = "default_interval")]
-    pub interval: Duration,
+    /// How often the judge looks: `auto` (the default) looks at every scrape, at the scrape
+    /// interval detected from the data (at least 5s; 15s until detected); or a duration.
+    #[serde(default)]
+    pub interval: AnalysisInterval,
     /// Bake time of steps that do not set their own. Default 5m.
     #[serde(default = "default_bake")]
     pub default_bake: Duration,
@@ -342,7 +344,7 @@ pub struct Analysis {
 impl Default for Analysis {
     fn default() -> Self {
         Analysis {
-            interval: default_interval(),
+            interval: AnalysisInterval::default(),
             default_bake: default_bake(),
             confidence: default_confidence(),
             min_requests: default_min_requests(),
@@ -568,9 +570,6 @@ fn default_quantile() -> f64 {
 }
 fn default_latency_tolerance() -> f64 {
     20.0
-}
-fn default_interval() -> Duration {
-    Duration::from_mins(1)
 }
 fn default_bake() -> Duration {
     Duration::from_mins(5)

@@ -202,7 +202,8 @@ impl Validator<'_> {
                 }
             }
             let bake = step.bake.unwrap_or(spec.analysis.default_bake);
-            if bake < spec.analysis.interval {
+            // With `auto` the judge looks at every scrape: any bake holds a look.
+            if let Some(interval) = spec.analysis.interval.fixed().filter(|i| bake < *i) {
                 let field = if step.bake.is_some() {
                     format!("{f}.bake")
                 } else {
@@ -210,7 +211,7 @@ impl Validator<'_> {
                 };
                 self.err(
                     &field,
-                    format!("bake {bake} is shorter than the analysis interval {}", spec.analysis.interval),
+                    format!("bake {bake} is shorter than the analysis interval {interval}"),
                     "the judge would never look at this step; bake at least one interval",
                 );
             }
@@ -218,12 +219,11 @@ impl Validator<'_> {
     }
 
     fn analysis(&mut self, a: &Analysis) {
-        let secs = a.interval.as_secs();
-        if !(10..=3600).contains(&secs) {
+        if let Some(interval) = a.interval.fixed().filter(|i| !(10..=3600).contains(&i.as_secs())) {
             self.err(
                 "spec.analysis.interval",
-                format!("{} is out of range", a.interval),
-                "the interval is 10s–1h (Prometheus needs a few scrapes per interval)",
+                format!("{interval} is out of range"),
+                "the interval is 10s–1h (Prometheus needs a few scrapes per interval), or auto to look at every scrape",
             );
         }
         if !(0.8..=0.9999).contains(&a.confidence) {
