@@ -1,5 +1,5 @@
-//! A fake Prometheus over HTTP: answers Istio-shaped vector queries from per-workload rates we
-//! control, and fails on command (slow, 500, empty, NaN, garbage), so the real
+//! A fake Prometheus over HTTP: answers canaryd's raw-sample queries (Istio counters as a 15 s
+//! scrape would have stored them) from per-workload rates we control, and fails on command (slow, 500, empty, NaN, garbage), so the real
 //! `PrometheusClient` decodes every answer and every failure.
 
 use axum::extract::{Query, State};
@@ -20,7 +20,7 @@ pub enum PromMode {
     Slow(Duration),
     /// HTTP 500 with a Prometheus error body.
     Error500,
-    /// A successful, empty vector.
+    /// A successful, empty answer.
     Empty,
     /// Every sample value is "NaN".
     NaN,
@@ -34,6 +34,9 @@ pub struct Side {
     pub rps: f64,
     pub error_ratio: f64,
 }
+
+/// Spacing of the samples the fake "scraped".
+const SCRAPE_SECS: f64 = 15.0;
 
 /// Cumulative share of requests at or below each bound (ms), Istio-style buckets.
 const BUCKETS: [(&str, f64); 9] = [
@@ -128,13 +131,13 @@ async fn answer(
         }
         PromMode::Empty => {
             state.failed.fetch_add(1, Ordering::SeqCst);
-            return json(200, r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#.into());
+            return json(200, r#"{"status":"success","data":{"resultType":"matrix","result":[]}}"#.into());
         }
         PromMode::Garbage => {
             state.failed.fetch_add(1, Ordering::SeqCst);
             return json(
                 200,
-                r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":"#.into(),
+                r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":"#.into(),
             );
         }
     }
@@ -144,39 +147,39 @@ async fn answer(
     state.served.fetch_add(1, Ordering::SeqCst);
     let q = params.get("query").cloned().unwrap_or_default();
     let t: f64 = params.get("time").and_then(|t| t.parse().ok()).unwrap_or(0.0);
-    let w = window_secs(&q);
+    // canaryd reads raw counter samples (`metric[range]`, no function): answer with the samples
+    // a 15 s scrape would have stored in the range, each counter `rate × t` since the epoch.
+    let range = window_secs(&q);
+    let first = ((t - range) / SCRAPE_SECS).floor() * SCRAPE_SECS + SCRAPE_SECS;
+    let times: Vec<f64> =
+        std::iter::successors(Some(first), |x| Some(x + SCRAPE_SECS)).take_while(|x| *x <= t).collect();
     let sides = state.sides.lock().unwrap().clone();
     let mut result = Vec::new();
-    let value = |v: f64| if mode == PromMode::NaN { "NaN".to_string() } else { format!("{v}") };
+    let value = |v: f64| if mode == PromMode::NaN { "NaN".to_string() } else { format!("{}", v.floor()) };
+    let series = |labels: serde_json::Value, per_sec: f64| {
+        let values: Vec<_> = times.iter().map(|&ts| serde_json::json!([ts, value(per_sec * ts)])).collect();
+        serde_json::json!({"metric": labels, "values": values})
+    };
     for ((ns, workload), side) in &sides {
-        let requests = side.rps * w;
-        let labels = |extra: Option<&str>| {
-            let mut m = serde_json::json!({
+        let labels = |key: &str, v: &str| {
+            serde_json::json!({
                 "destination_workload_namespace": ns,
                 "destination_workload": workload,
-            });
-            if let Some(le) = extra {
-                m["le"] = le.into();
-            }
-            m
+                key: v,
+            })
         };
         if q.contains("_bucket") {
             for (le, share) in BUCKETS {
-                result.push(
-                    serde_json::json!({"metric": labels(Some(le)), "value": [t, value(requests * share)]}),
-                );
+                result.push(series(labels("le", le), side.rps * share));
             }
-        } else if q.contains("response_code") {
-            result.push(
-                serde_json::json!({"metric": labels(None), "value": [t, value(requests * side.error_ratio)]}),
-            );
         } else {
-            result.push(serde_json::json!({"metric": labels(None), "value": [t, value(requests)]}));
+            result.push(series(labels("response_code", "200"), side.rps * (1.0 - side.error_ratio)));
+            result.push(series(labels("response_code", "500"), side.rps * side.error_ratio));
         }
     }
     json(
         200,
-        serde_json::json!({"status": "success", "data": {"resultType": "vector", "result": result}})
+        serde_json::json!({"status": "success", "data": {"resultType": "matrix", "result": result}})
             .to_string(),
     )
 }
