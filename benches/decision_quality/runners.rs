@@ -1,8 +1,10 @@
 //! The three deciders, each driven over the same simulated world:
-//! * canaryd: the real pure engine (`engine::step`) with the real judge inside it;
+//! * canaryd: the real pure engine (`engine::step`) with the real judge inside it, fed through
+//!   the scenario's Prometheus data path ([`crate::prom`]);
 //! * a Flagger-style rule: fixed thresholds on the canary alone, `failedChecks` threshold 5;
 //! * an oracle: Wald's SPRT on the canary's requests one by one, knowing the true models.
 
+use crate::prom::Feed;
 use crate::world::{
     bucket, bucket_rng, Scenario, BUCKET_SECS, CATS, HORIZON_BUCKETS, HORIZON_SECS, ISTIO_MS,
 };
@@ -47,10 +49,11 @@ impl Tally {
         Tally { onset_bucket, onset_secs: (onset_bucket as i64 * BUCKET_SECS) as f64, failed: 0, canary: 0 }
     }
 
-    fn add(&mut self, idx: usize, side: &SideObservation) {
+    /// Counts a bucket's canary `(requests, failed requests)` as users see them.
+    fn add(&mut self, idx: usize, (requests, failed): (u64, u64)) {
         if idx >= self.onset_bucket {
-            self.failed += side.errors;
-            self.canary += side.requests;
+            self.failed += failed;
+            self.canary += requests;
         }
     }
 
@@ -66,39 +69,40 @@ fn empty_side() -> SideObservation {
     SideObservation { requests: 0, errors: 0, latency: Some(Histogram::empty(ISTIO_MS)) }
 }
 
-/// canaryd: `NewRevision`, then one `Observed` per analysis interval built from the interval's
-/// 10 s buckets at the weight the engine last set.
+/// The run's scrape phase on the 5 s grid (seeded, the same for every decider of the run), so
+/// a fault's onset falls anywhere inside a scrape interval.
+pub fn phase(sc: &Scenario, seed: u64) -> i64 {
+    let slots = (sc.shape.scrape / BUCKET_SECS).max(1) as u64;
+    (crate::world::splitmix(seed ^ 0x5eed) % slots) as i64 * BUCKET_SECS
+}
+
+/// canaryd: `NewRevision`, then one `Observed` per look of the scenario's data path (every
+/// scrape on the raw path, every minute on `increase()`), traffic at the weight the engine last
+/// set. `policy` must carry the matching `analysis.interval`.
 pub fn canaryd(policy: &Policy, sc: &Scenario, rate: f64, seed: u64) -> Outcome {
-    let interval = policy.spec().analysis.interval.cadence_secs(None);
-    let per = (interval / BUCKET_SECS) as usize;
     let ts = |s: i64| Timestamp::from_second(T0 + s).expect("valid timestamp");
     let mut state =
         engine::step(policy, &RolloutState::default(), Input::NewRevision("v2".into()), ts(0)).state;
     let mut tally = Tally::new(sc);
-    let mut k = 0usize;
-    while (k + 1) * per <= HORIZON_BUCKETS {
-        let weight = state.traffic.canary_weight;
-        let (start, end) = ((k * per) as i64 * BUCKET_SECS, ((k + 1) * per) as i64 * BUCKET_SECS);
-        let mut obs = Observation {
-            start: T0 + start,
-            end: T0 + end,
-            canary: empty_side(),
-            baseline: empty_side(),
-            custom: vec![],
-        };
-        for idx in k * per..(k + 1) * per {
-            let b = bucket(sc, rate, seed, idx, weight);
-            tally.add(idx, &b.canary);
-            obs.canary.add(&b.canary);
-            obs.baseline.add(&b.baseline);
+    let mut feed = Feed::new(sc.shape, phase(sc, seed));
+    let mut last_look = 0i64;
+    for idx in 0..HORIZON_BUCKETS {
+        let b = bucket(sc, rate, seed, idx, state.traffic.canary_weight);
+        tally.add(idx, b.canary_true);
+        let end = (idx as i64 + 1) * BUCKET_SECS;
+        feed.push(end, &b.canary, &b.baseline);
+        if !feed.is_look(end) {
+            continue;
         }
+        let (canary, baseline) = feed.look(end);
+        let obs = Observation { start: T0 + last_look, end: T0 + end, canary, baseline, custom: vec![] };
+        last_look = end;
         state = engine::step(policy, &state, Input::Observed(Ok(obs)), ts(end)).state;
         match state.phase {
             Phase::Aborted => return tally.done(Decision::Abort, end as f64),
             Phase::Promoted | Phase::Promoting => return tally.done(Decision::Promote, end as f64),
             _ => {}
         }
-        k += 1;
     }
     tally.done(Decision::Undecided, HORIZON_SECS as f64)
 }
@@ -138,7 +142,7 @@ pub fn flagger(sc: &Scenario, rate: f64, seed: u64, weights: &[u32], interval: i
         let mut canary = empty_side();
         for idx in k * per..(k + 1) * per {
             let b = bucket(sc, rate, seed, idx, weights[step]);
-            tally.add(idx, &b.canary);
+            tally.add(idx, b.canary_true);
             canary.add(&b.canary);
         }
         let ok = canary.requests > 0 && {
@@ -167,23 +171,23 @@ const SPRT_UPPER: f64 = 4.59511985013459; // ln(99)
 const SPRT_LOWER: f64 = -4.59511985013459;
 
 /// The oracle: Wald's SPRT over the canary's requests in arrival order, knowing the true models.
-/// H0: the canary serves like the baseline; H1: it serves like the (true) canary — error flag
-/// and latency bucket both enter the likelihood ratio. For a healthy canary H1 is "baseline
-/// error rate + tolerance" (the alternative any test has to rule out before promoting). It
-/// starts at the fault's onset (it knows it) and sees the plan's weights (10% for the first
-/// bake, then 30%, then the last weight), which is what canaryd routes until it decides.
-/// Requests inside a bucket are put in a random order consistent with the bucket's counts.
+/// Faulty canary: H0 "serves like the baseline" vs H1 "serves like the (true) canary" — error
+/// flag and latency bucket both enter the likelihood ratio. Healthy canary: H0 "serves what it
+/// truly serves" vs H1 "baseline error rate + 2·tolerance" (the smallest regression the
+/// contract requires to be caught; errors only). It starts at the fault's onset (it knows it)
+/// and sees the plan's weights (10% for the first bake, then 30%, then the last weight), which
+/// is what canaryd routes until it decides. Requests inside a bucket are put in a random order
+/// consistent with the bucket's counts. It sees requests as users do (retries folded).
 ///
-/// Returns the per-request outcome and the same decision acted on only at the end of the
-/// analysis interval in which it was reached (`interval` seconds): the best a controller that
-/// looks once per interval could do — the canary keeps serving until that look.
+/// Returns the per-request outcome and the same decision acted on only at the next scrape
+/// (same scrape grid as canaryd's raw looks): the best any scrape-based judge could do — the
+/// canary keeps serving until that scrape.
 pub fn oracle(
     sc: &Scenario,
     rate: f64,
     seed: u64,
     plan: &[(u32, i64)],
     tolerance_pp: f64,
-    interval: i64,
 ) -> (Outcome, Outcome) {
     let weight_at = |t: i64| {
         let mut end = 0;
@@ -195,14 +199,18 @@ pub fn oracle(
         }
         plan.last().map_or(0, |p| p.0)
     };
+    let (scrape, phase) = (sc.shape.scrape, phase(sc, seed));
     let mut tally = Tally::new(sc);
     let mut llr = 0.0f64;
     for idx in tally.onset_bucket..HORIZON_BUCKETS {
         let t = idx as i64 * BUCKET_SECS;
         let b = bucket(sc, rate, seed, idx, weight_at(t));
         let (cm, bm) = sc.models(idx);
-        let (p0, p1) =
-            if sc.healthy { (bm.err, (bm.err + tolerance_pp / 100.0).min(1.0)) } else { (bm.err, cm.err) };
+        let (p0, p1) = if sc.healthy {
+            (cm.err, (bm.err + 2.0 * tolerance_pp / 100.0).min(1.0))
+        } else {
+            (bm.err, cm.err)
+        };
         let lr = |a: f64, b: f64| if a == b { 0.0 } else { a.max(1e-300).ln() - b.max(1e-300).ln() };
         let (on_err, on_ok) = (lr(p1, p0), lr(1.0 - p1, 1.0 - p0));
         let mut lat = [0.0; CATS];
@@ -212,11 +220,9 @@ pub fn oracle(
             }
         }
         let use_lat = lat.iter().any(|l| *l != 0.0);
-        let side = &b.canary;
-        let n = side.requests;
-        let mut errs_left = side.errors;
+        let (n, mut errs_left) = b.canary_true;
         let mut cats_left: [u64; CATS] = [0; CATS];
-        if let Some(h) = &side.latency {
+        if let Some(h) = &b.canary.latency {
             cats_left[..ISTIO_MS.len()].copy_from_slice(&h.counts);
             cats_left[ISTIO_MS.len()] = h.overflow;
         }
@@ -231,8 +237,9 @@ pub fn oracle(
             }
             tally.canary += 1;
             llr += if err { on_err } else { on_ok };
-            if use_lat {
-                let mut r = rng.random_range(0..left);
+            let cats: u64 = cats_left.iter().sum();
+            if use_lat && cats > 0 {
+                let mut r = rng.random_range(0..cats);
                 for (j, c) in cats_left.iter_mut().enumerate() {
                     if r < *c {
                         *c -= 1;
@@ -251,17 +258,19 @@ pub fn oracle(
                 continue;
             };
             let now = tally.done(decision, at);
-            // Snap to the end of the interval: the rest of this bucket, then whole buckets.
+            // Act at the next scrape: the rest of this bucket, then whole buckets until it.
             tally.failed += errs_left;
             tally.canary += n - i - 1;
-            let per = (interval / BUCKET_SECS).max(1) as usize;
-            let end_idx = (idx / per + 1) * per;
-            for later in idx + 1..end_idx.min(HORIZON_BUCKETS) {
-                let b = bucket(sc, rate, seed, later, weight_at(later as i64 * BUCKET_SECS));
-                tally.failed += b.canary.errors;
-                tally.canary += b.canary.requests;
+            let mut end = t + BUCKET_SECS;
+            while (end - phase).rem_euclid(scrape) != 0 {
+                let later = (end / BUCKET_SECS) as usize;
+                if later >= HORIZON_BUCKETS {
+                    break;
+                }
+                tally.add(later, bucket(sc, rate, seed, later, weight_at(end)).canary_true);
+                end += BUCKET_SECS;
             }
-            return (now, tally.done(decision, (end_idx as i64 * BUCKET_SECS) as f64));
+            return (now, tally.done(decision, end as f64));
         }
     }
     let undecided = tally.done(Decision::Undecided, HORIZON_SECS as f64);
