@@ -242,3 +242,71 @@ async fn killed_at_random_points_never_double_advances_or_loses_an_abort() {
     }
     assert!(restarts > 30, "the test really restarted the daemon ({restarts} times)");
 }
+
+/// Alert deliveries reported by the effects, held back so the test decides when they arrive.
+#[derive(Default)]
+struct HeldDeliveries(std::sync::Mutex<Vec<(canaryd::daemon::Feedback, String, u64)>>);
+
+impl canaryd::daemon::Effects for HeldDeliveries {
+    async fn call_gate(&self, _: &Policy, _: &canaryd::policy::Gate, _: &RolloutState) -> (bool, String) {
+        (false, "no gates here".into())
+    }
+    async fn deliver(
+        &self,
+        policy: &Policy,
+        alert: &canaryd::engine::PendingAlert,
+        _: &RolloutState,
+        feedback: canaryd::daemon::Feedback,
+    ) {
+        self.0.lock().unwrap().push((feedback, policy.key(), alert.id));
+    }
+}
+
+/// A delivery acknowledged just before a reconcile that fails on a read (here: the next
+/// release's DestinationRule subset is missing) must still reach the state once the read works:
+/// losing it would send the alert again after a restart. (The queue used to be taken before
+/// the subset and stable-rollout reads and was dropped when one of them failed.)
+#[tokio::test]
+async fn a_delivery_acknowledged_before_a_failed_read_is_not_lost() {
+    let bad = Behaviour { error_rate: 0.2, ..Behaviour::HEALTHY };
+    let emu = Arc::new(Emulator::start().await.unwrap());
+    emu.apply_yaml(FIXTURES).unwrap();
+    emu.apply_yaml(EXTRA_VS).unwrap();
+    let policy =
+        parse_policy("p.yaml", &format!("{POLICY}  alerts: {{email: {{to: [oncall@example.com]}}}}\n"))
+            .unwrap();
+    let mesh = SimulatedMesh::new(emu.clone(), policy.clone(), 200.0, 5);
+    mesh.set_behaviour("docker.io/istio/examples-bookinfo-reviews-v2:1.20.1", bad);
+    let driver = Driver::new(emu.client(), mesh, HeldDeliveries::default());
+    let mut now = t0();
+    for _ in 0..40 {
+        driver.reconcile(&policy, now).await.unwrap();
+        if recorded_state(&emu, &policy).phase == Phase::Aborted {
+            break;
+        }
+        now = Timestamp::from_second(now.as_second() + 15).unwrap();
+    }
+    let s = recorded_state(&emu, &policy);
+    assert_eq!(s.phase, Phase::Aborted);
+    assert_eq!(s.outbox.len(), 1, "the abort alert waits in the outbox");
+    let (feedback, key, id) = driver.effects.0.lock().unwrap().last().cloned().expect("delivery started");
+
+    // The next release arrives while its DestinationRule lacks the canary subset.
+    let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: reviews, namespace: bookinfo}\nspec:\n  host: reviews\n  subsets:\n  - {name: v1, labels: {version: v1}}\n";
+    emu.apply_yaml(dr).unwrap();
+    let mut d = emu.get("apps", "v1", "deployments", "bookinfo", "reviews-v2").unwrap();
+    d["spec"]["template"]["spec"]["containers"][0]["image"] =
+        json!("docker.io/istio/examples-bookinfo-reviews-v3:1.20.1");
+    emu.apply_value(d).unwrap();
+    // The email went out; its acknowledgement is queued, then the reconcile fails on the read.
+    feedback.push(&key, canaryd::engine::Input::AlertDelivered { id, channel: "email".into() });
+    now = Timestamp::from_second(now.as_second() + 15).unwrap();
+    assert!(driver.reconcile(&policy, now).await.is_err(), "the missing subset stops the new rollout");
+
+    // Once the subset exists, the acknowledgement is applied: the outbox empties.
+    emu.apply_yaml(&format!("{dr}  - {{name: v2, labels: {{version: v2}}}}\n")).unwrap();
+    now = Timestamp::from_second(now.as_second() + 15).unwrap();
+    driver.reconcile(&policy, now).await.unwrap();
+    let s = recorded_state(&emu, &policy);
+    assert!(s.outbox.is_empty(), "the delivered alert was forgotten: {:?}", s.outbox);
+}

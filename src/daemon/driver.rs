@@ -133,12 +133,15 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
         let before = inputs::recorded_state(&view).map_err(|e| DaemonError::State(e.to_string()))?;
         let revision = kube.canary_revision().await?;
         let key = policy.key();
-        let queued = self.pending.take(&key);
         if inputs::starts_rollout(&before, revision.as_deref()) {
             kube.check_subsets(&view).await?;
             warn_if_hosts_disagree(policy, &view);
         }
         let stable_rolled_out = inputs::awaits_stable(&before) && kube.stable_rolled_out().await?;
+        // Take what effects reported only after the last read that can fail: an error above
+        // returns early, and inputs taken before it (delivery acknowledgements, gate answers)
+        // would be lost — a lost acknowledgement means the alert is sent again after a restart.
+        let queued = self.pending.take(&key);
 
         let read = Reads { before: &before, view: &view, revision: revision.as_deref(), stable_rolled_out };
         let derived = inputs::derive(policy, &read, queued.clone(), now);
