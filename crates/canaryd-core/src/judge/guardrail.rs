@@ -10,6 +10,7 @@ use super::cs::{self, AbortFamily};
 use super::eprocess::{self, ABORT_BETS};
 use super::success::{end_pp, fill_counts, SUCCESS_RATE_GUARDRAIL};
 use super::JudgeState;
+use super::Look;
 use crate::format::{conf, pct};
 use crate::judge::{CheckResult, Evidence, Verdict};
 use crate::policy::SuccessRateCheck;
@@ -99,15 +100,8 @@ pub(crate) fn observe_errors(state: &mut JudgeState, past: &JudgeState, max_pct:
 }
 
 /// Judges `success-rate-guardrail`: the canary's own error rate against `maxErrorRate` (percent).
-pub(crate) fn error_guardrail(
-    cfg: &SuccessRateCheck,
-    max_pct: f64,
-    alpha_c: f64,
-    alpha: f64,
-    state: &JudgeState,
-    min_requests: u64,
-    end_of_step: bool,
-) -> CheckResult {
+pub(crate) fn error_guardrail(cfg: &SuccessRateCheck, max_pct: f64, look: &Look) -> CheckResult {
+    let Look { state, alpha_c, alpha, min_requests, end_of_step } = *look;
     let max = max_pct / 100.0;
     let step = &state.step_counts;
     let mut ev = Evidence { threshold: Some(max), ..Evidence::default() };

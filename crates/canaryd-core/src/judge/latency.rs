@@ -31,6 +31,7 @@ use super::eprocess::{self, smoothed_rate, LATENCY_BETS};
 use super::guardrail::GuardrailEvidence;
 use super::hist::Cumulative;
 use super::JudgeState;
+use super::Look;
 use crate::format::{conf, ms, pct};
 use crate::judge::{CheckResult, Evidence, Verdict};
 use crate::observation::{Histogram, Observation};
@@ -190,14 +191,8 @@ fn step_histograms(state: &JudgeState) -> Result<(Cumulative, Cumulative), Strin
 }
 
 /// Judges `latency` on the state that already includes this look.
-pub(crate) fn latency(
-    cfg: &LatencyCheck,
-    alpha_c: f64,
-    alpha: f64,
-    state: &JudgeState,
-    min_requests: u64,
-    end_of_step: bool,
-) -> CheckResult {
+pub(crate) fn latency(cfg: &LatencyCheck, look: &Look) -> CheckResult {
+    let Look { state, alpha_c, alpha, min_requests, end_of_step } = *look;
     let q = sane_quantile(cfg.quantile);
     let tol = cfg.tolerance / 100.0;
     let label = quantile_label(q);
@@ -353,15 +348,8 @@ pub(crate) fn observe_guardrail(
 }
 
 /// Judges `latency-guardrail`: the canary's `q`-quantile against `max_ms`.
-pub(crate) fn guardrail(
-    cfg: &LatencyCheck,
-    max_ms: f64,
-    alpha_c: f64,
-    alpha: f64,
-    state: &JudgeState,
-    min_requests: u64,
-    end_of_step: bool,
-) -> CheckResult {
+pub(crate) fn guardrail(cfg: &LatencyCheck, max_ms: f64, look: &Look) -> CheckResult {
+    let Look { state, alpha_c, alpha, min_requests, end_of_step } = *look;
     let q = sane_quantile(cfg.quantile);
     let label = quantile_label(q);
     let level = 1.0 - q;

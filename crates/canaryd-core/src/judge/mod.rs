@@ -240,14 +240,18 @@ pub fn judge(
             latency::observe_guardrail(&mut next, state, lat, max, obs);
         }
     }
-    let alpha_c = check_alpha(analysis);
-    let alpha = total_alpha(analysis);
-    let min = analysis.min_requests;
+    let look = Look {
+        state: &next,
+        alpha_c: check_alpha(analysis),
+        alpha: total_alpha(analysis),
+        min_requests: analysis.min_requests,
+        end_of_step,
+    };
     let mut checks = Vec::new();
     if sr.enabled {
-        checks.push(success::success_rate(sr, alpha_c, alpha, &next, min, end_of_step));
+        checks.push(success::success_rate(sr, &look));
         if let Some(max) = sr.max_error_rate {
-            checks.push(guardrail::error_guardrail(sr, max, alpha_c, alpha, &next, min, end_of_step));
+            checks.push(guardrail::error_guardrail(sr, max, &look));
         }
     }
     if lat.enabled {
@@ -261,13 +265,13 @@ pub fn judge(
         if missing.is_some() {
             checks.push(error(LATENCY));
         } else {
-            checks.push(latency::latency(lat, alpha_c, alpha, &next, min, end_of_step));
+            checks.push(latency::latency(lat, &look));
         }
         if let Some(max) = lat.max_ms {
             if missing.is_some() {
                 checks.push(error(LATENCY_GUARDRAIL));
             } else {
-                checks.push(latency::guardrail(lat, max, alpha_c, alpha, &next, min, end_of_step));
+                checks.push(latency::guardrail(lat, max, &look));
             }
         }
     }
@@ -318,6 +322,18 @@ pub fn requests_to_catch(analysis: &Analysis, baseline_error_rate: f64, canary_s
     } else {
         n as u64
     }
+}
+
+/// What every statistical check is judged with at one look: the state including the look, the
+/// abort level of one check (`alpha_c`), the per-step pass level (`alpha`), `minRequests` and
+/// whether the step's bake is over.
+#[derive(Clone, Copy)]
+pub(crate) struct Look<'a> {
+    pub state: &'a JudgeState,
+    pub alpha_c: f64,
+    pub alpha: f64,
+    pub min_requests: u64,
+    pub end_of_step: bool,
 }
 
 /// A side that served requests but came without a histogram: the evidence is missing.

@@ -18,7 +18,7 @@
 
 use super::cs::{self, AbortFamily};
 use super::eprocess::{self, ABORT_BETS};
-use super::{Counts, JudgeState};
+use super::{Counts, Look};
 use crate::format::{conf, pct, pp};
 use crate::judge::{CheckResult, Evidence, Verdict};
 use crate::observation::SideObservation;
@@ -139,14 +139,8 @@ pub(crate) fn end_pp(x: f64, lo: f64, hi: f64) -> f64 {
 
 /// Judges `success-rate` on the state that already includes this look. `alpha_c` is the
 /// check's share of α (abort side), `alpha` the whole α (per-step pass side).
-pub(crate) fn success_rate(
-    cfg: &SuccessRateCheck,
-    alpha_c: f64,
-    alpha: f64,
-    state: &JudgeState,
-    min_requests: u64,
-    end_of_step: bool,
-) -> CheckResult {
+pub(crate) fn success_rate(cfg: &SuccessRateCheck, look: &Look) -> CheckResult {
+    let Look { state, alpha_c, alpha, min_requests, end_of_step } = *look;
     let tol = cfg.tolerance / 100.0;
     let mut ev = Evidence { threshold: Some(tol), ..Evidence::default() };
     let result = |verdict, evidence| CheckResult {
