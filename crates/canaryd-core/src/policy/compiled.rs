@@ -25,10 +25,26 @@ pub struct Workloads {
     pub canary: String,
 }
 
+/// Where a policy came from, which decides what it may ask the daemon to do.
+///
+/// A policy file is mounted by the operator who runs canaryd, so it is trusted like the
+/// daemon's own configuration. A RolloutPolicy custom resource is written by whoever may create
+/// one in its namespace — a tenant — and acts through canaryd's identity: it may only name
+/// Secrets in its own namespace (never the daemon's environment or files), and its custom
+/// queries are confined to its namespace's series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A policy file the operator mounted (`--policies`), or one given on the command line.
+    File,
+    /// A RolloutPolicy custom resource.
+    Resource,
+}
+
 /// A validated policy with its plan, schedule and workloads compiled; see the module docs.
 #[derive(Debug, Clone)]
 pub struct Policy {
     source: String,
+    origin: Origin,
     name: String,
     namespace: String,
     spec: RolloutPolicySpec,
@@ -40,8 +56,8 @@ pub struct Policy {
 impl PartialEq for Policy {
     /// Two policies are equal when they say the same thing; everything else is derived.
     fn eq(&self, other: &Self) -> bool {
-        (&self.source, &self.name, &self.namespace, &self.spec)
-            == (&other.source, &other.name, &other.namespace, &other.spec)
+        (&self.source, self.origin, &self.name, &self.namespace, &self.spec)
+            == (&other.source, other.origin, &other.name, &other.namespace, &other.spec)
     }
 }
 
@@ -49,6 +65,7 @@ impl Policy {
     /// Compiles an already validated spec. `file` names the source in messages.
     pub(super) fn compile(
         file: &str,
+        origin: Origin,
         name: String,
         namespace: String,
         spec: RolloutPolicySpec,
@@ -67,7 +84,7 @@ impl Policy {
             canary: default_workload(&spec.target.canary, &spec.target.virtual_service),
         };
         let plan = plan::compile(&spec);
-        Ok(Policy { source: file.to_string(), name, namespace, spec, plan, schedule, workloads })
+        Ok(Policy { source: file.to_string(), origin, name, namespace, spec, plan, schedule, workloads })
     }
 
     /// Validates `edit` applied to a copy of this policy's spec and returns the new policy
@@ -85,16 +102,21 @@ impl Policy {
             },
             spec,
         };
-        let problems = validate::validate(&self.source, &LocationIndex::default(), &doc);
+        let problems = validate::validate(&self.source, &LocationIndex::default(), &doc, self.origin);
         if !problems.is_empty() {
             return Err(Diagnostics(problems));
         }
-        Policy::compile(&self.source, self.name.clone(), self.namespace.clone(), doc.spec)
+        Policy::compile(&self.source, self.origin, self.name.clone(), self.namespace.clone(), doc.spec)
     }
 
     /// File path, or `rolloutpolicy/<namespace>/<name>` for a custom resource; for messages.
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// Whether the policy is an operator's file or a tenant's custom resource.
+    pub fn origin(&self) -> Origin {
+        self.origin
     }
 
     /// The policy's name.

@@ -5,7 +5,7 @@ use super::diagnostic::{did_you_mean, Diagnostic, Diagnostics};
 use super::locate::{join_key, LocationIndex, Position};
 use super::spec::{RolloutPolicy, RolloutPolicySpec, API_VERSION};
 use super::validate;
-use super::Policy;
+use super::{Origin, Policy};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -62,13 +62,13 @@ pub fn parse_policy(file: &str, source: &str) -> Result<Policy, Diagnostics> {
             return Err(Diagnostics(problems));
         }
     };
-    problems.extend(validate::validate(file, &index, &doc));
+    problems.extend(validate::validate(file, &index, &doc, Origin::File));
     if !problems.is_empty() {
         problems.sort_by_key(|d| (d.line, d.column));
         return Err(Diagnostics(problems));
     }
     let namespace = doc.metadata.namespace.unwrap_or_else(|| "default".to_string());
-    Policy::compile(file, doc.metadata.name, namespace, doc.spec)
+    Policy::compile(file, Origin::File, doc.metadata.name, namespace, doc.spec)
 }
 
 /// Parses a policy that arrived as a custom resource (already typed by the API server).
@@ -82,11 +82,11 @@ pub fn from_resource(rp: &RolloutPolicy) -> Result<Policy, Diagnostics> {
         metadata: Metadata { name: name.clone(), namespace: Some(namespace.clone()), ..Metadata::default() },
         spec: rp.spec.clone(),
     };
-    let problems = validate::validate(&file, &LocationIndex::default(), &doc);
+    let problems = validate::validate(&file, &LocationIndex::default(), &doc, Origin::Resource);
     if !problems.is_empty() {
         return Err(Diagnostics(problems));
     }
-    Policy::compile(&file, name, namespace, rp.spec.clone())
+    Policy::compile(&file, Origin::Resource, name, namespace, rp.spec.clone())
 }
 
 fn from_yaml_error(file: &str, index: &LocationIndex, err: &serde_saphyr::Error) -> Diagnostic {
@@ -167,4 +167,49 @@ fn resolve<'a>(root: &'a Value, mut node: &'a Value) -> &'a Value {
         }
     }
     node
+}
+
+#[cfg(test)]
+mod origin_tests {
+    use super::*;
+
+    const SPEC: &str = r#"
+target: {virtualService: reviews, stable: {subset: v1}, canary: {subset: v2}}
+alerts:
+  on: [abort]
+  webhooks:
+    - {name: env-hook, urlFrom: {env: PLATFORM_WEBHOOK}}
+    - {name: file-hook, urlFrom: {secretKeyRef: {name: hooks, key: url}}, signingSecretFrom: {file: /etc/canaryd/key}}
+    - {name: own-hook, urlFrom: {secretKeyRef: {name: hooks, key: url}}}
+"#;
+
+    fn resource(spec: &str) -> RolloutPolicy {
+        let spec: RolloutPolicySpec = serde_saphyr::from_str(spec).unwrap();
+        let mut rp = RolloutPolicy::new("reviews", spec);
+        rp.metadata.namespace = Some("shop".into());
+        rp
+    }
+
+    #[test]
+    fn a_resource_may_not_read_the_daemons_environment_or_files() {
+        let err = from_resource(&resource(SPEC)).unwrap_err().to_string();
+        assert!(err.contains("spec.alerts.webhooks[0].urlFrom.env"), "{err}");
+        assert!(err.contains("spec.alerts.webhooks[1].signingSecretFrom.file"), "{err}");
+        assert!(!err.contains("webhooks[2]"), "{err}");
+        assert!(err.contains("secretKeyRef"), "the help says what to use instead: {err}");
+    }
+
+    #[test]
+    fn a_policy_file_may_and_a_secret_key_ref_resource_may() {
+        let file = format!(
+            "apiVersion: canaryd.io/v1alpha1\nkind: RolloutPolicy\nmetadata: {{name: reviews}}\nspec:{}",
+            SPEC.replace('\n', "\n  ")
+        );
+        let p = parse_policy("reviews.yaml", &file).unwrap();
+        assert_eq!(p.origin(), Origin::File);
+        let own_only =
+            SPEC.lines().filter(|l| !l.contains("env-hook") && !l.contains("file-hook")).collect::<Vec<_>>();
+        let p = from_resource(&resource(&own_only.join("\n"))).unwrap();
+        assert_eq!(p.origin(), Origin::Resource);
+    }
 }

@@ -5,11 +5,13 @@ use super::diagnostic::Diagnostic;
 use super::load::PolicyDocument;
 use super::locate::LocationIndex;
 use super::spec::*;
+use super::Origin;
 use std::collections::HashSet;
 
 /// Runs every rule over `doc`; positions come from `index` (empty for custom resources).
-pub fn validate(file: &str, index: &LocationIndex, doc: &PolicyDocument) -> Vec<Diagnostic> {
-    let mut v = Validator { file, index, out: Vec::new() };
+/// `origin` decides which secret sources the policy may use (see [`Origin`]).
+pub fn validate(file: &str, index: &LocationIndex, doc: &PolicyDocument, origin: Origin) -> Vec<Diagnostic> {
+    let mut v = Validator { file, index, origin, out: Vec::new() };
     v.header(doc);
     let spec = &doc.spec;
     v.target(&spec.target);
@@ -26,6 +28,7 @@ pub fn validate(file: &str, index: &LocationIndex, doc: &PolicyDocument) -> Vec<
 struct Validator<'a> {
     file: &'a str,
     index: &'a LocationIndex,
+    origin: Origin,
     out: Vec<Diagnostic>,
 }
 
@@ -391,6 +394,22 @@ impl Validator<'_> {
                 "a secret source needs exactly one of `env`, `file` or `secretKeyRef`",
                 "e.g. `urlFrom: {secretKeyRef: {name: alerts, key: slack-url}}`",
             );
+        }
+        // A custom resource is a tenant's text acting through canaryd's identity: the
+        // daemon's environment and files hold the operator's secrets (SMTP password, platform
+        // webhook URLs), so only Secrets in the policy's own namespace may be named.
+        if self.origin == Origin::Resource {
+            for (set, kind) in [(s.env.is_some(), "env"), (s.file.is_some(), "file")] {
+                if set {
+                    self.err(
+                        &format!("{field}.{kind}"),
+                        format!("a RolloutPolicy resource may not read secrets from the daemon's `{kind}`"),
+                        "store the value in a Secret in the policy's namespace and use \
+                         `secretKeyRef: {name: <secret>, key: <key>}`; `env`/`file` are for \
+                         policy files the operator mounts with --policies",
+                    );
+                }
+            }
         }
     }
 
