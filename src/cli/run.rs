@@ -6,7 +6,7 @@ use crate::alert::{
 };
 use crate::daemon::leader::LeaderElector;
 use crate::daemon::metrics::DaemonMetrics;
-use crate::daemon::{CycleReport, DaemonEffects, DaemonError, Driver, KubeSecretStore};
+use crate::daemon::{CycleReport, DaemonEffects, DaemonError, Driver, KubeSecretStore, NamespaceScope};
 use crate::policy::{from_resource, parse_policy, Condition, Policy, RolloutPolicy, RolloutPolicyStatus};
 use crate::prometheus::{PrometheusClient, PrometheusConfig, Secret};
 use kube::api::{Api, Patch, PatchParams};
@@ -23,9 +23,11 @@ pub(crate) struct RunOptions {
     /// Also act on RolloutPolicy custom resources (cluster-wide, or in --namespace).
     #[arg(long)]
     pub crds: bool,
-    /// Only RolloutPolicy resources in this namespace.
-    #[arg(long)]
-    pub namespace: Option<String>,
+    /// Manage only these namespaces (repeat, or comma-separate): RolloutPolicies are listed
+    /// there, policy files for other namespaces are refused, and no Secret elsewhere is read.
+    /// Pair with the namespaced RBAC of deploy/namespaced. Default: every namespace.
+    #[arg(long = "namespace", value_name = "NS[,NS…]", env = "CANARYD_NAMESPACES", value_delimiter = ',')]
+    pub namespaces: Vec<String>,
     /// Prometheus base URL.
     #[arg(long, env = "CANARYD_PROMETHEUS_URL")]
     pub prometheus: String,
@@ -70,7 +72,7 @@ fn read_secret_file(path: &PathBuf) -> Result<Secret, String> {
         .map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
-fn deliverer(o: &RunOptions, client: &kube::Client) -> Result<Deliverer, String> {
+fn deliverer(o: &RunOptions, client: &kube::Client, scope: &NamespaceScope) -> Result<Deliverer, String> {
     let mailer = match &o.smtp_host {
         None => None,
         Some(host) => {
@@ -94,7 +96,7 @@ fn deliverer(o: &RunOptions, client: &kube::Client) -> Result<Deliverer, String>
     Ok(Deliverer::new(DelivererConfig {
         mailer,
         webhooks: WebhookSender::new(std::time::Duration::from_secs(10)).map_err(|e| e.to_string())?,
-        secrets: Arc::new(KubeSecretStore { client: client.clone() }),
+        secrets: Arc::new(KubeSecretStore { client: client.clone(), scope: scope.clone() }),
         render: RenderOptions { prometheus_url: o.prometheus_link.clone() },
         retry: RetryPolicy::default(),
     }))
@@ -125,6 +127,7 @@ pub fn run(o: RunOptions) -> i32 {
 }
 
 async fn daemon(o: RunOptions) -> Result<(), String> {
+    let scope = NamespaceScope::from_flags(&o.namespaces)?;
     let mut config = PrometheusConfig::new(o.prometheus.clone());
     if let Some(path) = &o.prometheus_token_file {
         config.bearer_token = Some(read_secret_file(path)?);
@@ -134,9 +137,9 @@ async fn daemon(o: RunOptions) -> Result<(), String> {
         .await
         .map_err(|e| format!("cannot reach the cluster: {e}\n  set KUBECONFIG or run inside a cluster"))?;
     let effects = DaemonEffects::new(
-        deliverer(&o, &client)?,
+        deliverer(&o, &client, &scope)?,
         reqwest::Client::builder().build().map_err(|e| e.to_string())?,
-        Arc::new(KubeSecretStore { client: client.clone() }),
+        Arc::new(KubeSecretStore { client: client.clone(), scope: scope.clone() }),
     );
     let driver = Driver::new(client.clone(), metrics_source, effects);
     let metrics = Arc::new(DaemonMetrics::default());
@@ -155,7 +158,7 @@ async fn daemon(o: RunOptions) -> Result<(), String> {
         .then(|| LeaderElector::new(client.clone(), &o.lease_namespace, "canaryd-leader", &identity));
     let mut next_due: HashMap<String, i64> = HashMap::new();
     let mut statuses: HashMap<String, RolloutPolicyStatus> = HashMap::new();
-    tracing::info!(identity = %identity, "canaryd running");
+    tracing::info!(identity = %identity, namespaces = %scope, "canaryd running");
     loop {
         let now = jiff::Timestamp::now();
         let leading = match &elector {
@@ -163,7 +166,7 @@ async fn daemon(o: RunOptions) -> Result<(), String> {
             None => true,
         };
         if leading {
-            let (policies, from_crs) = gather(&o, &client, &mut statuses).await;
+            let (policies, from_crs) = gather(&o, &scope, &client, &mut statuses).await;
             let due: Vec<Policy> = policies
                 .into_iter()
                 .filter(|p| next_due.get(&p.key()).is_none_or(|t| *t <= now.as_second()))
@@ -236,6 +239,7 @@ fn error_kind(e: &DaemonError) -> &'static str {
 /// for resources, reported in their status) and never acted on.
 async fn gather(
     o: &RunOptions,
+    scope: &NamespaceScope,
     client: &kube::Client,
     statuses: &mut HashMap<String, RolloutPolicyStatus>,
 ) -> (Vec<Policy>, Vec<String>) {
@@ -245,6 +249,11 @@ async fn gather(
         for f in files {
             let name = f.display().to_string();
             match std::fs::read_to_string(&f).map_err(|e| e.to_string()).map(|t| parse_policy(&name, &t)) {
+                Ok(Ok(p)) if !scope.contains(p.namespace()) => tracing::error!(
+                    file = %name,
+                    namespace = p.namespace(),
+                    "policy for a namespace this daemon does not manage (--namespace {scope}); not acted on"
+                ),
                 Ok(Ok(p)) => out.push(p),
                 Ok(Err(d)) => tracing::error!(file = %name, "invalid policy, not acted on:\n{d}"),
                 Err(e) => tracing::error!(file = %name, error = %e, "cannot read policy"),
@@ -253,39 +262,44 @@ async fn gather(
     }
     let mut from_crs = Vec::new();
     if o.crds {
-        let api: Api<RolloutPolicy> = match &o.namespace {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
+        // One list per managed namespace: a namespaced install has no cluster-wide list right.
+        let apis: Vec<(String, Api<RolloutPolicy>)> = match scope.namespaces() {
+            Some(names) => names.iter().map(|ns| (ns.clone(), Api::namespaced(client.clone(), ns))).collect(),
+            None => vec![("all namespaces".to_string(), Api::all(client.clone()))],
         };
-        match api.list(&Default::default()).await {
-            Ok(list) => {
-                for rp in list.items {
-                    match from_resource(&rp) {
-                        Ok(p) => {
-                            from_crs.push(p.key());
-                            out.push(p);
-                        }
-                        Err(d) => {
-                            tracing::error!("invalid RolloutPolicy, not acted on:\n{d}");
-                            let ns = rp.metadata.namespace.clone().unwrap_or_default();
-                            let name = rp.metadata.name.clone().unwrap_or_default();
-                            let status = RolloutPolicyStatus {
-                                phase: Some("Invalid".into()),
-                                conditions: vec![condition(
-                                    "Valid",
-                                    "False",
-                                    "InvalidPolicy",
-                                    &d.to_string(),
-                                )],
-                                observed_generation: rp.metadata.generation,
-                                ..Default::default()
-                            };
-                            patch_status(client, &ns, &name, status, statuses).await;
+        for (where_, api) in apis {
+            match api.list(&Default::default()).await {
+                Ok(list) => {
+                    for rp in list.items {
+                        match from_resource(&rp) {
+                            Ok(p) => {
+                                from_crs.push(p.key());
+                                out.push(p);
+                            }
+                            Err(d) => {
+                                tracing::error!("invalid RolloutPolicy, not acted on:\n{d}");
+                                let ns = rp.metadata.namespace.clone().unwrap_or_default();
+                                let name = rp.metadata.name.clone().unwrap_or_default();
+                                let status = RolloutPolicyStatus {
+                                    phase: Some("Invalid".into()),
+                                    conditions: vec![condition(
+                                        "Valid",
+                                        "False",
+                                        "InvalidPolicy",
+                                        &d.to_string(),
+                                    )],
+                                    observed_generation: rp.metadata.generation,
+                                    ..Default::default()
+                                };
+                                patch_status(client, &ns, &name, status, statuses).await;
+                            }
                         }
                     }
                 }
+                Err(e) => {
+                    tracing::warn!(error = %e, namespace = %where_, "cannot list RolloutPolicy resources")
+                }
             }
-            Err(e) => tracing::warn!(error = %e, "cannot list RolloutPolicy resources"),
         }
     }
     (out, from_crs)

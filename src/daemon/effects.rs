@@ -87,13 +87,21 @@ impl Effects for DaemonEffects {
 
 /// Kubernetes Secrets for `secretKeyRef` sources. The alert code asks synchronously, so this
 /// blocks the (multi-threaded) runtime's worker briefly; lookups happen only when sending.
+/// Secrets outside `scope` are never read, whatever the daemon's RBAC would allow.
 pub struct KubeSecretStore {
     pub client: kube::Client,
+    pub scope: super::NamespaceScope,
 }
 
 impl SecretStore for KubeSecretStore {
     fn get(&self, namespace: &str, name: &str, key: &str) -> Result<Option<Vec<u8>>, String> {
         use k8s_openapi::api::core::v1::Secret;
+        if !self.scope.contains(namespace) {
+            return Err(format!(
+                "namespace {namespace} is not managed by this daemon (--namespace {})",
+                self.scope
+            ));
+        }
         let api: kube::Api<Secret> = kube::Api::namespaced(self.client.clone(), namespace);
         let secret =
             tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(api.get_opt(name)))

@@ -12,8 +12,10 @@ mod kube_effects;
 mod kube_io;
 pub mod leader;
 pub mod metrics;
+mod scope;
 
 pub use driver::{CycleReport, DaemonError, Driver};
 pub use effects::{DaemonEffects, Effects, KubeSecretStore, NoEffects};
 pub use feedback::Feedback;
 pub use kube_io::{pod_template_revision, virtual_service_resource};
+pub use scope::NamespaceScope;

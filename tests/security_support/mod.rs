@@ -96,7 +96,12 @@ pub async fn eventually<T>(limit: Duration, what: &str, mut f: impl FnMut() -> O
 
 /// The RolloutPolicy `bookinfo/<name>`.
 pub fn rollout_policy(emu: &EmulatorHandle, name: &str) -> Value {
-    emu.get("canaryd.io", "v1alpha1", "rolloutpolicies", "bookinfo", name).unwrap()
+    rollout_policy_in(emu, "bookinfo", name)
+}
+
+/// The RolloutPolicy `<namespace>/<name>`.
+pub fn rollout_policy_in(emu: &EmulatorHandle, namespace: &str, name: &str) -> Value {
+    emu.get("canaryd.io", "v1alpha1", "rolloutpolicies", namespace, name).unwrap()
 }
 
 /// The VirtualService `bookinfo/reviews`.
