@@ -83,7 +83,11 @@ fn setup(emu: &EmulatorHandle, hook_url: &str) {
 
 /// One release cycle of the real daemon under `rbac`, with `scope` added to its arguments;
 /// returns the API requests made with the daemon's token (all of them succeeded).
-async fn release_cycle(emu: &EmulatorHandle, rbac: &str, scope: &[&str]) -> Vec<kube_emulator::RequestRecord> {
+async fn release_cycle(
+    emu: &EmulatorHandle,
+    rbac: &str,
+    scope: &[&str],
+) -> Vec<kube_emulator::RequestRecord> {
     let hook = HttpServer::start().await;
     setup(emu, &hook.url("/hooks/ops"));
     emu.enable_rbac(Rbac::new().bind(TOKEN, rbac).unwrap());
@@ -219,8 +223,11 @@ async fn the_namespaced_install_needs_exactly_its_rules_and_stays_in_its_namespa
     emu.apply_yaml(include_str!("../deploy/crd.yaml")).unwrap();
     emu.apply_yaml(&POLICY.replace("namespace: bookinfo", "namespace: other")).unwrap();
     let files = tempfile::tempdir().unwrap();
-    std::fs::write(files.path().join("other.yaml"), POLICY.replace("namespace: bookinfo", "namespace: other"))
-        .unwrap();
+    std::fs::write(
+        files.path().join("other.yaml"),
+        POLICY.replace("namespace: bookinfo", "namespace: other"),
+    )
+    .unwrap();
     let files_dir = files.path().display().to_string();
     let log = release_cycle(&emu, &rbac, &["--namespace", "bookinfo", "--policies", &files_dir]).await;
     assert_granted_is_used(&rbac, &log);
@@ -292,8 +299,8 @@ async fn requests_outside_the_rules_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_namespaced_install_cannot_reach_other_namespaces() {
-    use k8s_openapi::api::core::v1::Secret;
     use canaryd::policy::RolloutPolicy;
+    use k8s_openapi::api::core::v1::Secret;
     use kube::api::Api;
 
     let emu = Emulator::start().await.unwrap();

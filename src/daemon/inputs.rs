@@ -110,6 +110,7 @@ mod tests {
             canary_host: "reviews".into(),
             traffic: Traffic { canary_weight, ..Traffic::default() },
             state: None,
+            legacy_state_key: None,
             command: command.map(str::to_string),
             resource_version: "1".into(),
         }

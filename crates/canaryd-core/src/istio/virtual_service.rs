@@ -26,17 +26,41 @@ pub enum VsError {
 
 /// Annotation that holds a policy's rollout state on its VirtualService.
 pub fn state_annotation_key(policy: &Policy) -> String {
-    let mut name = policy.name().to_string();
-    name.truncate(50);
-    format!("canaryd.io/state-{name}")
+    annotation_key("state", policy.name())
 }
 
 /// Annotation through which `canaryd promote|abort|pause|resume|retry|start` reach the daemon;
 /// the daemon removes it in the same write that applies it.
 pub fn command_annotation_key(policy: &Policy) -> String {
-    let mut name = policy.name().to_string();
-    name.truncate(48);
-    format!("canaryd.io/command-{name}")
+    annotation_key("command", policy.name())
+}
+
+/// The name part of an annotation key is at most 63 characters and must end with a letter or
+/// digit. A policy name (a DNS label, up to 63 characters) that does not fit keeps a readable prefix and
+/// gets a hash of the whole name, so two long names sharing a prefix never share state and the
+/// key is always valid.
+fn annotation_key(kind: &str, policy_name: &str) -> String {
+    const MAX_NAME: usize = 63;
+    let name = format!("{kind}-{policy_name}");
+    if name.len() <= MAX_NAME {
+        return format!("canaryd.io/{name}");
+    }
+    let head: String = name.chars().take(MAX_NAME - 9).collect();
+    let head = head.trim_end_matches(|c: char| !c.is_ascii_alphanumeric());
+    format!("canaryd.io/{head}-{:08x}", fnv1a32(policy_name))
+}
+
+/// FNV-1a, 32 bits: stable across versions and platforms (the key is persisted), no
+/// dependency; collisions only matter between two long names with the same 54-character prefix.
+fn fnv1a32(s: &str) -> u32 {
+    s.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
+}
+
+/// The key versions before 0.2 used: the name cut at 50 characters (could end in `-` or `.`,
+/// and two long names could share it). Read when the current key is absent, removed on write.
+fn legacy_state_annotation_key(policy: &Policy) -> String {
+    let name: String = policy.name().chars().take(50).collect();
+    format!("canaryd.io/state-{name}")
 }
 
 fn managed_route_name(policy: &Policy) -> String {
@@ -57,6 +81,9 @@ pub struct RouteView {
     pub traffic: Traffic,
     /// The raw state annotation, if any.
     pub state: Option<String>,
+    /// The pre-0.2 key the state was also found under (long policy names); the next write
+    /// moves the state to the current key and removes this one.
+    pub legacy_state_key: Option<String>,
     /// A pending operator command (`abort: reason`, `promote`, ...), if any.
     pub command: Option<String>,
     /// metadata.resourceVersion as read.
@@ -124,11 +151,17 @@ impl RouteView {
                 prefix: cond.get("prefix").and_then(Value::as_str).map(str::to_string),
                 regex: cond.get("regex").and_then(Value::as_str).map(str::to_string),
             });
-        let state = vs
-            .pointer("/metadata/annotations")
-            .and_then(|a| a.get(state_annotation_key(policy)))
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        let annotation = |key: &str| {
+            vs.pointer("/metadata/annotations")
+                .and_then(|a| a.get(key))
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        let (current_key, legacy_key) = (state_annotation_key(policy), legacy_state_annotation_key(policy));
+        let legacy_state = annotation(&legacy_key).filter(|_| legacy_key != current_key);
+        let state = annotation(&current_key);
+        let legacy_state_key = legacy_state.is_some().then_some(legacy_key);
+        let state = state.or(legacy_state);
         let command = vs
             .pointer("/metadata/annotations")
             .and_then(|a| a.get(command_annotation_key(policy)))
@@ -146,6 +179,7 @@ impl RouteView {
                 mirror_percent,
             },
             state,
+            legacy_state_key,
             resource_version: vs
                 .pointer("/metadata/resourceVersion")
                 .and_then(Value::as_str)
@@ -231,6 +265,10 @@ impl RouteView {
             ops.push(json!({"op": "add", "path": "/metadata/annotations", "value": {}}));
         }
         ops.push(json!({"op": "add", "path": format!("/metadata/annotations/{key}"), "value": state}));
+        if let Some(legacy) = &self.legacy_state_key {
+            let legacy = legacy.replace('~', "~0").replace('/', "~1");
+            ops.push(json!({"op": "remove", "path": format!("/metadata/annotations/{legacy}")}));
+        }
         if self.command.is_some() {
             let ckey = command_annotation_key(policy).replace('~', "~0").replace('/', "~1");
             ops.push(json!({"op": "remove", "path": format!("/metadata/annotations/{ckey}")}));
@@ -312,6 +350,60 @@ mod tests {
         );
         let back = RouteView::read(&after, &p).unwrap();
         assert_eq!(back.traffic, traffic);
+    }
+
+    fn named(name: &str) -> Policy {
+        parse_policy("p.yaml", &format!("apiVersion: canaryd.io/v1alpha1\nkind: RolloutPolicy\nmetadata: {{name: {name}, namespace: bookinfo}}\nspec:\n  target: {{virtualService: reviews, route: main, stable: {{subset: v1}}, canary: {{subset: v2}}}}\n")).unwrap()
+    }
+
+    /// The API server's rule for an annotation key's name part.
+    fn valid_annotation_name(key: &str) -> bool {
+        let name = key.strip_prefix("canaryd.io/").unwrap();
+        name.len() <= 63
+            && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && name.ends_with(|c: char| c.is_ascii_alphanumeric())
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    }
+
+    #[test]
+    fn annotation_keys_are_valid_and_distinct_for_every_policy_name() {
+        let prefix = "a".repeat(49);
+        // A cut at 50 characters used to end in '-' here, and the two names shared a key.
+        let names = [
+            "reviews".to_string(),
+            format!("{prefix}-x"),
+            format!("{prefix}-y"),
+            "x".repeat(57),
+            "x".repeat(58),
+            "c".repeat(63),
+            format!("{}-{}", "c".repeat(61), "d"),
+        ];
+        let mut keys = std::collections::BTreeSet::new();
+        for n in &names {
+            let p = named(n);
+            for key in [state_annotation_key(&p), command_annotation_key(&p)] {
+                assert!(valid_annotation_name(&key), "{n}: {key}");
+                assert!(keys.insert(key.clone()), "{n}: {key} is shared");
+            }
+        }
+        assert_eq!(state_annotation_key(&named("reviews")), "canaryd.io/state-reviews");
+    }
+
+    #[test]
+    fn state_under_the_legacy_key_is_read_and_moved() {
+        let long = format!("{}-{}", "a".repeat(49), "tail");
+        let p = named(&long);
+        let legacy = format!("canaryd.io/state-{}", &long[..50]);
+        assert_ne!(legacy, state_annotation_key(&p));
+        let mut original = vs();
+        original["metadata"]["annotations"][&legacy] = json!("{\"phase\":\"Progressing\"}");
+        let view = RouteView::read(&original, &p).unwrap();
+        assert_eq!(view.state.as_deref(), Some("{\"phase\":\"Progressing\"}"));
+        let after = apply(&original, &view.patch(&original, &p, &view.traffic, "{\"phase\":\"Promoted\"}"));
+        let annotations = after["metadata"]["annotations"].as_object().unwrap();
+        assert!(!annotations.contains_key(&legacy), "{annotations:?}");
+        assert_eq!(annotations[&state_annotation_key(&p)], "{\"phase\":\"Promoted\"}");
+        assert!(RouteView::read(&after, &p).unwrap().legacy_state_key.is_none());
     }
 
     #[test]
