@@ -150,6 +150,22 @@ async fn recovers_from_409s_and_5xx_without_clobbering_a_concurrent_writer() {
     );
 }
 
+#[tokio::test]
+async fn a_rejected_write_is_reported_as_rejected_not_as_a_conflict() {
+    let (emu, policy, mesh) = sandbox(None).await;
+    let driver = Driver::new(emu.client(), mesh, NoEffects);
+    let before = virtual_service(&emu, &policy);
+    // A validating webhook refuses the write: a 422 with the object unchanged.
+    emu.inject(Fault::new(Matcher::any().verb("patch").resource("virtualservices"), FaultKind::Status(422)));
+    let err = driver.reconcile(&policy, t0()).await.unwrap_err();
+    assert!(matches!(err, canaryd::daemon::DaemonError::Rejected { code: 422, .. }), "{err:?}");
+    assert!(err.to_string().contains("bookinfo/reviews"), "{err}");
+    assert_eq!(virtual_service(&emu, &policy)["spec"], before["spec"], "nothing was changed");
+    // Fixed: the same reconcile goes through.
+    driver.reconcile(&policy, t0()).await.unwrap();
+    assert_eq!(recorded_state(&emu, &policy).phase, Phase::Progressing);
+}
+
 /// Runs one release with restarts: before each cycle, with the seeded probability, the
 /// "daemon" is killed (a fresh Driver loses every in-memory input) and, sometimes, killed
 /// between its decision and its write (a 500 on the write). Returns (final state, the step

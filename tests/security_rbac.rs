@@ -111,6 +111,7 @@ async fn release_cycle(
         let out = output(canaryd(&kubeconfig, &once)).await;
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(out.status.success(), "{stderr}");
+        assert!(!stderr.contains('\u{1b}'), "colour codes in logs that are not a terminal:\n{stderr}");
         stderr
     };
     // 1. First run: the lease is created, the rollout starts (subsets checked, weights and

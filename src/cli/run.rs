@@ -230,6 +230,7 @@ async fn daemon(o: RunOptions) -> Result<(), String> {
 fn error_kind(e: &DaemonError) -> &'static str {
     match e {
         DaemonError::Conflict => "conflict",
+        DaemonError::Rejected { .. } => "rejected",
         DaemonError::Kube(_) => "kubernetes",
         _ => "policy",
     }

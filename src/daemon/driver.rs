@@ -24,6 +24,10 @@ pub enum DaemonError {
     Kube(#[from] kube::Error),
     #[error("the VirtualService changed while we decided (409/422); re-reading")]
     Conflict,
+    /// The API server refused the write for another reason (a validating webhook, a schema
+    /// rule): retrying the same write cannot help, so it is reported, not hidden as a conflict.
+    #[error("the API server rejected the write to VirtualService {namespace}/{name} ({code}): {message}; the rollout cannot move until that is fixed (nothing was changed)")]
+    Rejected { namespace: String, name: String, code: u16, message: String },
     #[error("canary workload {0} not found")]
     CanaryMissing(String),
     #[error("no DestinationRule defines subset {subset:?} for host {host:?}; add it before rolling out")]
@@ -208,9 +212,25 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
             let vs_name = &policy.spec().target.virtual_service;
             match vs_api.patch(vs_name, &PatchParams::default(), &Patch::<()>::Json(patch)).await {
                 Ok(_) => wrote = true,
-                Err(kube::Error::Api(e)) if e.code == 409 || e.code == 422 => {
+                Err(kube::Error::Api(e)) if e.code == 409 => {
                     self.pending.put_back(&key, queued);
                     return Err(DaemonError::Conflict);
+                }
+                // A failed `test` of the resourceVersion is a 422 too (the apiserver's
+                // applyJSPatch), as is a real validation failure. Tell them apart by what
+                // changed: a newer resourceVersion means someone else wrote first.
+                Err(kube::Error::Api(e)) if e.code == 422 => {
+                    self.pending.put_back(&key, queued);
+                    let current = vs_api.get(vs_name).await.ok().and_then(|o| o.metadata.resource_version);
+                    if current.as_deref() != Some(view.resource_version.as_str()) {
+                        return Err(DaemonError::Conflict);
+                    }
+                    return Err(DaemonError::Rejected {
+                        namespace: policy.namespace().to_string(),
+                        name: vs_name.clone(),
+                        code: e.code,
+                        message: e.message,
+                    });
                 }
                 Err(e) => {
                     self.pending.put_back(&key, queued);

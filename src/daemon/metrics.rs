@@ -36,6 +36,9 @@ pub struct DaemonMetrics {
     cycles: Counter,
     /// True once a cycle completed (and, with leader election, while leading or following).
     pub ready: AtomicBool,
+    /// When the loop last completed a cycle (or the process started): `/healthz` fails when
+    /// this is older than [`STALL_LIMIT`].
+    last_cycle: std::sync::Mutex<std::time::Instant>,
 }
 
 impl Default for DaemonMetrics {
@@ -77,6 +80,7 @@ impl Default for DaemonMetrics {
             decision_seconds,
             cycles,
             ready: AtomicBool::new(false),
+            last_cycle: std::sync::Mutex::new(std::time::Instant::now()),
         }
     }
 }
@@ -113,6 +117,9 @@ impl DaemonMetrics {
     pub fn cycle_done(&self) {
         self.cycles.inc();
         self.ready.store(true, Ordering::Relaxed);
+        if let Ok(mut t) = self.last_cycle.lock() {
+            *t = std::time::Instant::now();
+        }
     }
 
     /// The OpenMetrics text exposition.
@@ -123,11 +130,37 @@ impl DaemonMetrics {
     }
 }
 
+/// How long the loop may go without completing a cycle before `/healthz` fails. A cycle is a
+/// few seconds (2 s between cycles, each bounded by half a lease with leader election); two
+/// minutes without one means the loop is stuck, and a restart is the useful remedy.
+pub const STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The liveness answer for a loop whose last cycle completed `since` ago.
+pub fn liveness(since: std::time::Duration, limit: std::time::Duration) -> Result<String, String> {
+    if since <= limit {
+        Ok(format!("ok: last cycle {}s ago", since.as_secs()))
+    } else {
+        Err(format!(
+            "no cycle completed for {}s (limit {}s): the loop is stuck",
+            since.as_secs(),
+            limit.as_secs()
+        ))
+    }
+}
+
+impl DaemonMetrics {
+    /// Time since the loop last completed a cycle (or since start).
+    pub fn since_last_cycle(&self) -> std::time::Duration {
+        self.last_cycle.lock().map(|t| t.elapsed()).unwrap_or_default()
+    }
+}
+
 /// Serves /metrics, /healthz and /readyz on `addr` until the process ends.
 pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<DaemonMetrics>) -> std::io::Result<()> {
     use axum::{http::StatusCode, routing::get, Router};
     let m = metrics.clone();
     let r = metrics.clone();
+    let h = metrics.clone();
     let app = Router::new()
         .route(
             "/metrics",
@@ -141,7 +174,18 @@ pub async fn serve(addr: std::net::SocketAddr, metrics: Arc<DaemonMetrics>) -> s
                 }
             }),
         )
-        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/healthz",
+            get(move || {
+                let h = h.clone();
+                async move {
+                    match liveness(h.since_last_cycle(), STALL_LIMIT) {
+                        Ok(text) => (StatusCode::OK, text),
+                        Err(text) => (StatusCode::SERVICE_UNAVAILABLE, text),
+                    }
+                }
+            }),
+        )
         .route(
             "/readyz",
             get(move || {
@@ -183,5 +227,19 @@ mod tests {
         assert!(text.contains(r#"canaryd_rollout_phase{policy="bookinfo/reviews",phase="Aborted"} 0"#));
         assert!(text.contains(r#"canaryd_errors_total{kind="prometheus"} 1"#));
         assert!(text.contains("canaryd_decision_seconds_count 1"));
+    }
+
+    #[test]
+    fn healthz_fails_when_the_loop_stalls() {
+        use std::time::Duration;
+        assert!(liveness(Duration::from_secs(5), STALL_LIMIT).is_ok());
+        let stuck = liveness(STALL_LIMIT + Duration::from_secs(1), STALL_LIMIT).unwrap_err();
+        assert!(stuck.contains("no cycle completed for 121s"), "{stuck}");
+        let m = DaemonMetrics::default();
+        assert!(m.since_last_cycle() < Duration::from_secs(5), "a fresh process is healthy");
+        *m.last_cycle.lock().unwrap() -= Duration::from_secs(300);
+        assert!(liveness(m.since_last_cycle(), STALL_LIMIT).is_err());
+        m.cycle_done();
+        assert!(liveness(m.since_last_cycle(), STALL_LIMIT).is_ok());
     }
 }
