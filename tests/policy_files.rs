@@ -95,3 +95,36 @@ proptest! {
         let _ = parse_policy("mutated.yaml", &text);
     }
 }
+
+fn validate_cli(args: &[&std::path::Path]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_canaryd")).arg("validate").args(args).output().unwrap()
+}
+
+const MINIMAL: &str = "apiVersion: canaryd.io/v1alpha1\nkind: RolloutPolicy\nmetadata: {name: reviews, namespace: shop}\nspec:\n  target: {virtualService: reviews, stable: {subset: v1}, canary: {subset: v2}}\n";
+
+#[test]
+fn a_configmap_mount_is_read_once() {
+    // The kubelet's layout: key → ..data/key → ..<timestamp>/key.
+    let dir = tempfile::tempdir().unwrap();
+    let stamped = dir.path().join("..2026_12_02_01_00_00.123456789");
+    std::fs::create_dir(&stamped).unwrap();
+    std::fs::write(stamped.join("reviews.yaml"), MINIMAL).unwrap();
+    std::os::unix::fs::symlink("..2026_12_02_01_00_00.123456789", dir.path().join("..data")).unwrap();
+    std::os::unix::fs::symlink("..data/reviews.yaml", dir.path().join("reviews.yaml")).unwrap();
+    let out = validate_cli(&[dir.path()]);
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(stdout.trim(), "1 policy valid", "{stderr}");
+}
+
+#[test]
+fn two_definitions_of_one_policy_are_an_error_naming_both_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.yaml"), MINIMAL).unwrap();
+    std::fs::write(dir.path().join("b.yaml"), MINIMAL.replace("subset: v2", "subset: v3")).unwrap();
+    let out = validate_cli(&[dir.path()]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("b.yaml") && stderr.contains("metadata.name"), "{stderr}");
+    assert!(stderr.contains("shop/reviews is also defined in") && stderr.contains("a.yaml"), "{stderr}");
+}

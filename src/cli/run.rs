@@ -303,6 +303,16 @@ async fn gather(
             }
         }
     }
+    // Two definitions of one rollout (two files, or a file and a resource) would fight over
+    // its VirtualService: neither is acted on until one goes.
+    let duplicated: Vec<String> = crate::policy::duplicates(&out)
+        .into_iter()
+        .map(|(key, d)| {
+            tracing::error!("{d}");
+            key
+        })
+        .collect();
+    out.retain(|p| !duplicated.contains(&p.key()));
     (out, from_crs)
 }
 

@@ -24,6 +24,12 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
     entries.sort_by_key(|e| e.path());
     for e in entries {
         let p = e.path();
+        // A ConfigMap volume holds each key three times: `key` → `..data/key` →
+        // `..<timestamp>/key`. Dot-entries are the kubelet's bookkeeping (and editors' swap
+        // files), never policies.
+        if e.file_name().to_string_lossy().starts_with('.') {
+            continue;
+        }
         if p.is_dir() {
             walk(&p, out)?;
         } else if matches!(p.extension().and_then(|x| x.to_str()), Some("yaml" | "yml")) {
@@ -42,15 +48,15 @@ pub fn run(paths: &[PathBuf], format: Format) -> i32 {
         }
     };
     let mut problems: Vec<Diagnostic> = Vec::new();
+    let mut valid = Vec::new();
     for file in &files {
         let name = file.display().to_string();
         match std::fs::read(file) {
             Ok(bytes) => match String::from_utf8(bytes) {
-                Ok(text) => {
-                    if let Err(d) = policy::parse_policy(&name, &text) {
-                        problems.extend(d.0);
-                    }
-                }
+                Ok(text) => match policy::parse_policy(&name, &text) {
+                    Ok(p) => valid.push(p),
+                    Err(d) => problems.extend(d.0),
+                },
                 Err(_) => problems.push(
                     Diagnostic::at(&name, None, "", "the file is not UTF-8 text".into())
                         .help("save the policy as UTF-8"),
@@ -59,6 +65,7 @@ pub fn run(paths: &[PathBuf], format: Format) -> i32 {
             Err(e) => problems.push(Diagnostic::at(&name, None, "", format!("cannot read: {e}"))),
         }
     }
+    problems.extend(policy::duplicates(&valid).into_iter().map(|(_, d)| d));
     match format {
         Format::Json => {
             let out =

@@ -166,6 +166,34 @@ impl Policy {
     }
 }
 
+/// Every policy whose `namespace/name` another policy in `policies` already has: two
+/// definitions of one rollout would fight over its VirtualService, so neither may be acted on.
+/// One `(namespace/name, diagnostic)` per later definition, naming the first.
+pub fn duplicates(policies: &[Policy]) -> Vec<(String, Diagnostic)> {
+    let mut first: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
+    let mut out = Vec::new();
+    for p in policies {
+        match first.get(&p.key()) {
+            None => {
+                first.insert(p.key(), p.source());
+            }
+            Some(earlier) => out.push((
+                p.key(),
+                Diagnostic::at(
+                    p.source(),
+                    None,
+                    "metadata.name",
+                    format!("policy {} is also defined in {earlier}; neither is acted on", p.key()),
+                )
+                .help(
+                    "each namespace/name may be defined once: rename one (metadata.name) or delete the copy",
+                ),
+            )),
+        }
+    }
+    out
+}
+
 /// A side's Deployment: its `workload`, else `<short host>-<subset>` where the host is the
 /// destination's `host` or, when the policy names none, the VirtualService's name — the
 /// bookinfo convention (`reviews` + `v2` → `reviews-v2`). A route whose host differs from the
