@@ -141,7 +141,6 @@ async fn daemon(o: RunOptions) -> Result<(), String> {
         reqwest::Client::builder().build().map_err(|e| e.to_string())?,
         Arc::new(KubeSecretStore { client: client.clone(), scope: scope.clone() }),
     );
-    let driver = Driver::new(client.clone(), metrics_source, effects);
     let metrics = Arc::new(DaemonMetrics::default());
     if !o.once {
         let (addr, m) = (o.metrics_addr, metrics.clone());
@@ -153,9 +152,14 @@ async fn daemon(o: RunOptions) -> Result<(), String> {
     }
     let identity =
         std::env::var("POD_NAME").or_else(|_| std::env::var("HOSTNAME")).unwrap_or_else(|_| "canaryd".into());
-    let elector = o
-        .leader_election
-        .then(|| LeaderElector::new(client.clone(), &o.lease_namespace, "canaryd-leader", &identity));
+    let elector = o.leader_election.then(|| {
+        Arc::new(LeaderElector::new(client.clone(), &o.lease_namespace, "canaryd-leader", &identity))
+    });
+    let mut driver = Driver::new(client.clone(), metrics_source, effects);
+    if let Some(e) = &elector {
+        let e = e.clone();
+        driver = driver.with_write_guard(move || e.may_write());
+    }
     let mut next_due: HashMap<String, i64> = HashMap::new();
     let mut statuses: HashMap<String, RolloutPolicyStatus> = HashMap::new();
     tracing::info!(identity = %identity, namespaces = %scope, "canaryd running");
@@ -172,11 +176,10 @@ async fn daemon(o: RunOptions) -> Result<(), String> {
                 .filter(|p| next_due.get(&p.key()).is_none_or(|t| *t <= now.as_second()))
                 .collect();
             // A leader must not write after its lease could have passed to another replica:
-            // the cycle gets half a lease period, then whatever is unfinished waits for the
-            // next cycle (each write is atomic, so a cut cycle leaves nothing half done).
-            let budget = elector
-                .as_ref()
-                .map(|e| std::time::Duration::from_secs(u64::from(e.duration_secs.unsigned_abs()) / 2));
+            // the cycle ends at the renew deadline (counted from when the renewal was sent),
+            // and every write checks it too; whatever is unfinished waits for the next cycle
+            // (each write is atomic, so a cut cycle leaves nothing half done).
+            let budget = elector.as_ref().map(|e| e.write_budget());
             let results = match budget {
                 Some(b) => match tokio::time::timeout(b, driver.cycle(&due, now)).await {
                     Ok(r) => r,
@@ -206,7 +209,7 @@ async fn daemon(o: RunOptions) -> Result<(), String> {
                         tracing::warn!(policy = %key, error = %e, "reconcile failed; state unchanged, retrying");
                     }
                 }
-                if from_crs.contains(&key) {
+                if from_crs.contains(&key) && elector.as_ref().is_none_or(|e| e.may_write()) {
                     write_status(&client, policy, &result, &mut statuses).await;
                 }
             }
@@ -215,12 +218,18 @@ async fn daemon(o: RunOptions) -> Result<(), String> {
         if o.once {
             // Alerts decided in this cycle go out before the process ends.
             driver.effects.drain(std::time::Duration::from_secs(60)).await;
+            if let Some(e) = &elector {
+                e.release().await;
+            }
             return Ok(());
         }
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
             _ = shutdown_signal() => {
                 tracing::info!("shutting down between cycles: every decision is already written");
+                if let Some(e) = &elector {
+                    e.release().await;
+                }
                 return Ok(());
             }
         }
@@ -231,6 +240,7 @@ fn error_kind(e: &DaemonError) -> &'static str {
     match e {
         DaemonError::Conflict => "conflict",
         DaemonError::Rejected { .. } => "rejected",
+        DaemonError::NotLeader => "lease",
         DaemonError::Kube(_) => "kubernetes",
         _ => "policy",
     }

@@ -24,6 +24,9 @@ pub enum DaemonError {
     Kube(#[from] kube::Error),
     #[error("the VirtualService changed while we decided (409/422); re-reading")]
     Conflict,
+    /// Leader election: the renew deadline passed before the write; another replica may lead.
+    #[error("not writing: the leader lease was not renewed within its deadline")]
+    NotLeader,
     /// The API server refused the write for another reason (a validating webhook, a schema
     /// rule): retrying the same write cannot help, so it is reported, not hidden as a conflict.
     #[error("the API server rejected the write to VirtualService {namespace}/{name} ({code}): {message}; the rollout cannot move until that is fixed (nothing was changed)")]
@@ -67,11 +70,26 @@ pub struct Driver<M, E> {
     pub effects: E,
     /// Inputs learnt from effects (gate answers, deliveries), fed to the next reconcile.
     pending: Feedback,
+    /// Asked right before every VirtualService write; false stops the write (a leader past its
+    /// renew deadline). Always true without leader election.
+    may_write: std::sync::Arc<dyn Fn() -> bool + Send + Sync>,
 }
 
 impl<M: MetricsSource, E: Effects> Driver<M, E> {
     pub fn new(client: kube::Client, metrics: M, effects: E) -> Self {
-        Driver { client, metrics, effects, pending: Feedback::default() }
+        Driver {
+            client,
+            metrics,
+            effects,
+            pending: Feedback::default(),
+            may_write: std::sync::Arc::new(|| true),
+        }
+    }
+
+    /// Guards every write with `may_write` (leader election's renew deadline).
+    pub fn with_write_guard(mut self, may_write: impl Fn() -> bool + Send + Sync + 'static) -> Self {
+        self.may_write = std::sync::Arc::new(may_write);
+        self
     }
 
     /// Reconciles one policy at time `now` (the caller's clock: real or compressed).
@@ -210,6 +228,10 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
             let patch: json_patch::Patch =
                 serde_json::from_value(patch).map_err(|e| DaemonError::State(e.to_string()))?;
             let vs_name = &policy.spec().target.virtual_service;
+            if !(self.may_write)() {
+                self.pending.put_back(&key, queued);
+                return Err(DaemonError::NotLeader);
+            }
             match vs_api.patch(vs_name, &PatchParams::default(), &Patch::<()>::Json(patch)).await {
                 Ok(_) => wrote = true,
                 Err(kube::Error::Api(e)) if e.code == 409 => {
