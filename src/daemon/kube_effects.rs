@@ -126,9 +126,7 @@ impl<'p> KubeSide<'p> {
             },
             reason: Some(reason.to_string()),
             message: Some(format!("{}: {message}", policy.key())),
-            type_: Some(
-                if reason == "Aborted" || reason.starts_with("Drift") { "Warning" } else { "Normal" }.into(),
-            ),
+            type_: Some(if crate::engine::is_warning(reason) { "Warning" } else { "Normal" }.into()),
             source: Some(EventSource { component: Some("canaryd".into()), ..Default::default() }),
             first_timestamp: Some(now.clone()),
             last_timestamp: Some(now),

@@ -32,6 +32,7 @@ pub struct DaemonMetrics {
     step: Family<Labels, Gauge>,
     verdicts: Family<Labels, Counter>,
     errors: Family<Labels, Counter>,
+    alerts_dropped: Family<Labels, Counter>,
     decision_seconds: Histogram,
     cycles: Counter,
     /// True once a cycle completed (and, with leader election, while leading or following).
@@ -49,6 +50,7 @@ impl Default for DaemonMetrics {
         let step = Family::<Labels, Gauge>::default();
         let verdicts = Family::<Labels, Counter>::default();
         let errors = Family::<Labels, Counter>::default();
+        let alerts_dropped = Family::<Labels, Counter>::default();
         let decision_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
         let cycles = Counter::default();
         registry.register(
@@ -70,6 +72,11 @@ impl Default for DaemonMetrics {
             decision_seconds.clone(),
         );
         registry.register("cycles", "Completed reconcile cycles", cycles.clone());
+        registry.register(
+            "alerts_dropped",
+            "Undelivered alerts dropped from a full outbox (no channel acknowledged them)",
+            alerts_dropped.clone(),
+        );
         DaemonMetrics {
             registry,
             phase,
@@ -77,6 +84,7 @@ impl Default for DaemonMetrics {
             step,
             verdicts,
             errors,
+            alerts_dropped,
             decision_seconds,
             cycles,
             ready: AtomicBool::new(false),
@@ -96,6 +104,14 @@ impl DaemonMetrics {
         }
         self.weight.get_or_create(&p()).set(i64::from(report.state.traffic.canary_weight));
         self.step.get_or_create(&p()).set(report.state.step as i64 + 1);
+        let dropped = report
+            .actions
+            .iter()
+            .filter(|a| matches!(a, crate::engine::Action::Record { reason, .. } if *reason == crate::engine::ALERT_DROPPED))
+            .count();
+        if dropped > 0 && report.wrote {
+            self.alerts_dropped.get_or_create(&p()).inc_by(dropped as u64);
+        }
         if report.wrote {
             if let Some(v) = &report.state.last_verdict {
                 let mut labels = p();
@@ -221,7 +237,14 @@ mod tests {
         };
         m.observe("bookinfo/reviews", &report);
         m.error("prometheus");
+        let dropped =
+            crate::engine::Action::Record { reason: crate::engine::ALERT_DROPPED, message: String::new() };
+        m.observe(
+            "bookinfo/reviews",
+            &CycleReport { actions: vec![dropped], verdict_to_write: None, ..report.clone() },
+        );
         let text = m.render();
+        assert!(text.contains(r#"canaryd_alerts_dropped_total{policy="bookinfo/reviews"} 1"#), "{text}");
         assert!(text.contains(r#"canaryd_rollout_canary_weight{policy="bookinfo/reviews"} 30"#), "{text}");
         assert!(text.contains(r#"canaryd_rollout_phase{policy="bookinfo/reviews",phase="Progressing"} 1"#));
         assert!(text.contains(r#"canaryd_rollout_phase{policy="bookinfo/reviews",phase="Aborted"} 0"#));

@@ -488,6 +488,25 @@ impl Machine<'_> {
         }
         self.s.alert_seq += 1;
         let id = self.s.alert_seq;
+        // An alert no channel can take (email with no SMTP relay, a webhook that always 404s)
+        // would otherwise stay forever and grow the state annotation toward the API server's
+        // 256 KiB limit: the oldest goes, with an Event saying so.
+        while self.s.outbox.len() >= MAX_OUTBOX {
+            let dropped = self.s.outbox.remove(0);
+            let missing: Vec<String> = channels_for(self.policy, dropped.event)
+                .into_iter()
+                .filter(|c| !dropped.delivered.contains(c))
+                .collect();
+            self.record(
+                ALERT_DROPPED,
+                format!(
+                    "alert #{} ({}) dropped undelivered (not acknowledged by {}): the outbox keeps the {MAX_OUTBOX} newest",
+                    dropped.id,
+                    dropped.headline,
+                    missing.join(", ")
+                ),
+            );
+        }
         self.s.outbox.push(PendingAlert {
             id,
             event,
@@ -559,6 +578,19 @@ impl Machine<'_> {
 pub fn cadence_secs(policy: &Policy, state: &RolloutState) -> i64 {
     let detected = state.scrape_interval_ms.map(std::time::Duration::from_millis);
     policy.spec().analysis.interval.cadence_secs(detected)
+}
+
+/// Most undelivered alerts a state keeps (each is ~1–2 KB of JSON with its verdict; the
+/// annotation must stay far below the API server's 256 KiB limit).
+pub const MAX_OUTBOX: usize = 16;
+
+/// Reason of the Event recorded when an undeliverable alert leaves a full outbox.
+pub const ALERT_DROPPED: &str = "AlertDropped";
+
+/// Whether the Event for a transition with this reason is a `Warning` (something a person
+/// should look at) rather than `Normal`.
+pub fn is_warning(reason: &str) -> bool {
+    matches!(reason, "Aborted" | ALERT_DROPPED) || reason.starts_with("Drift")
 }
 
 /// Channels (`email`, webhook names) that want `event` under this policy.

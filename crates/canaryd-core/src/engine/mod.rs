@@ -15,7 +15,7 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub use machine::{cadence_secs, channels_for, gate_name, step};
+pub use machine::{cadence_secs, channels_for, gate_name, is_warning, step, ALERT_DROPPED, MAX_OUTBOX};
 pub use state::{PendingAlert, Phase, RolloutState};
 
 use crate::observation::Observation;

@@ -285,3 +285,35 @@ fn auto_interval_wakes_at_the_detected_scrape_and_a_fixed_one_ignores_it() {
     let t = step(&fixed, &started(&fixed), Input::ScrapeInterval(std::time::Duration::from_secs(30)), at(0));
     assert_eq!(cadence_secs(&fixed, &t.state), 60);
 }
+
+#[test]
+fn an_undeliverable_outbox_is_bounded_and_says_what_it_dropped() {
+    use super::machine::{ALERT_DROPPED, MAX_OUTBOX};
+    let p = policy("");
+    let mut s = started(&p);
+    let mut dropped = 0;
+    // Abort, retry, abort, … with no channel ever acknowledging (e.g. email without SMTP).
+    for i in 0..40 {
+        let (next, actions) = run(
+            &p,
+            s,
+            vec![
+                (10 * i + 1, Input::Command(Command::Abort(format!("abort {i}")))),
+                (10 * i + 2, Input::Command(Command::Retry)),
+            ],
+        );
+        s = next;
+        dropped += actions
+            .iter()
+            .filter(|a| matches!(a, Action::Record { reason, .. } if *reason == ALERT_DROPPED))
+            .count();
+        assert!(s.outbox.len() <= MAX_OUTBOX, "outbox grew to {}", s.outbox.len());
+    }
+    assert_eq!(s.outbox.len(), MAX_OUTBOX);
+    assert_eq!(dropped, 40 - MAX_OUTBOX, "one Event per dropped alert");
+    // The newest are kept, oldest first.
+    let ids: Vec<u64> = s.outbox.iter().map(|a| a.id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]) && *ids.last().unwrap() == s.alert_seq, "{ids:?}");
+    let bytes = serde_json::to_string(&s).unwrap().len();
+    assert!(bytes < 64 * 1024, "state is {bytes} bytes");
+}
