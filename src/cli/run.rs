@@ -173,7 +173,10 @@ async fn daemon(o: RunOptions) -> Result<(), String> {
             let (policies, from_crs) = gather(&o, &scope, &client, &mut statuses).await;
             let due: Vec<Policy> = policies
                 .into_iter()
-                .filter(|p| next_due.get(&p.key()).is_none_or(|t| *t <= now.as_second()))
+                .filter(|p| {
+                    next_due.get(&p.key()).is_none_or(|t| *t <= now.as_second())
+                        || driver.feedback().has_acknowledgement(&p.key())
+                })
                 .collect();
             // A leader must not write after its lease could have passed to another replica:
             // the cycle ends at the renew deadline (counted from when the renewal was sent),
@@ -225,6 +228,9 @@ async fn daemon(o: RunOptions) -> Result<(), String> {
         }
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
+            // An acknowledged delivery: persist it now (an acknowledgement not yet written is
+            // the window in which a crash sends an alert twice).
+            _ = driver.feedback().arrived() => {}
             _ = shutdown_signal() => {
                 tracing::info!("shutting down between cycles: every decision is already written");
                 if let Some(e) = &elector {

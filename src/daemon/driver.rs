@@ -86,6 +86,11 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
         }
     }
 
+    /// What effects reported back and the next reconcile will feed to the engine.
+    pub fn feedback(&self) -> &Feedback {
+        &self.pending
+    }
+
     /// Guards every write with `may_write` (leader election's renew deadline).
     pub fn with_write_guard(mut self, may_write: impl Fn() -> bool + Send + Sync + 'static) -> Self {
         self.may_write = std::sync::Arc::new(may_write);

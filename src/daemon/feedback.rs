@@ -7,17 +7,41 @@ use std::sync::{Arc, Mutex};
 
 /// Where effects report what they learnt (gate answers, delivered alerts): the next
 /// reconcile of that policy feeds it to the engine. Cloneable into spawned tasks.
+/// A push wakes the daemon's loop, so an acknowledged delivery is written to the state within
+/// moments rather than at the policy's next scheduled visit (the window in which a crash would
+/// send that alert again).
 #[derive(Clone, Default)]
 pub struct Feedback {
     pending: Arc<Mutex<HashMap<String, Vec<Input>>>>,
+    arrived: Arc<tokio::sync::Notify>,
 }
 
 impl Feedback {
-    /// Queues `input` for the policy `key` (`namespace/name`).
+    /// Queues `input` for the policy `key` (`namespace/name`); an acknowledged delivery wakes
+    /// the loop. Gate answers do not: a closed gate is asked again at every visit, so waking
+    /// on its answer would ask it in a tight loop.
     pub fn push(&self, key: &str, input: Input) {
+        let wakes = matches!(input, Input::AlertDelivered { .. });
         if let Ok(mut p) = self.pending.lock() {
             p.entry(key.to_string()).or_default().push(input);
         }
+        if wakes {
+            self.arrived.notify_one();
+        }
+    }
+
+    /// True when an acknowledged delivery for `key` is not yet written: its policy is due now.
+    pub fn has_acknowledgement(&self, key: &str) -> bool {
+        self.pending
+            .lock()
+            .map(|p| p.get(key).is_some_and(|v| v.iter().any(|i| matches!(i, Input::AlertDelivered { .. }))))
+            .unwrap_or(false)
+    }
+
+    /// Resolves at the next acknowledged delivery (or at once if one arrived since the last
+    /// wait).
+    pub async fn arrived(&self) {
+        self.arrived.notified().await;
     }
 
     /// Takes everything queued for `key`, oldest first.
@@ -31,5 +55,34 @@ impl Feedback {
         if let Ok(mut p) = self.pending.lock() {
             p.entry(key.to_string()).or_default().splice(0..0, inputs);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::GateKind;
+    use std::time::Duration;
+
+    #[tokio::test]
+    async fn a_delivery_wakes_the_loop_and_a_gate_answer_does_not() {
+        let f = Feedback::default();
+        f.push(
+            "shop/reviews",
+            Input::Gate { kind: GateKind::ConfirmStep, open: false, detail: "HTTP 503".into() },
+        );
+        assert!(!f.has_acknowledgement("shop/reviews"));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), f.arrived()).await.is_err(),
+            "woken by a gate answer"
+        );
+        f.push("shop/reviews", Input::AlertDelivered { id: 1, channel: "ops".into() });
+        assert!(f.has_acknowledgement("shop/reviews"));
+        assert!(!f.has_acknowledgement("shop/other"));
+        tokio::time::timeout(Duration::from_millis(50), f.arrived())
+            .await
+            .expect("a delivery wakes the loop");
+        assert_eq!(f.take("shop/reviews").len(), 2);
+        assert!(!f.has_acknowledgement("shop/reviews"));
     }
 }
