@@ -1,9 +1,11 @@
 //! Istio standard metrics → [`SideObservation`]s, grouped: two queries per cycle (requests by
 //! response code, latency buckets) however many rollouts are running, split by workload.
 //!
-//! Each query selects `reporter="destination"` (the server-side proxy sees the canary's own
-//! failures, not the caller's retries) and every workload of interest with one regex matcher
-//! per label. The regex pair selects the cross product of namespaces and workloads; series of
+//! Requests are read from both reporters: the caller's proxy (`reporter="source"`) counts each
+//! request once with its final response, the workload's proxy (`reporter="destination"`)
+//! counts every retried attempt; [`observation::counted_requests`] picks the caller's view
+//! when it covers the traffic. Latency is the workload's own (`reporter="destination"`). Every
+//! workload of interest is selected with one regex matcher per label. The regex pair selects the cross product of namespaces and workloads; series of
 //! pairs nobody asked for are dropped when the answer is split.
 //!
 //! The queries are range selectors without a function: Prometheus returns each series' raw
@@ -18,19 +20,20 @@ use std::time::Duration;
 use super::client::{finite, PrometheusClient, QueryError, Series};
 use super::{ObservedSides, WorkloadKey};
 use crate::counters::{self, Point};
-use crate::observation::{Histogram, SideObservation};
+use crate::observation::{self, Histogram, ReportedCounts, Reporter, SideObservation};
 use crate::promql::escape_regex_value;
 
 const NAMESPACE: &str = "destination_workload_namespace";
 const WORKLOAD: &str = "destination_workload";
 
-/// The label selector (without braces) for a set of workloads.
-fn selector(keys: &[WorkloadKey]) -> String {
+/// The label selector (without braces) for a set of workloads, as counted by `reporter`
+/// (a PromQL matcher value: `="destination"`, `=~"source|destination"`).
+fn selector(keys: &[WorkloadKey], reporter: &str) -> String {
     let alternation =
         |values: BTreeSet<&str>| values.into_iter().map(escape_regex_value).collect::<Vec<_>>().join("|");
     let namespaces = alternation(keys.iter().map(|k| k.namespace.as_str()).collect());
     let workloads = alternation(keys.iter().map(|k| k.workload.as_str()).collect());
-    format!(r#"reporter="destination",{NAMESPACE}=~"{namespaces}",{WORKLOAD}=~"{workloads}""#)
+    format!(r#"reporter{reporter},{NAMESPACE}=~"{namespaces}",{WORKLOAD}=~"{workloads}""#)
 }
 
 /// A PromQL range for `window`: whole seconds when exact, else milliseconds.
@@ -45,7 +48,11 @@ fn range(window: Duration) -> String {
 /// PromQL for the raw request counters (every response code) of each workload's series over
 /// `window` and the margin before it.
 pub(crate) fn requests_query(keys: &[WorkloadKey], window: Duration) -> String {
-    format!("istio_requests_total{{{}}}[{}]", selector(keys), range(window + counters::MARGIN))
+    format!(
+        "istio_requests_total{{{}}}[{}]",
+        selector(keys, r#"=~"source|destination""#),
+        range(window + counters::MARGIN)
+    )
 }
 
 /// PromQL for the raw cumulative latency buckets (milliseconds) of each workload's series over
@@ -53,7 +60,7 @@ pub(crate) fn requests_query(keys: &[WorkloadKey], window: Duration) -> String {
 pub(crate) fn latency_query(keys: &[WorkloadKey], window: Duration) -> String {
     format!(
         "istio_request_duration_milliseconds_bucket{{{}}}[{}]",
-        selector(keys),
+        selector(keys, r#"="destination""#),
         range(window + counters::MARGIN)
     )
 }
@@ -78,15 +85,17 @@ pub(crate) async fn observe_sides(
     let bounds = Window::ending(end, window);
     let mut out: HashMap<WorkloadKey, SideObservation> =
         keys.iter().map(|k| (k.clone(), SideObservation::default())).collect();
-    for (key, (all, errors)) in counts(&increments(&requests, &wanted, bounds)?)? {
+    let mut reporters = HashMap::new();
+    for (key, (counted, reporter)) in counts(&increments(&requests, &wanted, bounds)?)? {
         let side = out.get_mut(&key).expect("filtered to wanted keys");
-        side.requests = all;
-        side.errors = errors;
+        side.requests = counted.requests;
+        side.errors = counted.errors;
+        reporters.insert(key, reporter);
     }
     for (key, histogram) in histograms(&increments(&latency, &wanted, bounds)?)? {
         out.get_mut(&key).expect("filtered to wanted keys").latency = Some(histogram);
     }
-    Ok(ObservedSides { sides: out, scrape_intervals: scrape_intervals(&requests, &wanted)? })
+    Ok(ObservedSides { sides: out, scrape_intervals: scrape_intervals(&requests, &wanted)?, reporters })
 }
 
 /// Each wanted workload's scrape interval as its request counters' samples show it.
@@ -167,17 +176,31 @@ fn to_count(value: f64) -> Result<u64, QueryError> {
     Ok(finite(value)?.round().max(0.0) as u64)
 }
 
-/// Requests and 5xx responses per workload: the sums of their series' increments.
-fn counts(increments: &[Increment<'_>]) -> Result<BTreeMap<WorkloadKey, (u64, u64)>, QueryError> {
-    let mut sums: BTreeMap<WorkloadKey, (f64, f64)> = BTreeMap::new();
+/// Requests and 5xx responses per workload as the judge counts them: the sums of their series'
+/// increments per reporter, then the caller's or the workload's view
+/// ([`observation::counted_requests`]). A series without a `reporter` label counts as the
+/// destination's.
+fn counts(
+    increments: &[Increment<'_>],
+) -> Result<BTreeMap<WorkloadKey, (ReportedCounts, Reporter)>, QueryError> {
+    // Per workload: [source, destination] × (all, errors).
+    let mut sums: BTreeMap<WorkloadKey, [(f64, f64); 2]> = BTreeMap::new();
     for i in increments {
-        let sum = sums.entry(i.key.clone()).or_default();
+        let at = usize::from(i.labels.get("reporter").map(String::as_str) != Some("source"));
+        let sum = &mut sums.entry(i.key.clone()).or_default()[at];
         sum.0 += i.value;
         if i.labels.get("response_code").is_some_and(|c| counters::is_server_error(c)) {
             sum.1 += i.value;
         }
     }
-    sums.into_iter().map(|(key, (all, errors))| Ok((key, (to_count(all)?, to_count(errors)?)))).collect()
+    let reported = |(all, errors): (f64, f64)| -> Result<ReportedCounts, QueryError> {
+        Ok(ReportedCounts { requests: to_count(all)?, errors: to_count(errors)? })
+    };
+    sums.into_iter()
+        .map(|(key, [source, destination])| {
+            Ok((key, observation::counted_requests(reported(source)?, reported(destination)?)))
+        })
+        .collect()
 }
 
 /// Groups `le` buckets per workload into [`Histogram`]s. Bucket bounds are whatever the mesh

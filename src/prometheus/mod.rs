@@ -35,6 +35,9 @@ pub struct ObservedSides {
     /// Median gap between samples of each workload's series; absent when the source cannot
     /// tell (simulators) or a workload has fewer than two samples in a series.
     pub scrape_intervals: HashMap<WorkloadKey, Duration>,
+    /// Whose counts each workload's requests are (the caller's proxy when it covers the
+    /// traffic); absent for sources without reporters (simulators).
+    pub reporters: HashMap<WorkloadKey, crate::observation::Reporter>,
 }
 
 impl ObservedSides {
@@ -100,7 +103,7 @@ pub trait MetricsSource: Send + Sync {
     ) -> impl Future<Output = Result<ObservedSides, QueryError>> + Send {
         async move {
             let sides = self.observe_sides(keys, end, window).await?;
-            Ok(ObservedSides { sides, scrape_intervals: HashMap::new() })
+            Ok(ObservedSides { sides, scrape_intervals: HashMap::new(), reporters: HashMap::new() })
         }
     }
 

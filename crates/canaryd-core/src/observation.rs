@@ -121,6 +121,52 @@ impl SideObservation {
     }
 }
 
+/// Which Istio proxy counted a workload's requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reporter {
+    /// The caller's proxy (`reporter="source"`): one count per request the caller made, with
+    /// the response it finally got — after Istio's retries.
+    Source,
+    /// The workload's own proxy (`reporter="destination"`): one count per *attempt*; a failing
+    /// request retried twice counts as three failures.
+    Destination,
+}
+
+/// Requests and failed requests of one workload in one window, as one reporter counted them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReportedCounts {
+    pub requests: u64,
+    pub errors: u64,
+}
+
+impl ReportedCounts {
+    fn succeeded(&self) -> u64 {
+        self.requests.saturating_sub(self.errors)
+    }
+}
+
+/// Smallest share of the destination's successful responses that the source side must also
+/// have counted for its counts to be used: below it, callers without a sidecar send a real
+/// part of the traffic and the source view is incomplete.
+pub const SOURCE_COVERAGE: f64 = 0.9;
+
+/// The counts the judge uses for one workload. Retried attempts are not independent
+/// evidence — with Istio's default of 2 retries one failing request is three failures at the
+/// destination, which inflates the error count and the evidence against a healthy canary — so
+/// the caller's view is preferred. It is complete when every caller has a proxy: then each
+/// successful request is exactly one successful attempt at the destination, so the source's
+/// successes must match the destination's (≥ [`SOURCE_COVERAGE`] of them). Otherwise the
+/// destination's counts are used (retry clusters not removed; see README, "Retries").
+pub fn counted_requests(source: ReportedCounts, destination: ReportedCounts) -> (ReportedCounts, Reporter) {
+    let covered = source.succeeded() as f64 >= SOURCE_COVERAGE * destination.succeeded() as f64;
+    if source.requests > 0 && covered {
+        (source, Reporter::Source)
+    } else {
+        (destination, Reporter::Destination)
+    }
+}
+
 /// One custom check's value(s) for a window: a single value, or one per side for comparisons.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CustomValue {
@@ -142,4 +188,25 @@ pub struct Observation {
     pub canary: SideObservation,
     pub baseline: SideObservation,
     pub custom: Vec<CustomValue>,
+}
+
+#[cfg(test)]
+mod reporter_tests {
+    use super::*;
+
+    fn c(requests: u64, errors: u64) -> ReportedCounts {
+        ReportedCounts { requests, errors }
+    }
+
+    #[test]
+    fn the_callers_view_is_used_when_it_covers_the_traffic() {
+        // 1000 requests, 10 failed after 2 retries each: 30 failed attempts at the destination.
+        assert_eq!(counted_requests(c(1000, 10), c(1020, 30)), (c(1000, 10), Reporter::Source));
+        // Half the callers have no sidecar: the source saw half the successes.
+        assert_eq!(counted_requests(c(500, 5), c(1020, 30)), (c(1020, 30), Reporter::Destination));
+        // No source series at all (reporter="source" not scraped).
+        assert_eq!(counted_requests(c(0, 0), c(1000, 3)), (c(1000, 3), Reporter::Destination));
+        // A canary failing every request: no successes anywhere, the source view is complete.
+        assert_eq!(counted_requests(c(40, 40), c(120, 120)), (c(40, 40), Reporter::Source));
+    }
 }
