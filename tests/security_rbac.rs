@@ -90,6 +90,8 @@ async fn the_daemon_needs_exactly_the_rules_of_deploy_rbac_yaml() {
         "http://127.0.0.1:9",
         "--metrics-addr",
         "127.0.0.1:0",
+        "--egress-allow",
+        "127.0.0.0/8",
     ];
     let run_once = || async {
         let out = output(canaryd(&kubeconfig, &once)).await;

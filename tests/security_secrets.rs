@@ -106,6 +106,8 @@ async fn no_secret_value_appears_in_logs_events_status_or_alerts() {
             smtp_pw.to_str().unwrap(),
             "--metrics-addr",
             "127.0.0.1:0",
+            "--egress-allow",
+            "127.0.0.0/8",
         ],
     );
     cmd.env("RUST_LOG", "info,canaryd=trace")
