@@ -35,6 +35,8 @@ async fn an_acknowledged_alert_is_persisted_within_a_second() {
         "http://127.0.0.1:9",
         "--metrics-addr",
         "127.0.0.1:0",
+        "--egress-allow",
+        "127.0.0.0/8",
     ];
     let mut cmd = canaryd(&kubeconfig, &args);
     cmd.env("CANARYD_TEST_HOOK", hook.url("/hooks/ops"));

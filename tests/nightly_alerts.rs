@@ -7,9 +7,10 @@
 
 mod alert_support;
 
-use alert_support::fixtures::{loopback_mailer, unused_addr};
+use alert_support::fixtures::{loopback_egress, loopback_mailer, unused_addr};
 use canaryd::alert::{
-    Deliverer, DelivererConfig, MapSecretStore, RenderOptions, RetryPolicy, SecretStore, WebhookSender,
+    Deliverer, DelivererConfig, EgressClient, MapSecretStore, RenderOptions, RetryPolicy, SecretStore,
+    WebhookSender,
 };
 use canaryd::daemon::{DaemonEffects, Driver};
 use canaryd::demo::{Behaviour, SimulatedMesh, FIXTURES};
@@ -44,11 +45,13 @@ fn secrets(http: &HttpServer) -> Arc<dyn SecretStore> {
     ))
 }
 
-/// A daemon's effects as `canaryd run` builds them, with a short retry (50 ms, doubling to 200 ms).
+/// A daemon's effects as `canaryd run --egress-allow 127.0.0.0/8` builds them, with a short
+/// retry (50 ms, doubling to 200 ms).
 fn effects(smtp: SocketAddr, secrets: Arc<dyn SecretStore>, attempts: u32) -> DaemonEffects {
+    let http = EgressClient::new(Duration::from_secs(5), loopback_egress()).unwrap();
     let deliverer = Deliverer::new(DelivererConfig {
         mailer: Some(loopback_mailer(smtp)),
-        webhooks: WebhookSender::new(Duration::from_secs(5)).unwrap(),
+        webhooks: WebhookSender::with_client(http.clone()),
         secrets: secrets.clone(),
         render: RenderOptions { prometheus_url: Some("https://prom.example".into()) },
         retry: RetryPolicy {
@@ -58,7 +61,7 @@ fn effects(smtp: SocketAddr, secrets: Arc<dyn SecretStore>, attempts: u32) -> Da
             jitter: 0.5,
         },
     });
-    DaemonEffects::new(deliverer, reqwest::Client::new(), secrets)
+    DaemonEffects::new(deliverer, http, secrets)
 }
 
 fn mesh(emu: &Arc<EmulatorHandle>, p: &Policy) -> SimulatedMesh {

@@ -5,8 +5,10 @@
 
 use axum::extract::State;
 use axum::http::{StatusCode, Uri};
+use canaryd::alert::egress::parse_range;
 use canaryd::alert::{
-    Deliverer, DelivererConfig, MapSecretStore, RenderOptions, RetryPolicy, SecretStore, WebhookSender,
+    Deliverer, DelivererConfig, EgressClient, EgressPolicy, MapSecretStore, RenderOptions, RetryPolicy,
+    SecretStore, WebhookSender,
 };
 use canaryd::daemon::{DaemonEffects, Driver};
 use canaryd::demo::{SimulatedMesh, FIXTURES};
@@ -69,16 +71,20 @@ fn policy(base: &str, gates: &[(&str, &str)]) -> Policy {
     parse_policy("nightly-gates.yaml", &doc).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// The daemon's effects as `canaryd run --egress-allow 127.0.0.0/8` builds them: one egress
+/// client for gates and webhooks (the gate server listens on loopback).
 fn effects() -> DaemonEffects {
     let secrets: Arc<dyn SecretStore> = Arc::new(MapSecretStore::new());
+    let egress = EgressPolicy::new(&[], &[parse_range("127.0.0.0/8").unwrap()]);
+    let http = EgressClient::new(Duration::from_secs(2), egress).unwrap();
     let deliverer = Deliverer::new(DelivererConfig {
         mailer: None,
-        webhooks: WebhookSender::new(Duration::from_secs(2)).unwrap(),
+        webhooks: WebhookSender::with_client(http.clone()),
         secrets: secrets.clone(),
         render: RenderOptions::default(),
         retry: RetryPolicy { initial: Duration::from_millis(50), ..RetryPolicy::default() },
     });
-    DaemonEffects::new(deliverer, reqwest::Client::new(), secrets)
+    DaemonEffects::new(deliverer, http, secrets)
 }
 
 struct Sandbox {

@@ -105,6 +105,8 @@ async fn release_cycle(
         "http://127.0.0.1:9",
         "--metrics-addr",
         "127.0.0.1:0",
+        "--egress-allow",
+        "127.0.0.0/8",
     ];
     once.extend_from_slice(scope);
     let run_once = || async {

@@ -1,11 +1,12 @@
-//! No secret value ever leaves the place it is meant for. The real `canaryd run --crds` daemon
-//! (JSON logs, `canaryd=trace`) runs a rollout that aborts because Prometheus answers garbage,
+//! No secret value ever leaves the place it is meant for. The real `canaryd run` daemon (JSON
+//! logs, `canaryd=trace`) runs a rollout from a policy file (env/file secret sources are for
+//! the operator's files; a RolloutPolicy resource may only use `secretKeyRef`) that aborts because Prometheus answers garbage,
 //! with every kind of secret in play: webhook URLs from a Kubernetes Secret, an env var and a
 //! file; HMAC signing keys from a Secret and an env var; an SMTP password from a file; a
 //! Prometheus bearer token from a file; one more webhook URL (from a Secret) whose receiver
 //! refuses connections, so delivery errors get logged. The receivers prove each secret was used (paths,
 //! signatures, AUTH, Authorization); then the daemon's stderr, the Kubernetes Events, the
-//! RolloutPolicy (status included), the VirtualService (state annotation included) and the
+//! VirtualService (state annotation included) and the
 //! delivered alert bodies and headers are grepped for every secret value: zero hits.
 
 mod alert_support;
@@ -77,7 +78,12 @@ async fn no_secret_value_appears_in_logs_events_status_or_alerts() {
         "apiVersion: canaryd.io/v1alpha1\nkind: RolloutPolicy\nmetadata: {{name: reviews, namespace: bookinfo}}\nspec:\n  target: {{virtualService: reviews, stable: {{subset: v1, workload: reviews-v1}}, canary: {{subset: v2, workload: reviews-v2}}}}\n  steps: [{{weight: 10, bake: 30s}}, {{weight: 50, bake: 30s}}]\n  analysis: {{interval: 10s, maxConsecutiveErrors: 1, latency: {{enabled: false}}}}\n  alerts:\n    on: [abort]\n    email: {{to: [oncall@example.com]}}\n    webhooks:\n      - {{name: from-secret, format: json, urlFrom: {{secretKeyRef: {{name: hooks, key: url}}}}, signingSecretFrom: {{secretKeyRef: {{name: hooks, key: signing}}}}}}\n      - {{name: from-env, format: slack, urlFrom: {{env: CANARYD_TEST_HOOK_URL}}}}\n      - {{name: from-file, format: json, urlFrom: {{file: {}}}, signingSecretFrom: {{env: CANARYD_TEST_SIGNING}}}}\n      - {{name: refused, urlFrom: {{secretKeyRef: {{name: hooks, key: refused}}}}}}\n",
         hook_file.display()
     );
-    emu.apply_yaml(&policy).unwrap();
+    // env/file sources are the operator's: only a policy file may use them.
+    let policies = dir.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    std::fs::write(policies.join("reviews.yaml"), &policy).unwrap();
+    let parsed = canaryd::policy::parse_policy("reviews.yaml", &policy).unwrap();
+    let policies_arg = policies.display().to_string();
 
     let kubeconfig = dir.path().join("kubeconfig");
     write_kubeconfig(&emu, &kubeconfig, None);
@@ -89,7 +95,8 @@ async fn no_secret_value_appears_in_logs_events_status_or_alerts() {
             "run",
             "--log-format",
             "json",
-            "--crds",
+            "--policies",
+            &policies_arg,
             "--prometheus",
             &prom_url,
             "--prometheus-token-file",
@@ -106,6 +113,8 @@ async fn no_secret_value_appears_in_logs_events_status_or_alerts() {
             smtp_pw.to_str().unwrap(),
             "--metrics-addr",
             "127.0.0.1:0",
+            "--egress-allow",
+            "127.0.0.0/8",
         ],
     );
     cmd.env("RUST_LOG", "info,canaryd=trace")
@@ -116,8 +125,9 @@ async fn no_secret_value_appears_in_logs_events_status_or_alerts() {
     // The rollout starts, Prometheus answers garbage, the rollout aborts, every channel alerts.
     hooks.wait_for(3, LIMIT).await;
     eventually(LIMIT, "the email", || (!smtp.messages().is_empty()).then_some(())).await;
-    eventually(LIMIT, "Aborted in the status", || {
-        (rollout_policy(&emu, "reviews")["status"]["phase"] == "Aborted").then_some(())
+    eventually(LIMIT, "Aborted in the state", || {
+        (canaryd_testkit::state::recorded_state(&emu, &parsed).phase == canaryd::engine::Phase::Aborted)
+            .then_some(())
     })
     .await;
     // Let the deliveries be logged, and the refused channel's failure too, before stopping.
@@ -153,7 +163,6 @@ async fn no_secret_value_appears_in_logs_events_status_or_alerts() {
     // Everywhere else: zero hits.
     let events = serde_json::to_string(&events(&emu, "bookinfo")).unwrap();
     assert!(events.contains("Aborted"), "{events}");
-    let rp = serde_json::to_string(&rollout_policy(&emu, "reviews")).unwrap();
     let vs = serde_json::to_string(&virtual_service(&emu)).unwrap();
     let mut alerts = String::new();
     for r in hooks.requests() {
@@ -168,7 +177,6 @@ async fn no_secret_value_appears_in_logs_events_status_or_alerts() {
     let surfaces = [
         ("daemon stderr (json, canaryd=trace)", &logs),
         ("Kubernetes Events", &events),
-        ("RolloutPolicy (status)", &rp),
         ("VirtualService (annotations)", &vs),
         ("alert bodies + headers (3 webhooks, 1 email)", &alerts),
     ];

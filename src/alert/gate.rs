@@ -4,8 +4,12 @@
 //! URL — means *not open*, so a broken gate holds a rollout rather than advancing it.
 //!
 //! The `detail` of an answer names the status code or the error kind, never the URL (gate URLs
-//! may come from secrets).
+//! may come from secrets) and never the answer's body: the detail reaches the rollout state on
+//! the VirtualService, events and alerts, which the policy's author can read, so quoting the
+//! body would let a gate URL read whatever canaryd can reach. Calls go through the
+//! [`EgressClient`]: blocked destination ranges and redirects close the gate.
 
+use super::egress::{EgressClient, SendError};
 use super::secret::{resolve, Secret, SecretStore};
 use crate::engine::{gate_name, RolloutState};
 use crate::policy::{Gate, Policy};
@@ -13,9 +17,6 @@ use serde::Serialize;
 
 /// `version` of the gate request body.
 pub const GATE_REQUEST_VERSION: &str = "canaryd.io/gate/v1";
-
-/// Largest part of a refusal's response body quoted in the detail, in characters.
-const BODY_EXCERPT: usize = 200;
 
 /// The JSON body POSTed to a gate.
 ///
@@ -69,7 +70,8 @@ impl GateRequest {
 pub struct GateAnswer {
     /// True on a 2xx answer.
     pub open: bool,
-    /// `HTTP 200`, `HTTP 503: frozen for the holidays`, `timed out after 10s`, …
+    /// `HTTP 200`, `HTTP 503`, `HTTP 302 (redirects are not followed)`, `timed out after 10s`,
+    /// `destination refused: 169.254.169.254 is in a blocked range (…)`, …
     pub detail: String,
 }
 
@@ -83,7 +85,7 @@ impl From<GateAnswer> for (bool, String) {
 /// `store`), POSTs a [`GateRequest`] with the gate's timeout. Never fails: every problem is a
 /// closed answer with a detail.
 pub async fn call_gate(
-    client: &reqwest::Client,
+    client: &EgressClient,
     policy: &Policy,
     gate: &Gate,
     state: &RolloutState,
@@ -103,45 +105,33 @@ pub async fn call_gate(
     answer
 }
 
-/// POSTs `request` to `url` with `timeout`: the transport half of [`call_gate`].
+/// POSTs `request` to `url` with `timeout` (DNS, connect and the answer's head; the body is
+/// never read): the transport half of [`call_gate`].
 pub async fn post(
-    client: &reqwest::Client,
+    client: &EgressClient,
     url: &Secret,
     request: &GateRequest,
     timeout: std::time::Duration,
 ) -> GateAnswer {
-    let Ok(parsed) = reqwest::Url::parse(url.expose()) else {
-        return closed("gate URL is not a valid URL".into());
+    let body = serde_json::to_vec(request).expect("the gate request serialises");
+    let sent = client.post_json(url, body, reqwest::header::HeaderMap::new(), Some(timeout)).await;
+    let status = match sent {
+        Ok(status) => status,
+        Err(SendError::InvalidUrl) => return closed("gate URL is not a valid URL".into()),
+        Err(SendError::NotHttp) => return closed("gate URL is not http or https".into()),
+        Err(SendError::Refused(r)) => return closed(r.to_string()),
+        Err(SendError::Timeout) => return closed(format!("timed out after {}", human(timeout))),
+        Err(SendError::Connect(_)) => return closed("connection failed".into()),
+        Err(SendError::Request(why)) => return closed(format!("request failed: {why}")),
     };
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return closed("gate URL is not http or https".into());
-    }
-    let sent = client.post(parsed).timeout(timeout).json(request).send().await;
-    let resp = match sent {
-        Ok(r) => r,
-        Err(e) if e.is_timeout() => return closed(format!("timed out after {}", human(timeout))),
-        Err(e) if e.is_connect() => return closed("connection failed".into()),
-        Err(e) => return closed(format!("request failed: {}", e.without_url())),
-    };
-    let status = resp.status();
+    let code = status.as_u16();
     if status.is_success() {
-        return GateAnswer { open: true, detail: format!("HTTP {}", status.as_u16()) };
-    }
-    // A gate that says no may say why; quote the start of its answer (bounded, one line).
-    let body = tokio::time::timeout(timeout, resp.text()).await.ok().and_then(Result::ok).unwrap_or_default();
-    let excerpt: String = body
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .take(BODY_EXCERPT)
-        .collect::<String>()
-        .trim()
-        .to_string();
-    let detail = if excerpt.is_empty() {
-        format!("HTTP {}", status.as_u16())
+        GateAnswer { open: true, detail: format!("HTTP {code}") }
+    } else if status.is_redirection() {
+        closed(format!("HTTP {code} (redirects are not followed)"))
     } else {
-        format!("HTTP {}: {excerpt}", status.as_u16())
-    };
-    GateAnswer { open: false, detail }
+        closed(format!("HTTP {code}"))
+    }
 }
 
 fn closed(detail: String) -> GateAnswer {

@@ -9,7 +9,9 @@
 //! - [`message`]: pure rendering of an alert into a subject, plain text and HTML;
 //!   [`payload`]: the versioned generic JSON, Slack and Teams bodies.
 //! - [`mail`]: SMTP with lettre (STARTTLS, implicit TLS, certificates verified).
-//! - [`webhook`]: HTTP POST with reqwest, HMAC-signed generic JSON.
+//! - [`egress`]: the one HTTP client for URLs that policies choose (gates, webhooks): blocked
+//!   destination ranges checked at connect time, no redirects, answers' bodies never read.
+//! - [`webhook`]: HTTP POST through [`egress`], HMAC-signed generic JSON.
 //! - [`deliver`]: the [`Deliverer`]: retries with capped, jittered exponential backoff, one
 //!   result per channel for the daemon to feed back as `Input::AlertDelivered`, failure
 //!   counters in [`DeliveryMetrics`].
@@ -21,6 +23,7 @@
 //! [`Action::CallGate`]: crate::engine::Action::CallGate
 
 pub mod deliver;
+pub mod egress;
 pub mod gate;
 mod link;
 pub mod mail;
@@ -31,6 +34,7 @@ pub mod secret;
 pub mod webhook;
 
 pub use deliver::{missing_channels, ChannelResult, Deliverer, DelivererConfig, DeliveryError, RetryPolicy};
+pub use egress::{EgressClient, EgressPolicy, Refused};
 pub use gate::{call_gate, GateAnswer, GateRequest};
 pub use mail::{MailError, Mailer, SmtpConfig, SmtpTls};
 pub use message::{AlertFacts, AlertMessage, RenderOptions, Report};

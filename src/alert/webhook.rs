@@ -1,10 +1,12 @@
-//! Webhook POSTs with reqwest: a timeout per request, TLS certificates verified, no redirects
-//! (a redirect could carry a signed alert to another host), an HMAC signature header when the
-//! channel has a signing secret.
+//! Webhook POSTs through the [`EgressClient`]: a deadline per request, TLS certificates
+//! verified, destination ranges checked, no redirects (a redirect could carry a signed alert to
+//! another host), answers' bodies never read, an HMAC signature header when the channel has a
+//! signing secret.
 //!
 //! Webhook URLs are secrets (Slack and Teams URLs are bearer credentials): errors here never
-//! contain the URL (`reqwest::Error::without_url`), and callers log the channel name.
+//! contain the URL, and callers log the channel name.
 
+use super::egress::{EgressClient, EgressPolicy, Refused, SendError};
 use super::secret::Secret;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -13,13 +15,20 @@ use std::time::Duration;
 /// Name of the signature header: `sha256=<lower-case hex HMAC-SHA256 of the body>`.
 pub const SIGNATURE_HEADER: &str = "X-Canaryd-Signature";
 
-/// Why a POST did not succeed. Never contains the URL.
+/// Why a POST did not succeed. Never contains the URL or anything the peer answered but its
+/// status.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WebhookError {
     /// The URL is not an http(s) URL (details withheld: it is a secret).
     #[error("the webhook URL is not a valid http or https URL")]
     InvalidUrl,
-    /// The peer answered with a non-2xx status.
+    /// The destination address is in a blocked range; nothing was sent.
+    #[error("{0}")]
+    Refused(Refused),
+    /// The peer answered with a redirect, which is not followed.
+    #[error("HTTP status {0} (redirects are not followed)")]
+    Redirect(u16),
+    /// The peer answered with another non-2xx status.
     #[error("HTTP status {0}")]
     Status(u16),
     /// No answer within the timeout.
@@ -37,7 +46,7 @@ impl WebhookError {
     /// True when trying again later may succeed: transport trouble, 5xx, 408 and 429.
     pub fn is_retryable(&self) -> bool {
         match self {
-            WebhookError::InvalidUrl => false,
+            WebhookError::InvalidUrl | WebhookError::Refused(_) | WebhookError::Redirect(_) => false,
             WebhookError::Status(s) => *s >= 500 || *s == 408 || *s == 429,
             _ => true,
         }
@@ -47,31 +56,24 @@ impl WebhookError {
     pub fn kind(&self) -> &'static str {
         match self {
             WebhookError::InvalidUrl => "invalid-url",
+            WebhookError::Refused(_) => "refused",
+            WebhookError::Redirect(_) => "redirect",
             WebhookError::Status(_) => "status",
             WebhookError::Timeout => "timeout",
             WebhookError::Connect(_) => "connect",
             WebhookError::Request(_) => "request",
         }
     }
+}
 
-    /// Classifies a reqwest error, dropping the URL it carries.
-    pub(crate) fn from_reqwest(e: reqwest::Error) -> Self {
-        if e.is_timeout() {
-            return WebhookError::Timeout;
-        }
-        let connect = e.is_connect();
-        let e = e.without_url();
-        let mut text = e.to_string();
-        // The source chain says why (refused, certificate); it does not repeat the URL.
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            text.push_str(&format!(": {s}"));
-            source = s.source();
-        }
-        if connect {
-            WebhookError::Connect(text)
-        } else {
-            WebhookError::Request(text)
+impl From<SendError> for WebhookError {
+    fn from(e: SendError) -> Self {
+        match e {
+            SendError::InvalidUrl | SendError::NotHttp => WebhookError::InvalidUrl,
+            SendError::Refused(r) => WebhookError::Refused(r),
+            SendError::Timeout => WebhookError::Timeout,
+            SendError::Connect(text) => WebhookError::Connect(text),
+            SendError::Request(text) => WebhookError::Request(text),
         }
     }
 }
@@ -86,24 +88,23 @@ pub fn signature(key: &Secret, body: &[u8]) -> String {
 /// Posts JSON bodies to webhook URLs.
 #[derive(Debug, Clone)]
 pub struct WebhookSender {
-    client: reqwest::Client,
+    client: EgressClient,
 }
 
 impl WebhookSender {
-    /// A sender whose requests give up after `timeout` (connect included).
-    pub fn new(timeout: Duration) -> Result<Self, WebhookError> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("canaryd/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| WebhookError::Request(e.without_url().to_string()))?;
-        Ok(WebhookSender { client })
+    /// A sender whose requests give up after `timeout` (DNS and connect included) and connect
+    /// only where `egress` allows.
+    pub fn new(timeout: Duration, egress: EgressPolicy) -> Result<Self, WebhookError> {
+        EgressClient::new(timeout, egress).map(WebhookSender::with_client).map_err(WebhookError::Request)
     }
 
-    /// The underlying client (shared with gate calls).
-    pub fn client(&self) -> &reqwest::Client {
+    /// A sender on an existing client (the daemon shares one with gate calls).
+    pub fn with_client(client: EgressClient) -> Self {
+        WebhookSender { client }
+    }
+
+    /// The underlying client.
+    pub fn client(&self) -> &EgressClient {
         &self.client
     }
 
@@ -114,22 +115,16 @@ impl WebhookSender {
         body: &[u8],
         signing_key: Option<&Secret>,
     ) -> Result<(), WebhookError> {
-        let parsed = reqwest::Url::parse(url.expose()).map_err(|_| WebhookError::InvalidUrl)?;
-        if !matches!(parsed.scheme(), "http" | "https") {
-            return Err(WebhookError::InvalidUrl);
-        }
-        let mut req = self
-            .client
-            .post(parsed)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(body.to_vec());
+        let mut headers = reqwest::header::HeaderMap::new();
         if let Some(key) = signing_key {
-            req = req.header(SIGNATURE_HEADER, signature(key, body));
+            let value = signature(key, body).parse().expect("hex is a valid header value");
+            headers.insert(SIGNATURE_HEADER, value);
         }
-        let resp = req.send().await.map_err(WebhookError::from_reqwest)?;
-        let status = resp.status();
+        let status = self.client.post_json(url, body.to_vec(), headers, None).await?;
         if status.is_success() {
             Ok(())
+        } else if status.is_redirection() {
+            Err(WebhookError::Redirect(status.as_u16()))
         } else {
             Err(WebhookError::Status(status.as_u16()))
         }
@@ -155,6 +150,7 @@ mod tests {
         assert!(WebhookError::Status(429).is_retryable());
         assert!(!WebhookError::Status(404).is_retryable());
         assert!(!WebhookError::InvalidUrl.is_retryable());
+        assert!(!WebhookError::Redirect(302).is_retryable());
         assert!(WebhookError::Timeout.is_retryable());
     }
 }

@@ -1,8 +1,10 @@
 //! `canaryd run`: the daemon. Policies from a directory and/or RolloutPolicy custom resources,
 //! one grouped cycle at a time, leader election, /metrics, alerts and gates.
 
+use crate::alert::egress::{parse_range, IpNet};
 use crate::alert::{
-    Deliverer, DelivererConfig, Mailer, RenderOptions, RetryPolicy, SmtpConfig, SmtpTls, WebhookSender,
+    Deliverer, DelivererConfig, EgressClient, EgressPolicy, Mailer, RenderOptions, RetryPolicy, SmtpConfig,
+    SmtpTls, WebhookSender,
 };
 use crate::daemon::leader::LeaderElector;
 use crate::daemon::metrics::DaemonMetrics;
@@ -64,6 +66,17 @@ pub(crate) struct RunOptions {
     /// Reconcile once and exit.
     #[arg(long)]
     pub once: bool,
+    /// Also refuse gate and webhook connections to this range (CIDR or one address; repeatable
+    /// or comma-separated). Always refused unless allowed: loopback, link-local (cloud
+    /// metadata 169.254.169.254), unspecified and cloud metadata addresses — policy authors
+    /// choose these URLs, and canaryd fetches them from its own network position.
+    #[arg(long, env = "CANARYD_EGRESS_DENY", value_name = "CIDR", value_delimiter = ',', value_parser = parse_range)]
+    pub egress_deny: Vec<IpNet>,
+    /// Allow gate and webhook connections to this blocked range (CIDR or one address;
+    /// repeatable or comma-separated), e.g. 127.0.0.0/8 for a gate beside canaryd. The
+    /// narrowest range containing an address decides: 0.0.0.0/0 opens none of the blocked ones.
+    #[arg(long, env = "CANARYD_EGRESS_ALLOW", value_name = "CIDR", value_delimiter = ',', value_parser = parse_range)]
+    pub egress_allow: Vec<IpNet>,
 }
 
 fn read_secret_file(path: &PathBuf) -> Result<Secret, String> {
@@ -72,7 +85,12 @@ fn read_secret_file(path: &PathBuf) -> Result<Secret, String> {
         .map_err(|e| format!("cannot read {}: {e}", path.display()))
 }
 
-fn deliverer(o: &RunOptions, client: &kube::Client, scope: &NamespaceScope) -> Result<Deliverer, String> {
+fn deliverer(
+    o: &RunOptions,
+    client: &kube::Client,
+    scope: &NamespaceScope,
+    egress: &EgressClient,
+) -> Result<Deliverer, String> {
     let mailer = match &o.smtp_host {
         None => None,
         Some(host) => {
@@ -95,7 +113,7 @@ fn deliverer(o: &RunOptions, client: &kube::Client, scope: &NamespaceScope) -> R
     };
     Ok(Deliverer::new(DelivererConfig {
         mailer,
-        webhooks: WebhookSender::new(std::time::Duration::from_secs(10)).map_err(|e| e.to_string())?,
+        webhooks: WebhookSender::with_client(egress.clone()),
         secrets: Arc::new(KubeSecretStore { client: client.clone(), scope: scope.clone() }),
         render: RenderOptions { prometheus_url: o.prometheus_link.clone() },
         retry: RetryPolicy::default(),
@@ -136,9 +154,14 @@ async fn daemon(o: RunOptions) -> Result<(), String> {
     let client = kube::Client::try_default()
         .await
         .map_err(|e| format!("cannot reach the cluster: {e}\n  set KUBECONFIG or run inside a cluster"))?;
+    // Gates and webhooks share one client: blocked destination ranges, no redirects.
+    let egress = EgressClient::new(
+        std::time::Duration::from_secs(10),
+        EgressPolicy::new(&o.egress_deny, &o.egress_allow),
+    )?;
     let effects = DaemonEffects::new(
-        deliverer(&o, &client, &scope)?,
-        reqwest::Client::builder().build().map_err(|e| e.to_string())?,
+        deliverer(&o, &client, &scope, &egress)?,
+        egress,
         Arc::new(KubeSecretStore { client: client.clone(), scope: scope.clone() }),
     );
     let metrics = Arc::new(DaemonMetrics::default());

@@ -1,10 +1,11 @@
 //! Effects outside Kubernetes — gates and alert delivery: the `Effects` trait the driver calls
 //! after its write, `NoEffects` for runs without either, and the daemon's real ones: gate calls
-//! over HTTP and alert delivery (email + webhooks) via `alert::Deliverer`, spawned so that a
-//! slow SMTP server never holds up a cycle or a rollback.
+//! over HTTP (the `alert::egress` client, shared with webhooks) and alert delivery (email +
+//! webhooks) via `alert::Deliverer`, spawned so that a slow SMTP server never holds up a cycle
+//! or a rollback.
 
 use super::Feedback;
-use crate::alert::{call_gate, AlertFacts, Deliverer, SecretStore};
+use crate::alert::{call_gate, AlertFacts, Deliverer, EgressClient, SecretStore};
 use crate::engine::{PendingAlert, RolloutState};
 use crate::policy::{Gate, Policy};
 use std::future::Future;
@@ -44,7 +45,8 @@ impl Effects for NoEffects {
 /// Gates and alert channels for `canaryd run`.
 pub struct DaemonEffects {
     pub deliverer: Deliverer,
-    pub http: reqwest::Client,
+    /// Gate calls: destination ranges checked, no redirects, bodies never read.
+    pub http: EgressClient,
     pub secrets: Arc<dyn SecretStore>,
     /// Deliveries started and not yet awaited (for `--once`, which must not exit before them).
     pub in_flight: std::sync::Mutex<Vec<tokio::task::JoinHandle<crate::alert::ChannelResult>>>,
@@ -52,7 +54,7 @@ pub struct DaemonEffects {
 
 impl DaemonEffects {
     /// Effects with no deliveries in flight.
-    pub fn new(deliverer: Deliverer, http: reqwest::Client, secrets: Arc<dyn SecretStore>) -> Self {
+    pub fn new(deliverer: Deliverer, http: EgressClient, secrets: Arc<dyn SecretStore>) -> Self {
         DaemonEffects { deliverer, http, secrets, in_flight: Default::default() }
     }
 

@@ -1,9 +1,10 @@
 //! Policies, an abort produced by the real engine, deliverers with fast retries, and a tracing
 //! capture for "no URL in logs" checks.
 
+use canaryd::alert::egress::parse_range;
 use canaryd::alert::{
-    AlertFacts, Deliverer, DelivererConfig, Mailer, MapSecretStore, RenderOptions, RetryPolicy, SmtpConfig,
-    SmtpTls, WebhookSender,
+    AlertFacts, Deliverer, DelivererConfig, EgressPolicy, Mailer, MapSecretStore, RenderOptions, RetryPolicy,
+    SmtpConfig, SmtpTls, WebhookSender,
 };
 use canaryd::engine::{step, Input, PendingAlert, Phase, RolloutState};
 use canaryd::observation::{Observation, SideObservation};
@@ -83,11 +84,27 @@ pub fn fast_retry(attempts: u32) -> RetryPolicy {
     RetryPolicy { initial: Duration::from_millis(40), max: Duration::from_millis(200), attempts, jitter: 0.5 }
 }
 
-/// A deliverer with fast retries and graph links to `https://prom.example`.
+/// The default egress policy with IPv4 loopback allowed (`--egress-allow 127.0.0.0/8`): the
+/// test peers listen on 127.0.0.1.
+pub fn loopback_egress() -> EgressPolicy {
+    EgressPolicy::new(&[], &[parse_range("127.0.0.0/8").unwrap()])
+}
+
+/// A deliverer with fast retries, graph links to `https://prom.example`, loopback allowed.
 pub fn deliverer(mailer: Option<Mailer>, secrets: MapSecretStore, attempts: u32) -> Deliverer {
+    deliverer_with(mailer, secrets, attempts, loopback_egress())
+}
+
+/// [`deliverer`] with its own egress policy.
+pub fn deliverer_with(
+    mailer: Option<Mailer>,
+    secrets: MapSecretStore,
+    attempts: u32,
+    egress: EgressPolicy,
+) -> Deliverer {
     Deliverer::new(DelivererConfig {
         mailer,
-        webhooks: WebhookSender::new(Duration::from_secs(5)).unwrap(),
+        webhooks: WebhookSender::new(Duration::from_secs(5), egress).unwrap(),
         secrets: Arc::new(secrets),
         render: RenderOptions { prometheus_url: Some("https://prom.example".into()) },
         retry: fast_retry(attempts),
