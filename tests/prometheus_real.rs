@@ -75,8 +75,11 @@ fn data_set() -> SyntheticIstio {
     let mut data =
         SyntheticIstio::new(start, STEPS, vec![reviews_v1(), reviews_v2(), api_v1(), stranger(), idle()]);
     data.bounds_ms = BOUNDS.to_vec();
-    // Every request also reported by the calling proxy: the queries must count it once.
+    // Every request also reported by the calling proxy, and each failing request retried twice
+    // (Istio's default), so the workload's proxy counts three failed attempts: the observation
+    // must be the requests callers made, each counted once.
     data.source_reporter = true;
+    data.destination_retries = 2;
     data
 }
 
@@ -143,7 +146,7 @@ async fn workloads_without_series_get_an_empty_observation_not_an_error() {
 #[tokio::test]
 async fn query_scalar_runs_a_rendered_custom_template() {
     let (_server, client, data) = start_backfilled().await;
-    let template = r#"sum(increase(istio_requests_total{reporter="destination",destination_workload_namespace="{{ namespace }}",destination_workload="{{ workload }}",response_code=~"5.."}[{{ interval }}])) / sum(increase(istio_requests_total{reporter="destination",destination_workload_namespace="{{ namespace }}",destination_workload="{{ workload }}"}[{{ interval }}]))"#;
+    let template = r#"sum(increase(istio_requests_total{reporter="source",destination_workload_namespace="{{ namespace }}",destination_workload="{{ workload }}",response_code=~"5.."}[{{ interval }}])) / sum(increase(istio_requests_total{reporter="source",destination_workload_namespace="{{ namespace }}",destination_workload="{{ workload }}"}[{{ interval }}]))"#;
     let vars = |workload: &str| -> HashMap<&str, String> {
         [
             ("namespace", "shop".to_string()),
@@ -201,7 +204,7 @@ async fn range_query_returns_the_backfilled_counter() {
     let (_server, client, data) = start_backfilled().await;
     let series = client
         .query_range(
-            r#"sum(istio_requests_total{reporter="destination",destination_workload="api-v1"})"#,
+            r#"sum(istio_requests_total{reporter="source",destination_workload="api-v1"})"#,
             data.sample_time(0),
             data.sample_time(6),
             Duration::from_secs(10),

@@ -159,7 +159,7 @@ pub fn all() -> Vec<Entry> {
     for path in [Path::Raw, Path::Increase] {
         for scrape in [15, 30, 60] {
             for base in [0.0, 0.01] {
-                let shape = Shape { scrape, path, clusters: 1, lazy: true, reset_at: Some(450) };
+                let shape = Shape { scrape, path, lazy: true, reset_at: Some(450), ..Shape::default() };
                 let how = match path {
                     Path::Raw => format!("raw samples, look every {scrape}s"),
                     Path::Increase => {
@@ -177,13 +177,21 @@ pub fn all() -> Vec<Entry> {
         }
     }
     // Retry clusters: every failing request is 3 failed attempts at the destination, both sides.
-    let clusters = Shape { clusters: 3, ..Shape::default() };
-    for (name, base, fault) in [
-        ("retry clusters of 3, A/A 0.1% errors", 0.001, Fault::None),
-        ("retry clusters of 3, A/A 1% errors", 0.01, Fault::None),
-        ("retry clusters of 3, errors 1% -> +0.9 pp", 0.01, Fault::ErrorPp(0.9 * TOL_PP)),
+    // Every caller has a sidecar (canaryd counts at the caller: retries folded), or none does
+    // (only destination counts exist: the documented limit, for comparison).
+    for (coverage, role, how) in [
+        (1.0, Role::RealData, "callers in the mesh"),
+        (0.0, Role::Compare, "no caller sidecars, destination counts only"),
     ] {
-        v.push(e(Role::RealData, &RATES4, healthy(name, base, fault, Common::Steady).with_shape(clusters)));
+        let clusters = Shape { clusters: 3, source_coverage: coverage, ..Shape::default() };
+        for (what, base, fault) in [
+            ("A/A 0.1% errors", 0.001, Fault::None),
+            ("A/A 1% errors", 0.01, Fault::None),
+            ("errors 1% -> +0.9 pp", 0.01, Fault::ErrorPp(0.9 * TOL_PP)),
+        ] {
+            let name = format!("retry clusters of 3 ({how}), {what}");
+            v.push(e(role, &RATES4, healthy(&name, base, fault, Common::Steady).with_shape(clusters)));
+        }
     }
     // Faulty: today's list, with roles under the v3 contract.
     v.extend([

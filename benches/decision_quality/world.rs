@@ -6,7 +6,7 @@
 //! therefore see the *same* requests (common random numbers): the comparison between canaryd,
 //! the Flagger-style rule and the oracle is on identical data wherever their weights agree.
 
-use canaryd::observation::{Histogram, SideObservation};
+use canaryd::observation::{counted_requests, Histogram, ReportedCounts, SideObservation};
 use rand::rngs::SmallRng;
 use rand::SeedableRng;
 use rand_distr::{Binomial, Distribution, Poisson};
@@ -106,6 +106,10 @@ pub struct Shape {
     /// Attempts per failing request at the destination (Istio retries a failure `clusters − 1`
     /// times and `reporter="destination"` counts every attempt); 1: no retries.
     pub clusters: u64,
+    /// Share of requests whose caller has a sidecar, so `reporter="source"` counts them once
+    /// with their final outcome (1: every caller in the mesh; 0: no source series). canaryd
+    /// picks the counts with `observation::counted_requests`, as the daemon does.
+    pub source_coverage: f64,
     /// The 5xx series exists only from a side's first error (and again after a reset).
     pub lazy: bool,
     /// The canary's counters restart from 0 at this second (a container restart).
@@ -114,7 +118,7 @@ pub struct Shape {
 
 impl Default for Shape {
     fn default() -> Self {
-        Shape { scrape: 15, path: Path::Raw, clusters: 1, lazy: false, reset_at: None }
+        Shape { scrape: 15, path: Path::Raw, clusters: 1, source_coverage: 1.0, lazy: false, reset_at: None }
     }
 }
 
@@ -286,15 +290,26 @@ fn histogram(n: u64, probs: &[f64; CATS], rng: &mut SmallRng) -> Histogram {
     h
 }
 
-/// One side's bucket: `(destination counts, (requests, failed requests))`. With retry
+/// One side's bucket: `(what canaryd counts, (requests, failed requests))`. With retry
 /// clusters every failing request is `c` failed attempts at the destination (each attempt is a
-/// request and a latency observation there); the user sees one failed request.
-fn side(n: u64, m: &SideModel, c: u64, rng: &mut SmallRng) -> (SideObservation, (u64, u64)) {
+/// request and a latency observation there); the user sees one failed request, and so does the
+/// caller's proxy for the `coverage` share of requests whose caller has one. The request counts
+/// are chosen from the two views as the daemon chooses them; latency is the destination's.
+fn side(n: u64, m: &SideModel, c: u64, coverage: f64, rng: &mut SmallRng) -> (SideObservation, (u64, u64)) {
     let errors = binomial(n, m.err, rng);
     let attempts = n + errors * (c - 1);
+    let destination = ReportedCounts { requests: attempts, errors: errors * c };
+    // Full coverage draws nothing, so scenarios without retries keep their random streams.
+    let (covered_ok, covered_err) = if coverage >= 1.0 {
+        (n - errors, errors)
+    } else {
+        (binomial(n - errors, coverage, rng), binomial(errors, coverage, rng))
+    };
+    let source = ReportedCounts { requests: covered_ok + covered_err, errors: covered_err };
+    let (counted, _) = counted_requests(source, destination);
     let obs = SideObservation {
-        requests: attempts,
-        errors: errors * c,
+        requests: counted.requests,
+        errors: counted.errors,
         latency: Some(histogram(attempts, &m.probs, rng)),
     };
     (obs, (n, errors))
@@ -311,7 +326,7 @@ pub fn bucket(sc: &Scenario, rate: f64, seed: u64, idx: usize, weight: u32) -> B
     // Separate streams per side, so the canary's draws do not shift the baseline's.
     let mut rc = bucket_rng(seed, idx, 1);
     let mut rb = bucket_rng(seed, idx, 2);
-    let c = sc.shape.clusters.max(1);
-    let (canary, canary_true) = side(nc, cm, c, &mut rc);
-    Bucket { canary, baseline: side(total - nc, bm, c, &mut rb).0, canary_true }
+    let (c, coverage) = (sc.shape.clusters.max(1), sc.shape.source_coverage);
+    let (canary, canary_true) = side(nc, cm, c, coverage, &mut rc);
+    Bucket { canary, baseline: side(total - nc, bm, c, coverage, &mut rb).0, canary_true }
 }

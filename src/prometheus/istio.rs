@@ -269,9 +269,11 @@ mod tests {
         );
         assert_eq!(
             q,
-            r#"istio_requests_total{reporter="destination",destination_workload_namespace=~"pay|shop",destination_workload=~"api|reviews-v1|reviews\\.v2"}[180s]"#
+            r#"istio_requests_total{reporter=~"source|destination",destination_workload_namespace=~"pay|shop",destination_workload=~"api|reviews-v1|reviews\\.v2"}[180s]"#
         );
-        assert!(latency_query(&[key("a", "b")], Duration::from_millis(1500)).ends_with("}[121500ms]"));
+        let latency = latency_query(&[key("a", "b")], Duration::from_millis(1500));
+        assert!(latency.starts_with(r#"istio_request_duration_milliseconds_bucket{reporter="destination","#));
+        assert!(latency.ends_with("}[121500ms]"));
     }
 
     #[test]
@@ -317,7 +319,40 @@ mod tests {
             series("other", &[("response_code", "500")], &[(130.0, 9.0)]),
         ];
         let got = counts(&increments(&answer, &wanted, window()).unwrap()).unwrap();
-        assert_eq!(got, [(k, (40 + 35 + 4 + 1, 4))].into());
+        let want = ReportedCounts { requests: 40 + 35 + 4 + 1, errors: 4 };
+        assert_eq!(got, [(k, (want, Reporter::Destination))].into());
+    }
+
+    #[test]
+    fn retried_attempts_are_folded_by_counting_at_the_caller() {
+        let k = key("ns", "w");
+        let wanted: BTreeSet<&WorkloadKey> = [&k].into();
+        let at = |reporter: &'static str, code: &'static str, values: (f64, f64)| {
+            series(
+                "w",
+                &[("reporter", reporter), ("response_code", code)],
+                &[(100.0, values.0), (160.0, values.1)],
+            )
+        };
+        // 100 requests, 2 failed after two retries each: 6 failed attempts at the destination.
+        let both = vec![
+            at("destination", "200", (500.0, 598.0)),
+            at("destination", "503", (10.0, 16.0)),
+            at("source", "200", (400.0, 498.0)),
+            at("source", "503", (5.0, 7.0)),
+        ];
+        let got = counts(&increments(&both, &wanted, window()).unwrap()).unwrap();
+        assert_eq!(got[&k], (ReportedCounts { requests: 100, errors: 2 }, Reporter::Source));
+        // Callers without sidecars: the source saw 49 of the 98 successes; the destination's
+        // counts are used (retries not folded).
+        let partial = vec![
+            at("destination", "200", (500.0, 598.0)),
+            at("destination", "503", (10.0, 16.0)),
+            at("source", "200", (400.0, 449.0)),
+            at("source", "503", (5.0, 6.0)),
+        ];
+        let got = counts(&increments(&partial, &wanted, window()).unwrap()).unwrap();
+        assert_eq!(got[&k], (ReportedCounts { requests: 104, errors: 6 }, Reporter::Destination));
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub struct SyntheticIstio {
     /// Also export every series with `reporter="source"` (the client-side proxy's view, same
     /// counts), as a mesh does; queries must not count them twice.
     pub source_reporter: bool,
+    /// Retries Istio made of each failing request: the destination's proxy counts every
+    /// attempt (`errors × (1 + retries)` 503s), the source's one per request. Default 0.
+    pub destination_retries: u64,
     /// `(workload, k)`: the workload's proxy restarts just before step `k`'s traffic, so its
     /// counters start again from zero (the step's own traffic is counted after the restart).
     pub restarts: Vec<(WorkloadKey, usize)>,
@@ -72,6 +75,7 @@ impl SyntheticIstio {
             workloads,
             bounds_ms: ISTIO_DEFAULT_BUCKETS_MS.to_vec(),
             source_reporter: false,
+            destination_retries: 0,
             restarts: Vec::new(),
             lazy_series: false,
         }
@@ -113,9 +117,11 @@ impl SyntheticIstio {
         out.push_str("# TYPE istio_requests counter\n");
         for reporter in reporters {
             for (w, steps) in self.workloads.iter().zip(&table) {
+                let attempts = if *reporter == "destination" { 1 + self.destination_retries } else { 1 };
                 for (code, pick) in
                     [("200", (|s: &StepTraffic| s.ok) as fn(&StepTraffic) -> u64), ("503", |s| s.errors)]
                 {
+                    let per = if code == "503" { attempts } else { 1 };
                     let labels = labels(reporter, w, &[("response_code", code)]);
                     let mut total = 0u64;
                     for (k, time) in times.iter().enumerate() {
@@ -123,7 +129,7 @@ impl SyntheticIstio {
                             if self.restarts_at(w, k) {
                                 total = 0;
                             }
-                            total += pick(&steps[k - 1]);
+                            total += pick(&steps[k - 1]) * per;
                         }
                         if !self.lazy_series || total > 0 {
                             let _ = writeln!(out, "istio_requests_total{{{labels}}} {total} {time}");
