@@ -62,6 +62,12 @@ pub(crate) struct RunOptions {
     /// Reconcile once and exit.
     #[arg(long)]
     pub once: bool,
+    // Tenant confinement (issue 14): custom queries of RolloutPolicy resources read only their
+    // namespace's series, on this label (see canaryd_core::promql::confine).
+    /// Label that carries each series' namespace (kubernetes_sd relabelling's `namespace`);
+    /// RolloutPolicy resources' custom queries are confined to their namespace on it.
+    #[arg(long, env = "CANARYD_TENANT_LABEL", default_value = "namespace")]
+    pub tenant_label: crate::promql::TenantLabel,
 }
 
 fn read_secret_file(path: &PathBuf) -> Result<Secret, String> {
@@ -138,7 +144,8 @@ async fn daemon(o: RunOptions) -> Result<(), String> {
         reqwest::Client::builder().build().map_err(|e| e.to_string())?,
         Arc::new(KubeSecretStore { client: client.clone() }),
     );
-    let driver = Driver::new(client.clone(), metrics_source, effects);
+    let driver =
+        Driver::new(client.clone(), metrics_source, effects).with_tenant_label(o.tenant_label.clone());
     let metrics = Arc::new(DaemonMetrics::default());
     if !o.once {
         let (addr, m) = (o.metrics_addr, metrics.clone());

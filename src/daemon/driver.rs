@@ -10,6 +10,7 @@ use crate::engine::{self, Action, Input, RolloutState};
 use crate::istio::{RouteView, VsError};
 use crate::policy::{GateKind, Policy};
 use crate::prometheus::{self, MetricsSource, ObservedSides, WorkloadKey};
+use crate::promql::TenantLabel;
 use jiff::Timestamp;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::Value;
@@ -61,13 +62,27 @@ pub struct Driver<M, E> {
     pub client: kube::Client,
     pub metrics: M,
     pub effects: E,
+    /// The label custom queries of RolloutPolicy resources are confined on (`--tenant-label`).
+    tenant_label: TenantLabel,
     /// Inputs learnt from effects (gate answers, deliveries), fed to the next reconcile.
     pending: Feedback,
 }
 
 impl<M: MetricsSource, E: Effects> Driver<M, E> {
     pub fn new(client: kube::Client, metrics: M, effects: E) -> Self {
-        Driver { client, metrics, effects, pending: Feedback::default() }
+        Driver {
+            client,
+            metrics,
+            effects,
+            tenant_label: TenantLabel::default(),
+            pending: Feedback::default(),
+        }
+    }
+
+    /// Confines RolloutPolicy resources' custom queries on `label` instead of `namespace`.
+    pub fn with_tenant_label(mut self, label: TenantLabel) -> Self {
+        self.tenant_label = label;
+        self
     }
 
     /// Reconciles one policy at time `now` (the caller's clock: real or compressed).
@@ -183,7 +198,15 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
                     if let Some(scrape) = looked.scrape_interval(&canary, &baseline) {
                         inputs.push(Input::ScrapeInterval(scrape));
                     }
-                    Ok(prometheus::observation(&self.metrics, policy, &looked.sides, from, now).await)
+                    Ok(prometheus::observation(
+                        &self.metrics,
+                        policy,
+                        &looked.sides,
+                        from,
+                        now,
+                        &self.tenant_label,
+                    )
+                    .await)
                 }
                 Err(e) => Err(e.clone()),
             };
