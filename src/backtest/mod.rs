@@ -25,6 +25,7 @@ use crate::judge::{CheckResult, Verdict};
 use crate::observation::{Histogram, Observation, SideObservation};
 use crate::policy::{GateKind, Policy};
 use crate::prometheus::{self, MetricsSource, QueryError, WorkloadKey};
+use crate::promql::TenantLabel;
 
 /// Revision name the backtest rolls out.
 pub(crate) const REVISION: &str = "backtest";
@@ -279,7 +280,10 @@ async fn observe<M: MetricsSource>(
         .observe_sides_with_scrape(&[canary.clone(), baseline.clone()], now, window)
         .await
         .map_err(|e| e.to_string())?;
-    let observation = prometheus::observation(metrics, policy, &looked.sides, from, now).await;
+    // Backtests run policy files (operator's, not confined); a resource's policy would be
+    // confined on the default label.
+    let observation =
+        prometheus::observation(metrics, policy, &looked.sides, from, now, &TenantLabel::default()).await;
     Ok((observation, looked.scrape_interval(canary, baseline)))
 }
 

@@ -77,6 +77,12 @@ pub(crate) struct RunOptions {
     /// narrowest range containing an address decides: 0.0.0.0/0 opens none of the blocked ones.
     #[arg(long, env = "CANARYD_EGRESS_ALLOW", value_name = "CIDR", value_delimiter = ',', value_parser = parse_range)]
     pub egress_allow: Vec<IpNet>,
+    // Tenant confinement (issue 14): custom queries of RolloutPolicy resources read only their
+    // namespace's series, on this label (see canaryd_core::promql::confine).
+    /// Label that carries each series' namespace (kubernetes_sd relabelling's `namespace`);
+    /// RolloutPolicy resources' custom queries are confined to their namespace on it.
+    #[arg(long, env = "CANARYD_TENANT_LABEL", default_value = "namespace")]
+    pub tenant_label: crate::promql::TenantLabel,
 }
 
 fn read_secret_file(path: &PathBuf) -> Result<Secret, String> {
@@ -178,7 +184,8 @@ async fn daemon(o: RunOptions) -> Result<(), String> {
     let elector = o.leader_election.then(|| {
         Arc::new(LeaderElector::new(client.clone(), &o.lease_namespace, "canaryd-leader", &identity))
     });
-    let mut driver = Driver::new(client.clone(), metrics_source, effects);
+    let mut driver =
+        Driver::new(client.clone(), metrics_source, effects).with_tenant_label(o.tenant_label.clone());
     if let Some(e) = &elector {
         let e = e.clone();
         driver = driver.with_write_guard(move || e.may_write());

@@ -10,6 +10,7 @@ use crate::engine::{self, Action, Input, RolloutState};
 use crate::istio::{RouteView, VsError};
 use crate::policy::{GateKind, Policy};
 use crate::prometheus::{self, MetricsSource, ObservedSides, WorkloadKey};
+use crate::promql::TenantLabel;
 use jiff::Timestamp;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::Value;
@@ -68,6 +69,8 @@ pub struct Driver<M, E> {
     pub client: kube::Client,
     pub metrics: M,
     pub effects: E,
+    /// The label custom queries of RolloutPolicy resources are confined on (`--tenant-label`).
+    tenant_label: TenantLabel,
     /// Inputs learnt from effects (gate answers, deliveries), fed to the next reconcile.
     pending: Feedback,
     /// Asked right before every VirtualService write; false stops the write (a leader past its
@@ -81,6 +84,7 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
             client,
             metrics,
             effects,
+            tenant_label: TenantLabel::default(),
             pending: Feedback::default(),
             may_write: std::sync::Arc::new(|| true),
         }
@@ -94,6 +98,12 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
     /// Guards every write with `may_write` (leader election's renew deadline).
     pub fn with_write_guard(mut self, may_write: impl Fn() -> bool + Send + Sync + 'static) -> Self {
         self.may_write = std::sync::Arc::new(may_write);
+        self
+    }
+
+    /// Confines RolloutPolicy resources' custom queries on `label` instead of `namespace`.
+    pub fn with_tenant_label(mut self, label: TenantLabel) -> Self {
+        self.tenant_label = label;
         self
     }
 
@@ -210,7 +220,15 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
                     if let Some(scrape) = looked.scrape_interval(&canary, &baseline) {
                         inputs.push(Input::ScrapeInterval(scrape));
                     }
-                    Ok(prometheus::observation(&self.metrics, policy, &looked.sides, from, now).await)
+                    Ok(prometheus::observation(
+                        &self.metrics,
+                        policy,
+                        &looked.sides,
+                        from,
+                        now,
+                        &self.tenant_label,
+                    )
+                    .await)
                 }
                 Err(e) => Err(e.clone()),
             };

@@ -8,7 +8,7 @@ use jiff::Timestamp;
 use super::{MetricsSource, WorkloadKey};
 use crate::observation::{CustomValue, Observation, SideObservation};
 use crate::policy::{CustomMode, Policy};
-use crate::promql::Side;
+use crate::promql::{Side, TenantLabel};
 
 /// The workload keys of a policy's canary and baseline, from [`Policy::workloads`].
 pub fn workload_keys(policy: &Policy) -> (WorkloadKey, WorkloadKey) {
@@ -20,27 +20,35 @@ pub fn workload_keys(policy: &Policy) -> (WorkloadKey, WorkloadKey) {
 /// (an answer of [`MetricsSource::observe_sides`] that covers this window, possibly shared with
 /// other policies), plus each custom check queried at `now`.
 ///
-/// A custom query that cannot be rendered or answered is a missing value: the judge turns it
-/// into an Error verdict for that check, never a Pass. A side missing from `sides` has zero
-/// requests (Inconclusive).
+/// Custom queries are written by [`Policy::custom_query`]: a RolloutPolicy resource's are
+/// confined to its namespace on `tenant_label`. A query that cannot be written or answered is a
+/// missing value: the judge turns it into an Error verdict for that check, never a Pass. A side
+/// missing from `sides` has zero requests (Inconclusive).
 pub async fn observation<M: MetricsSource>(
     metrics: &M,
     policy: &Policy,
     sides: &HashMap<WorkloadKey, SideObservation>,
     from: i64,
     now: Timestamp,
+    tenant_label: &TenantLabel,
 ) -> Observation {
     let (canary, baseline) = workload_keys(policy);
-    let vars = policy.template_vars(now.as_second() - from);
+    let window = now.as_second() - from;
     let mut custom = Vec::new();
     for check in &policy.spec().analysis.custom {
-        let c = match vars.render(&check.query, Side::Canary) {
-            Ok(q) => metrics.query_scalar(&q, now).await.ok(),
-            Err(_) => None,
+        let value = |side| async move {
+            match policy.custom_query(check, side, window, tenant_label) {
+                Ok(q) => metrics.query_scalar(&q, now).await.ok(),
+                Err(e) => {
+                    tracing::warn!(policy = %policy.key(), check = %check.name, error = %e, "custom query not sent");
+                    None
+                }
+            }
         };
-        let b = match (check.mode, vars.render(&check.query, Side::Baseline)) {
-            (CustomMode::Compare, Ok(q)) => metrics.query_scalar(&q, now).await.ok(),
-            _ => None,
+        let c = value(Side::Canary).await;
+        let b = match check.mode {
+            CustomMode::Compare => value(Side::Baseline).await,
+            CustomMode::Threshold => None,
         };
         custom.push(CustomValue { name: check.name.clone(), canary: c, baseline: b });
     }

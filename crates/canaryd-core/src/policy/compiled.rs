@@ -10,10 +10,11 @@
 use super::diagnostic::{Diagnostic, Diagnostics};
 use super::load::{Metadata, PolicyDocument};
 use super::locate::LocationIndex;
-use super::spec::{Destination, RolloutPolicySpec, API_VERSION};
+use super::spec::{CustomCheck, Destination, RolloutPolicySpec, API_VERSION};
 use super::validate;
 use crate::plan::{self, PlanStep};
-use crate::promql::TemplateVars;
+use crate::promql::confine::{self, ConfineError};
+use crate::promql::{Side, TemplateError, TemplateVars, TenantLabel};
 use crate::schedule::CompiledSchedule;
 
 /// The Deployment names Istio reports for each side (its `destination_workload` label).
@@ -164,6 +165,35 @@ impl Policy {
             interval: format!("{}s", window_secs.max(1)),
         }
     }
+
+    /// The PromQL a custom check sends for `side` over a window of `window_secs` seconds: its
+    /// template rendered with this policy's values (escaped) and, for a RolloutPolicy resource,
+    /// every selector confined to the policy's namespace on `tenant_label` (see
+    /// [`crate::promql::confine`]). The one rule the daemon and `backtest` both use.
+    pub fn custom_query(
+        &self,
+        check: &CustomCheck,
+        side: Side,
+        window_secs: i64,
+        tenant_label: &TenantLabel,
+    ) -> Result<String, CustomQueryError> {
+        let rendered = self.template_vars(window_secs).render(&check.query, side)?;
+        match self.origin {
+            Origin::File => Ok(rendered),
+            Origin::Resource => Ok(confine::confine_query(&rendered, tenant_label, &self.namespace)?),
+        }
+    }
+}
+
+/// Why a custom check's query cannot be sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CustomQueryError {
+    /// The template does not render with this window's values.
+    #[error("the query template does not render: {0}")]
+    Template(#[from] TemplateError),
+    /// A resource's query cannot be confined to its namespace.
+    #[error(transparent)]
+    Confine(#[from] ConfineError),
 }
 
 /// Every policy whose `namespace/name` another policy in `policies` already has: two
@@ -199,7 +229,7 @@ pub fn duplicates(policies: &[Policy]) -> Vec<(String, Diagnostic)> {
 /// bookinfo convention (`reviews` + `v2` → `reviews-v2`). A route whose host differs from the
 /// VirtualService's name needs `host:` or `workload:` in the policy; the daemon warns when the
 /// route it reads disagrees with this.
-fn default_workload(d: &Destination, virtual_service: &str) -> String {
+pub(super) fn default_workload(d: &Destination, virtual_service: &str) -> String {
     if let Some(w) = &d.workload {
         return w.clone();
     }

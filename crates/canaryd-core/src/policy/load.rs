@@ -213,3 +213,44 @@ alerts:
         assert_eq!(p.origin(), Origin::Resource);
     }
 }
+
+#[cfg(test)]
+mod custom_query_tests {
+    use super::*;
+    use crate::promql::{Side, TenantLabel};
+
+    const SPEC: &str = r#"
+target: {virtualService: reviews, stable: {subset: v1}, canary: {subset: v2}}
+analysis:
+  custom:
+    - {name: other, query: 'sum(rate(x{namespace="other",pod=~"{{ workload }}-.*"}[{{ interval }}]))', max: 1}
+"#;
+
+    #[test]
+    fn a_resource_query_is_confined_and_a_file_query_is_not() {
+        let spec: RolloutPolicySpec = serde_saphyr::from_str(SPEC).unwrap();
+        let mut rp = RolloutPolicy::new("reviews", spec.clone());
+        rp.metadata.namespace = Some("shop".into());
+        let resource = from_resource(&rp).unwrap();
+        let check = &resource.spec().analysis.custom[0];
+        let label = TenantLabel::default();
+        assert_eq!(
+            resource.custom_query(check, Side::Baseline, 30, &label).unwrap(),
+            r#"sum(rate(x{namespace="shop",pod=~"reviews-v1-.*"}[30s]))"#
+        );
+        let other_label: TenantLabel = "kubernetes_namespace".parse().unwrap();
+        assert_eq!(
+            resource.custom_query(check, Side::Canary, 60, &other_label).unwrap(),
+            r#"sum(rate(x{kubernetes_namespace="shop",namespace="other",pod=~"reviews-v2-.*"}[1m]))"#
+        );
+        let file = format!(
+            "apiVersion: canaryd.io/v1alpha1\nkind: RolloutPolicy\nmetadata: {{name: reviews, namespace: shop}}\nspec:{}",
+            SPEC.replace('\n', "\n  ")
+        );
+        let file = parse_policy("reviews.yaml", &file).unwrap();
+        assert_eq!(
+            file.custom_query(&file.spec().analysis.custom[0], Side::Canary, 60, &label).unwrap(),
+            r#"sum(rate(x{namespace="other",pod=~"reviews-v2-.*"}[60s]))"#
+        );
+    }
+}

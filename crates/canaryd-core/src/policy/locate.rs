@@ -5,7 +5,7 @@
 //! path back into a position for the error message. It is built with the same YAML parser that
 //! serde-saphyr uses, so positions agree with deserialisation errors.
 
-use serde_saphyr::granit_parser::{Event, Parser};
+use serde_saphyr::granit_parser::{Event, Parser, ScalarStyle};
 use std::collections::HashMap;
 
 /// A position in a source file: 1-based line and column.
@@ -24,6 +24,21 @@ pub struct LocationIndex {
     keys: HashMap<String, Position>,
     /// Path of every mapping → its keys in order, for "did you mean" and unknown-field checks.
     mapping_keys: HashMap<String, Vec<String>>,
+    /// Path of every scalar value → where it starts and how it is written, to point inside it.
+    scalars: HashMap<String, ScalarStart>,
+    /// The source, kept to point inside scalar values.
+    source: String,
+}
+
+/// Where a scalar value starts in the source (at its opening quote, if any).
+#[derive(Debug, Clone, Copy)]
+struct ScalarStart {
+    /// Character index in the source.
+    index: usize,
+    line: usize,
+    /// 0-based character column.
+    col: usize,
+    style: ScalarStyle,
 }
 
 enum Frame {
@@ -35,14 +50,14 @@ impl LocationIndex {
     /// Indexes the first document of `source`. Unparsable YAML yields a partial index (the
     /// deserialiser reports the syntax error itself).
     pub fn build(source: &str) -> Self {
-        let mut index = LocationIndex::default();
+        let mut index = LocationIndex { source: source.to_string(), ..LocationIndex::default() };
         let mut stack: Vec<Frame> = Vec::new();
         for item in Parser::new_from_str(source) {
             let Ok((event, span)) = item else { break };
             let pos = Position { line: span.start.line(), column: span.start.col() + 1 };
             match event {
                 Event::DocumentEnd => break,
-                Event::Scalar(value, ..) => {
+                Event::Scalar(value, style, ..) => {
                     if let Some(Frame::Map { path, pending_key }) = stack.last_mut() {
                         if pending_key.is_none() {
                             let child = join_key(path, &value);
@@ -53,6 +68,13 @@ impl LocationIndex {
                         }
                     }
                     if let Some(child) = next_child(&mut stack) {
+                        let start = ScalarStart {
+                            index: span.start.index(),
+                            line: span.start.line(),
+                            col: span.start.col(),
+                            style,
+                        };
+                        index.scalars.insert(child.clone(), start);
                         index.values.insert(child, pos);
                     }
                 }
@@ -105,9 +127,134 @@ impl LocationIndex {
         self.values.iter().filter(|(_, p)| **p == pos).map(|(k, _)| k.clone()).max_by_key(String::len)
     }
 
+    /// Where byte `offset` of the scalar `value` at `path` is in the source, for an error inside a
+    /// value (a PromQL syntax error in a query). Plain, quoted (with escapes) and block scalars:
+    /// the decoded value and the source agree on their non-blank characters, which are matched
+    /// one to one; an offset on a blank (or at the end) points just after the non-blank
+    /// character before it. `None` when `path` is no scalar written in this source.
+    pub fn position_in_value(&self, path: &str, value: &str, offset: usize) -> Option<Position> {
+        let start = self.scalars.get(path)?;
+        let offset = (0..=offset.min(value.len())).rev().find(|i| value.is_char_boundary(*i))?;
+        let before = value[..offset].chars().filter(|c| !c.is_whitespace()).count();
+        let on_blank = value[offset..].chars().next().is_none_or(char::is_whitespace);
+        let mut decoded = Decoded::new(&self.source, *start);
+        if on_blank {
+            if before == 0 {
+                return Some(decoded.content_start());
+            }
+            let last = decoded.nth_non_blank(before - 1)?;
+            return Some(Position { line: last.line, column: last.column + 1 });
+        }
+        decoded.nth_non_blank(before)
+    }
+
     /// Keys written in the mapping at `path`, in source order.
     pub fn keys_of(&self, path: &str) -> &[String] {
         self.mapping_keys.get(path).map(Vec::as_slice).unwrap_or(&[])
+    }
+}
+
+/// The characters of a scalar as YAML decodes them, each with the position of the source text
+/// it came from (an escape sequence's backslash, a doubled quote's first quote).
+struct Decoded<'a> {
+    chars: std::iter::Peekable<std::iter::Skip<std::str::Chars<'a>>>,
+    style: ScalarStyle,
+    line: usize,
+    col: usize,
+}
+
+impl<'a> Decoded<'a> {
+    fn new(source: &'a str, start: ScalarStart) -> Self {
+        let mut d = Decoded {
+            chars: source.chars().skip(start.index).peekable(),
+            style: start.style,
+            line: start.line,
+            col: start.col,
+        };
+        // Quoted scalars start at their quote; block scalars at their content's first line
+        // (past the `|` / `>` header).
+        if matches!(start.style, ScalarStyle::SingleQuoted | ScalarStyle::DoubleQuoted) {
+            d.bump();
+        }
+        d
+    }
+
+    fn bump(&mut self) -> Option<char> {
+        let c = self.chars.next()?;
+        if c == '\n' {
+            self.line += 1;
+            self.col = 0;
+        } else {
+            self.col += 1;
+        }
+        Some(c)
+    }
+
+    /// Where the content starts (past the opening quote or the header line).
+    fn content_start(&self) -> Position {
+        Position { line: self.line, column: self.col + 1 }
+    }
+
+    /// The next decoded character and where its source text starts; `None` at the end of a
+    /// quoted scalar or of the source.
+    fn next_decoded(&mut self) -> Option<(char, Position)> {
+        let at = self.content_start();
+        let c = self.bump()?;
+        let decoded = match (self.style, c) {
+            (ScalarStyle::SingleQuoted, '\'') if self.chars.peek() == Some(&'\'') => {
+                self.bump();
+                '\''
+            }
+            (ScalarStyle::SingleQuoted, '\'') | (ScalarStyle::DoubleQuoted, '"') => return None,
+            (ScalarStyle::DoubleQuoted, '\\') => {
+                let e = self.bump()?;
+                let hex = match e {
+                    'x' => 2,
+                    'u' => 4,
+                    'U' => 8,
+                    _ => 0,
+                };
+                if hex > 0 {
+                    let digits: String = (0..hex).filter_map(|_| self.bump()).collect();
+                    u32::from_str_radix(&digits, 16).ok().and_then(char::from_u32).unwrap_or('?')
+                } else {
+                    match e {
+                        // An escaped line break: nothing.
+                        '\n' => ' ',
+                        '0' => '\0',
+                        'a' => '\u{7}',
+                        'b' => '\u{8}',
+                        't' | '\t' => '\t',
+                        'n' => '\n',
+                        'v' => '\u{b}',
+                        'f' => '\u{c}',
+                        'r' => '\r',
+                        'e' => '\u{1b}',
+                        'N' => '\u{85}',
+                        '_' => '\u{a0}',
+                        'L' => '\u{2028}',
+                        'P' => '\u{2029}',
+                        other => other,
+                    }
+                }
+            }
+            (_, c) => c,
+        };
+        Some((decoded, at))
+    }
+
+    /// The position of the `n`th (0-based) non-blank decoded character.
+    fn nth_non_blank(&mut self, n: usize) -> Option<Position> {
+        let mut seen = 0;
+        while let Some((c, at)) = self.next_decoded() {
+            if !c.is_whitespace() {
+                if seen == n {
+                    return Some(at);
+                }
+                seen += 1;
+            }
+        }
+        None
     }
 }
 
@@ -158,6 +305,35 @@ mod tests {
         assert_eq!(idx.position("spec.steps[1].bake"), Some(Position { line: 7, column: 13 }));
         assert_eq!(idx.key_position("spec.steps[1].bake"), Some(Position { line: 7, column: 7 }));
         assert_eq!(idx.position("spec.target.virtualService").map(|p| p.line), Some(8));
+    }
+
+    /// `(line, column)` of byte `offset` of the value `a.q` of `source`.
+    fn inside(source: &str, offset: usize) -> (usize, usize) {
+        #[derive(serde::Deserialize)]
+        struct A {
+            q: String,
+        }
+        #[derive(serde::Deserialize)]
+        struct Doc {
+            a: A,
+        }
+        let value = serde_saphyr::from_str::<Doc>(source).unwrap().a.q;
+        let p = LocationIndex::build(source).position_in_value("a.q", &value, offset).unwrap();
+        (p.line, p.column)
+    }
+
+    #[test]
+    fn points_inside_plain_quoted_and_block_scalars() {
+        // The second `*` of `rate(x) * * 2`, in every style.
+        assert_eq!(inside("a:\n  q: rate(x) * * 2\n", 10), (2, 16));
+        assert_eq!(inside("a:\n  q: rate(x)\n    * * 2\n", 10), (3, 7));
+        assert_eq!(inside("a:\n  q: \"rate(\\x78) *\\n * 2\"\n", 11), (2, 22));
+        assert_eq!(inside("a:\n  q: 'rate(''x'') * * 2'\n", 12), (2, 21));
+        assert_eq!(inside("a:\n  q: |\n    rate(x)\n      * * 2\n", 12), (4, 9));
+        assert_eq!(inside("a:\n  q: >-  # note\n    rate(x)\n    * * 2\n", 10), (4, 7));
+        // At the end: just after the last character.
+        assert_eq!(inside("a:\n  q: rate(x) +\n", 10), (2, 15));
+        assert_eq!(inside("a: {q: x}\n", 0), (1, 8));
     }
 
     #[test]

@@ -14,7 +14,7 @@ pub mod spec;
 pub mod status;
 mod validate;
 
-pub use compiled::{duplicates, host_short_name, Origin, Policy, Workloads};
+pub use compiled::{duplicates, host_short_name, CustomQueryError, Origin, Policy, Workloads};
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use duration::Duration;
 pub use interval::{AnalysisInterval, AUTO_FALLBACK, AUTO_FLOOR};

@@ -288,6 +288,8 @@ pub struct CustomCheck {
     pub name: String,
     /// PromQL template. Variables: `{{ namespace }}`, `{{ workload }}`, `{{ canaryWorkload }}`,
     /// `{{ baselineWorkload }}`, `{{ virtualService }}`, `{{ interval }}`. Values are escaped.
+    /// Must parse as PromQL and return one number. In a RolloutPolicy resource every selector
+    /// is confined to the policy's namespace; ranges at most 1h, offsets at most 1d.
     pub query: String,
     /// `threshold` (default) or `compare`.
     #[serde(default)]

@@ -11,8 +11,17 @@
 //!   refused;
 //! - anywhere else (bare, e.g. a range `[{{ interval }}]`, or in a `#` comment): the value must be
 //!   a plain token (`[A-Za-z0-9_:.]`), otherwise rendering fails.
+//!
+//! The rendered text is then PromQL: [`syntax`] parses it (with promql-parser) and says where a
+//! syntax error is; [`confine`] rewrites a RolloutPolicy resource's query so that it can only
+//! read its own namespace's series.
 
 use std::collections::HashMap;
+
+pub mod confine;
+pub mod syntax;
+
+pub use confine::TenantLabel;
 
 /// Every variable a custom-check template may use.
 pub(crate) const TEMPLATE_VARIABLES: &[&str] =
@@ -44,6 +53,12 @@ pub enum Side {
 impl TemplateVars {
     /// Renders `template` for `side`; see [`render`] for the escaping rules.
     pub fn render(&self, template: &str, side: Side) -> Result<String, TemplateError> {
+        self.render_mapped(template, side).map(|r| r.text)
+    }
+
+    /// [`TemplateVars::render`], keeping where each substituted value came from (to point a
+    /// PromQL syntax error back into the template).
+    pub fn render_mapped(&self, template: &str, side: Side) -> Result<Rendered, TemplateError> {
         let workload = match side {
             Side::Canary => &self.canary_workload,
             Side::Baseline => &self.baseline_workload,
@@ -57,7 +72,35 @@ impl TemplateVars {
             ("interval", self.interval.clone()),
         ]
         .into();
-        render(template, &vars)
+        render_mapped(template, &vars)
+    }
+}
+
+/// A rendered template and, for each substituted variable, its byte range in the template and
+/// in the text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    /// The PromQL text.
+    pub text: String,
+    /// `(template range, text range)` of every substitution, in order.
+    substitutions: Vec<(std::ops::Range<usize>, std::ops::Range<usize>)>,
+}
+
+impl Rendered {
+    /// The byte offset in the template that produced byte `offset` of the text: the same
+    /// character outside substitutions, the variable's `{{` inside one.
+    pub fn template_offset(&self, offset: usize) -> usize {
+        let mut shift: isize = 0;
+        for (template, text) in &self.substitutions {
+            if offset < text.start {
+                break;
+            }
+            if offset < text.end {
+                return template.start;
+            }
+            shift = template.end as isize - text.end as isize;
+        }
+        offset.saturating_add_signed(shift)
     }
 }
 
@@ -87,6 +130,20 @@ pub enum TemplateError {
     /// The variable stands inside a backtick raw string and its value contains a backtick.
     #[error("byte {offset}: the value of `{name}` contains a backtick and cannot go in a raw string")]
     Backtick { offset: usize, name: String },
+}
+
+impl TemplateError {
+    /// Byte offset of the offending `{{` in the template.
+    pub fn offset(&self) -> usize {
+        match self {
+            TemplateError::Unclosed { offset }
+            | TemplateError::BadName { offset, .. }
+            | TemplateError::Unknown { offset, .. }
+            | TemplateError::Missing { offset, .. }
+            | TemplateError::Unquoted { offset, .. }
+            | TemplateError::Backtick { offset, .. } => *offset,
+        }
+    }
 }
 
 /// Where in PromQL's lexical grammar a variable stands.
@@ -186,7 +243,13 @@ pub fn check(template: &str) -> Vec<TemplateError> {
 /// Substitutes every variable of `template` with its value from `vars`, escaped for the place
 /// where it stands (see the module documentation). Fails on the first problem.
 pub fn render(template: &str, vars: &HashMap<&str, String>) -> Result<String, TemplateError> {
+    render_mapped(template, vars).map(|r| r.text)
+}
+
+/// [`render`], keeping the map from the text back to the template.
+pub fn render_mapped(template: &str, vars: &HashMap<&str, String>) -> Result<Rendered, TemplateError> {
     let mut out = String::with_capacity(template.len() + 64);
+    let mut substitutions = Vec::new();
     let mut copied = 0;
     for occurrence in scan(template) {
         let o = occurrence?;
@@ -197,6 +260,7 @@ pub fn render(template: &str, vars: &HashMap<&str, String>) -> Result<String, Te
             return Err(TemplateError::Missing { offset: o.start, name: o.name.to_string() });
         };
         out.push_str(&template[copied..o.start]);
+        let text_start = out.len();
         match o.context {
             Context::DoubleQuoted => out.push_str(&escape_label_value(value)),
             Context::SingleQuoted => out.push_str(&escape_quoted(value, '\'')),
@@ -211,10 +275,11 @@ pub fn render(template: &str, vars: &HashMap<&str, String>) -> Result<String, Te
                 out.push_str(value);
             }
         }
+        substitutions.push((o.start..o.end, text_start..out.len()));
         copied = o.end;
     }
     out.push_str(&template[copied..]);
-    Ok(out)
+    Ok(Rendered { text: out, substitutions })
 }
 
 /// Escapes a value for the inside of a PromQL double-quoted string (a label matcher's value):
@@ -351,6 +416,18 @@ mod tests {
     fn regex_escaping_quotes_re2_metacharacters_then_the_string() {
         assert_eq!(escape_regex_value("reviews.v2|x(y)"), r#"reviews\\.v2\\|x\\(y\\)"#);
         assert_eq!(escape_regex_value("a\"b"), r#"a\"b"#);
+    }
+
+    #[test]
+    fn maps_text_offsets_back_to_the_template() {
+        let t = r#"rate(x{a="{{ namespace }}"}[{{ interval }}]) * *"#;
+        let r = render_mapped(t, &vars(&[("namespace", "a-long-namespace"), ("interval", "60s")])).unwrap();
+        assert_eq!(r.text, r#"rate(x{a="a-long-namespace"}[60s]) * *"#);
+        // Before the first variable: the same offset; inside a value: its `{{`; after: shifted.
+        assert_eq!(r.template_offset(5), 5);
+        assert_eq!(r.template_offset(12), 10);
+        assert_eq!(r.template_offset(r.text.len() - 1), t.len() - 1);
+        assert_eq!(&t[r.template_offset(r.text.find("]").unwrap())..][..1], "]");
     }
 
     /// The query with every string literal removed: what PromQL parses as structure.
