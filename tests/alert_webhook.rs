@@ -168,3 +168,22 @@ async fn channels_already_delivered_are_not_sent_again() {
     let _ = http.wait_for(1, LIMIT).await;
     assert_eq!(http.requests().len(), 1);
 }
+
+/// A cycle that read the state before the last acknowledgement was written still lists the
+/// alert as owed: the deliverer must not send it again (a race the daemon hits under load).
+#[tokio::test]
+async fn an_alert_delivered_by_this_process_is_not_sent_again_before_its_ack_is_written() {
+    let http = HttpServer::start().await;
+    let p = all_channels_policy().revise(|s| s.alerts.email = None).unwrap();
+    let (state, alert) = engine_abort(&p);
+    let d = fixtures::deliverer(None, hooks(&http), 3);
+    let first = d.spawn(p.clone(), alert.clone(), fixtures::facts(&p, &state)).await.unwrap();
+    assert!(first.iter().all(|r| r.delivered()), "{first:?}");
+    let sent = http.requests().len();
+    assert_eq!(sent, 3, "one request per webhook");
+    // The same owed alert again, as a stale cycle would hand it over.
+    let again = d.spawn(p.clone(), alert.clone(), fixtures::facts(&p, &state)).await.unwrap();
+    assert!(again.is_empty(), "{again:?}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(http.requests().len(), sent, "nothing sent twice");
+}

@@ -165,6 +165,33 @@ struct Inner {
     retry: RetryPolicy,
     metrics: Arc<DeliveryMetrics>,
     in_flight: Mutex<HashSet<(String, u64, String)>>,
+    /// Deliveries this process completed, newest last (bounded). An acknowledgement reaches the
+    /// state only at the policy's next write; a cycle that read the state before it arrived
+    /// still lists the alert as owed and must not send it a second time.
+    sent: Mutex<Sent>,
+}
+
+/// A bounded set of `(policy, alert id, channel)` that were delivered.
+#[derive(Default)]
+struct Sent {
+    keys: HashSet<(String, u64, String)>,
+    order: std::collections::VecDeque<(String, u64, String)>,
+}
+
+impl Sent {
+    /// Enough for every alert owed across thousands of policies between two writes.
+    const CAPACITY: usize = 4096;
+
+    fn insert(&mut self, key: (String, u64, String)) {
+        if self.keys.insert(key.clone()) {
+            self.order.push_back(key);
+            while self.order.len() > Self::CAPACITY {
+                if let Some(old) = self.order.pop_front() {
+                    self.keys.remove(&old);
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Deliverer {
@@ -203,6 +230,7 @@ impl Deliverer {
                 retry,
                 metrics: Arc::new(DeliveryMetrics::new()),
                 in_flight: Mutex::new(HashSet::new()),
+                sent: Mutex::new(Sent::default()),
             }),
         }
     }
@@ -249,10 +277,11 @@ impl Deliverer {
         let key = policy.key();
         let mut guards = Vec::new();
         {
+            let sent = self.inner.sent.lock().unwrap_or_else(|e| e.into_inner());
             let mut set = self.inner.in_flight.lock().unwrap_or_else(|e| e.into_inner());
             for channel in missing_channels(&policy, &alert) {
                 let k = (key.clone(), alert.id, channel);
-                if set.insert(k.clone()) {
+                if !sent.keys.contains(&k) && set.insert(k.clone()) {
                     guards.push(InFlight { inner: self.inner.clone(), key: k });
                 }
             }
@@ -267,6 +296,9 @@ impl Deliverer {
                     (self.clone(), report.clone(), policy.clone(), on_done.clone());
                 tokio::spawn(async move {
                     let result = this.deliver_channel(&policy, &report, &guard.key.2).await;
+                    if result.delivered() {
+                        this.inner.sent.lock().unwrap_or_else(|e| e.into_inner()).insert(guard.key.clone());
+                    }
                     on_done(&result);
                     drop(guard);
                     result
