@@ -5,7 +5,9 @@
 //! that knows the truth, on identical simulated traffic. Ends with the issue-11 TARGETS block.
 //!
 //! `cargo bench --bench decision_quality` (release). Seeds per cell: `DQ_RUNS` (healthy,
-//! default 1000), `DQ_FAULTY_RUNS` (default 500); `DQ_QUICK=1` is a smoke run (40 / 20).
+//! default 1000), `DQ_FAULTY_RUNS` (default 500); `DQ_QUICK=1` is a smoke run (40 / 20);
+//! `DQ_ONLY=text` runs only the scenarios whose name contains `text` (the TARGETS block then
+//! judges only those).
 //!
 //! Modules: `world` simulates traffic and faults, `prom` turns counters into what the judge is
 //! fed (raw samples or `increase()`), `runners` are the deciders, `scenarios` lists what is run,
@@ -124,8 +126,12 @@ fn main() {
         if quick { " (DQ_QUICK smoke run)" } else { "" }
     );
     let mut results = Results { scenarios: Vec::new(), healthy_runs, faulty_runs };
+    let only = std::env::var("DQ_ONLY").ok();
     for entry in scenarios::all() {
         let sc = &entry.scenario;
+        if only.as_deref().is_some_and(|o| !sc.name.contains(o)) {
+            continue;
+        }
         let runs = if sc.healthy { healthy_runs } else { faulty_runs };
         let (c, b) = sc.models(sc.onset_bucket());
         println!(
