@@ -40,21 +40,26 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 }
 
 pub fn run(paths: &[PathBuf], format: Format) -> i32 {
-    let files = match collect(paths) {
-        Ok(f) => f,
+    // One group per argument: a directory is what `canaryd run --policies` would read, so two
+    // definitions of one policy inside it are an error; copies in different arguments (a repo's
+    // policies/ and its examples) are not.
+    let groups = match paths.iter().map(|p| collect(std::slice::from_ref(p))).collect::<Result<Vec<_>, _>>() {
+        Ok(g) => g,
         Err(e) => {
             eprintln!("error: {e}");
             return 2;
         }
     };
+    let files: Vec<PathBuf> = groups.iter().flatten().cloned().collect();
     let mut problems: Vec<Diagnostic> = Vec::new();
-    let mut valid = Vec::new();
+    let mut valid = vec![Vec::new(); groups.len()];
+    let group_of = |file: &PathBuf| groups.iter().position(|g| g.contains(file)).unwrap_or(0);
     for file in &files {
         let name = file.display().to_string();
         match std::fs::read(file) {
             Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(text) => match policy::parse_policy(&name, &text) {
-                    Ok(p) => valid.push(p),
+                    Ok(p) => valid[group_of(file)].push(p),
                     Err(d) => problems.extend(d.0),
                 },
                 Err(_) => problems.push(
@@ -65,7 +70,9 @@ pub fn run(paths: &[PathBuf], format: Format) -> i32 {
             Err(e) => problems.push(Diagnostic::at(&name, None, "", format!("cannot read: {e}"))),
         }
     }
-    problems.extend(policy::duplicates(&valid).into_iter().map(|(_, d)| d));
+    for group in &valid {
+        problems.extend(policy::duplicates(group).into_iter().map(|(_, d)| d));
+    }
     match format {
         Format::Json => {
             let out =

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 /// The default policy, embedded so the demo runs from a fresh clone.
-pub const DEFAULT_POLICY: &str = include_str!("../../policies/demo-reviews.yaml");
+pub const DEFAULT_POLICY: &str = include_str!("policy.yaml");
 pub const FIXTURES: &str = include_str!("fixtures.yaml");
 const V3_IMAGE: &str = "docker.io/istio/examples-bookinfo-reviews-v3:1.20.1";
 
