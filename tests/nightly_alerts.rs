@@ -50,7 +50,7 @@ fn effects(smtp: SocketAddr, secrets: Arc<dyn SecretStore>, attempts: u32) -> Da
         mailer: Some(loopback_mailer(smtp)),
         webhooks: WebhookSender::new(Duration::from_secs(5)).unwrap(),
         secrets: secrets.clone(),
-        render: RenderOptions { prometheus_url: Some("https://prom.example".into()) },
+        render: RenderOptions { prometheus_url: Some("https://prom.example".into()), ui_url: None },
         retry: RetryPolicy {
             initial: Duration::from_millis(50),
             max: Duration::from_millis(200),

@@ -75,7 +75,7 @@ fn aborted_state() -> RolloutState {
 
 fn report(p: &Policy) -> Report {
     let facts = AlertFacts::from_state(p, &aborted_state());
-    let opts = RenderOptions { prometheus_url: Some("https://prom.example".into()) };
+    let opts = RenderOptions { prometheus_url: Some("https://prom.example".into()), ui_url: None };
     Report::build(&abort_alert(), p, &facts, &opts)
 }
 

@@ -64,6 +64,13 @@ pub(crate) struct RunOptions {
     /// Reconcile once and exit.
     #[arg(long)]
     pub once: bool,
+    /// Serve the read-only dashboard on this address (off by default). Keep it on loopback
+    /// and use `kubectl port-forward`, or put an authenticating ingress in front of it.
+    #[arg(long, value_name = "ADDR")]
+    pub ui_addr: Option<std::net::SocketAddr>,
+    /// The dashboard's external URL; alerts then link to `<URL>/rollouts/<namespace>/<name>`.
+    #[arg(long, value_name = "URL", env = "CANARYD_UI_URL")]
+    pub ui_url: Option<String>,
 }
 
 fn read_secret_file(path: &PathBuf) -> Result<Secret, String> {
@@ -97,7 +104,7 @@ fn deliverer(o: &RunOptions, client: &kube::Client, scope: &NamespaceScope) -> R
         mailer,
         webhooks: WebhookSender::new(std::time::Duration::from_secs(10)).map_err(|e| e.to_string())?,
         secrets: Arc::new(KubeSecretStore { client: client.clone(), scope: scope.clone() }),
-        render: RenderOptions { prometheus_url: o.prometheus_link.clone() },
+        render: RenderOptions { prometheus_url: o.prometheus_link.clone(), ui_url: o.ui_url.clone() },
         retry: RetryPolicy::default(),
     }))
 }
@@ -133,6 +140,17 @@ async fn daemon(o: RunOptions) -> Result<(), String> {
         config.bearer_token = Some(read_secret_file(path)?);
     }
     let metrics_source = PrometheusClient::new(config).map_err(|e| format!("Prometheus: {e}"))?;
+    let dashboard = crate::ui::Dashboard::default();
+    if let Some(addr) = o.ui_addr {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("--ui-addr {addr}: {e}"))?;
+        let (ui, source) = (dashboard.clone(), metrics_source.clone());
+        tracing::info!(%addr, "dashboard at http://{addr}/");
+        tokio::spawn(async move {
+            if let Err(e) = crate::ui::serve(listener, ui, Some(source), "").await {
+                tracing::error!(error = %e, "cannot serve the dashboard");
+            }
+        });
+    }
     let client = kube::Client::try_default()
         .await
         .map_err(|e| format!("cannot reach the cluster: {e}\n  set KUBECONFIG or run inside a cluster"))?;
@@ -167,6 +185,7 @@ async fn daemon(o: RunOptions) -> Result<(), String> {
         };
         if leading {
             let (policies, from_crs) = gather(&o, &scope, &client, &mut statuses).await;
+            dashboard.retain(&policies.iter().map(Policy::key).collect());
             let due: Vec<Policy> = policies
                 .into_iter()
                 .filter(|p| next_due.get(&p.key()).is_none_or(|t| *t <= now.as_second()))
@@ -196,6 +215,7 @@ async fn daemon(o: RunOptions) -> Result<(), String> {
                 match &result {
                     Ok(r) => {
                         metrics.observe(&key, r);
+                        dashboard.update(policy, &r.state, now);
                         next_due.insert(
                             key.clone(),
                             now.as_second() + crate::engine::cadence_secs(policy, &r.state).min(30),

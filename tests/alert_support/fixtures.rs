@@ -89,7 +89,7 @@ pub fn deliverer(mailer: Option<Mailer>, secrets: MapSecretStore, attempts: u32)
         mailer,
         webhooks: WebhookSender::new(Duration::from_secs(5)).unwrap(),
         secrets: Arc::new(secrets),
-        render: RenderOptions { prometheus_url: Some("https://prom.example".into()) },
+        render: RenderOptions { prometheus_url: Some("https://prom.example".into()), ui_url: None },
         retry: fast_retry(attempts),
     })
 }

@@ -1,0 +1,180 @@
+//! The dashboard (`canaryd run --ui-addr`, and `canaryd demo`): read-only, server-rendered
+//! HTML with inline CSS and SVG (no scripts, no external assets), or the same data as JSON
+//! with `Accept: application/json`.
+//!
+//! It never talks to the Kubernetes API: the daemon loop puts each policy's state into a
+//! [`Dashboard`] after every reconcile, and the pages read that snapshot. Only the rollout
+//! page's chart asks the metrics source (Prometheus), through the same observation code as the
+//! daemon and `backtest` ([`crate::backtest::observed_series`]); when that fails the page says
+//! so and shows everything else.
+//!
+//! Routes: `/` (every rollout; `?namespace=`, `?phase=`), `/rollouts/{namespace}/{name}`
+//! (timeline, last verdict's evidence, chart, history), `/healthz`.
+
+mod render;
+mod view;
+
+pub use view::{DetailPage, RolloutRow, RolloutsPage};
+
+use crate::engine::RolloutState;
+use crate::policy::Policy;
+use crate::prometheus::MetricsSource;
+use jiff::Timestamp;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+/// What the daemon knows of one policy, as of its last reconcile.
+#[derive(Debug, Clone)]
+pub struct Known {
+    pub policy: Policy,
+    pub state: RolloutState,
+    /// When the daemon last reconciled it (the daemon's clock), Unix seconds.
+    pub seen: i64,
+}
+
+/// The in-memory snapshot the daemon loop updates and the pages read. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Dashboard {
+    inner: Arc<RwLock<Snapshot>>,
+}
+
+#[derive(Debug, Default)]
+struct Snapshot {
+    known: BTreeMap<String, Known>,
+    /// The daemon's clock at the last update (the demo's runs compressed).
+    now: i64,
+}
+
+impl Dashboard {
+    /// Records `policy`'s state after a reconcile at `now`.
+    pub fn update(&self, policy: &Policy, state: &RolloutState, now: Timestamp) {
+        let mut s = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        s.now = s.now.max(now.as_second());
+        let known = Known { policy: policy.clone(), state: state.clone(), seen: now.as_second() };
+        s.known.insert(policy.key(), known);
+    }
+
+    /// Forgets policies that are no longer configured (`keys`: `namespace/name`).
+    pub fn retain(&self, keys: &HashSet<String>) {
+        let mut s = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        s.known.retain(|k, _| keys.contains(k));
+    }
+
+    /// Every known policy (by `namespace/name`) and the daemon's clock.
+    pub fn all(&self) -> (Vec<Known>, Timestamp) {
+        let s = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        (s.known.values().cloned().collect(), clock(s.now))
+    }
+
+    /// One policy and the daemon's clock.
+    pub fn get(&self, namespace: &str, name: &str) -> (Option<Known>, Timestamp) {
+        let s = self.inner.read().unwrap_or_else(|e| e.into_inner());
+        (s.known.get(&format!("{namespace}/{name}")).cloned(), clock(s.now))
+    }
+}
+
+/// The daemon's clock, or the wall clock before its first update.
+fn clock(now: i64) -> Timestamp {
+    if now == 0 {
+        Timestamp::now()
+    } else {
+        Timestamp::from_second(now).unwrap_or_else(|_| Timestamp::now())
+    }
+}
+
+/// How long the chart may take to compute before the page is served without it.
+const CHART_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Ui<M> {
+    dashboard: Dashboard,
+    metrics: Option<M>,
+    /// What to say when there is no metrics source (the demo's mesh keeps no history).
+    no_metrics: &'static str,
+}
+
+/// The dashboard's routes. `metrics`: where the chart's data comes from (`None`: no chart,
+/// with `no_metrics` as the reason shown).
+pub fn router<M: MetricsSource + 'static>(
+    dashboard: Dashboard,
+    metrics: Option<M>,
+    no_metrics: &'static str,
+) -> axum::Router {
+    use axum::routing::get;
+    let ui = Arc::new(Ui { dashboard, metrics, no_metrics });
+    axum::Router::new()
+        .route("/", get(rollouts::<M>))
+        .route("/rollouts/{namespace}/{name}", get(detail::<M>))
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(ui)
+}
+
+/// Serves the dashboard on `listener` until the process ends.
+pub async fn serve<M: MetricsSource + 'static>(
+    listener: tokio::net::TcpListener,
+    dashboard: Dashboard,
+    metrics: Option<M>,
+    no_metrics: &'static str,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(dashboard, metrics, no_metrics)).await
+}
+
+type Shared<M> = axum::extract::State<Arc<Ui<M>>>;
+
+fn wants_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"))
+}
+
+fn respond<T: serde::Serialize>(
+    headers: &axum::http::HeaderMap,
+    status: axum::http::StatusCode,
+    data: &T,
+    html: impl FnOnce(&T) -> String,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if wants_json(headers) {
+        let body = serde_json::to_string_pretty(data).unwrap_or_default();
+        (status, [("content-type", "application/json")], body).into_response()
+    } else {
+        let headers = [
+            ("content-type", "text/html; charset=utf-8"),
+            // No scripts, no external anything: say so to the browser too.
+            ("content-security-policy", "default-src 'none'; style-src 'unsafe-inline'; img-src data:"),
+        ];
+        (status, headers, html(data)).into_response()
+    }
+}
+
+async fn rollouts<M: MetricsSource + 'static>(
+    axum::extract::State(ui): Shared<M>,
+    axum::extract::Query(filter): axum::extract::Query<view::Filter>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    let (known, now) = ui.dashboard.all();
+    let page = view::rollouts(&known, &filter, now);
+    respond(&headers, axum::http::StatusCode::OK, &page, render::rollouts)
+}
+
+async fn detail<M: MetricsSource + 'static>(
+    axum::extract::State(ui): Shared<M>,
+    axum::extract::Path((namespace, name)): axum::extract::Path<(String, String)>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    let (known, now) = ui.dashboard.get(&namespace, &name);
+    let Some(known) = known else {
+        let missing = view::NotFound { error: format!("no policy {namespace}/{name} is known to this daemon") };
+        return respond(&headers, axum::http::StatusCode::NOT_FOUND, &missing, render::not_found);
+    };
+    let chart = match &ui.metrics {
+        None => view::ChartData::unavailable(ui.no_metrics),
+        Some(m) => match tokio::time::timeout(CHART_TIMEOUT, view::chart(&known, m, now)).await {
+            Ok(c) => c,
+            Err(_) => view::ChartData::unavailable("Prometheus did not answer within 10 s"),
+        },
+    };
+    let page = view::detail(&known, chart, now);
+    respond(&headers, axum::http::StatusCode::OK, &page, render::detail)
+}
