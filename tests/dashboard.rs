@@ -62,14 +62,26 @@ fn render(browser: &str, url: &str) -> String {
         .output()
         .expect("chromium runs");
     let dom = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(dom.contains("</html>"), "chromium rendered nothing for {url}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        dom.contains("</html>"),
+        "chromium rendered nothing for {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     dom
 }
 
 fn screenshot(browser: &str, url: &str, file: &std::path::Path) {
     let shot = format!("--screenshot={}", file.display());
     let out = Command::new(browser)
-        .args(["--headless", "--disable-gpu", "--no-sandbox", "--hide-scrollbars", &shot, "--window-size=1280,1400", url])
+        .args([
+            "--headless",
+            "--disable-gpu",
+            "--no-sandbox",
+            "--hide-scrollbars",
+            &shot,
+            "--window-size=1280,1400",
+            url,
+        ])
         .output()
         .expect("chromium runs");
     assert!(file.exists(), "no screenshot: {}", String::from_utf8_lossy(&out.stderr));
@@ -85,7 +97,8 @@ fn state(emu: &EmulatorHandle) -> RolloutState {
 
 async fn wait_for_scrapes(prometheus: &PrometheusServer) {
     let client = PrometheusClient::new(PrometheusConfig::new(prometheus.url())).unwrap();
-    let query = r#"count_over_time(istio_requests_total{destination_workload="reviews-v1",response_code="200"}[1m])"#;
+    let query =
+        r#"count_over_time(istio_requests_total{destination_workload="reviews-v1",response_code="200"}[1m])"#;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(InstantResult::Vector(v)) = client.query(query, jiff::Timestamp::now()).await {
@@ -93,7 +106,11 @@ async fn wait_for_scrapes(prometheus: &PrometheusServer) {
                 return;
             }
         }
-        assert!(Instant::now() < deadline, "Prometheus did not scrape the service; log:\n{}", prometheus.log());
+        assert!(
+            Instant::now() < deadline,
+            "Prometheus did not scrape the service; log:\n{}",
+            prometheus.log()
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -135,15 +152,25 @@ async fn dashboard_shows_a_promotion_and_an_abort_with_evidence_chart_and_histor
     let ui = format!("http://127.0.0.1:{port}");
     let mut cmd = security_support::canaryd(
         &kubeconfig,
-        &["run", "--policies", policies.to_str().unwrap(), "--prometheus", prometheus.url(), "--metrics-addr", "127.0.0.1:0"],
+        &[
+            "run",
+            "--policies",
+            policies.to_str().unwrap(),
+            "--prometheus",
+            prometheus.url(),
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ],
     );
     cmd.args(["--ui-addr", &format!("127.0.0.1:{port}")]);
     let mut daemon = Daemon::spawn(cmd, dir.path().join("daemon.log"));
 
     // Release 1 passes step 1 on its evidence, then the operator promotes it.
-    eventually(Duration::from_secs(120), "step 2 of release 1", || (state(&emu).step == 1).then_some(())).await;
+    eventually(Duration::from_secs(120), "step 2 of release 1", || (state(&emu).step == 1).then_some(()))
+        .await;
     annotate_vs(&emu, "canaryd.io/command-reviews", "promote");
-    eventually(Duration::from_secs(30), "promotion", || (state(&emu).phase == Phase::Promoted).then_some(())).await;
+    eventually(Duration::from_secs(30), "promotion", || (state(&emu).phase == Phase::Promoted).then_some(()))
+        .await;
     // Release 2 answers 6 % of its requests with 503: the judge aborts it.
     new_canary_release(&emu, FAULTY_IMAGE);
     let aborted = eventually(Duration::from_secs(150), "abort of release 2", || {
@@ -182,11 +209,20 @@ async fn dashboard_shows_a_promotion_and_an_abort_with_evidence_chart_and_histor
     assert!(page.contains(&escaped), "the abort reason with its numbers:\n{escaped}\n{page}");
     assert!(page.contains("id=\"evidence\"") && page.contains("success-rate"), "{page}");
     assert!(page.contains("CI "), "the evidence shows its confidence interval: {page}");
-    assert!(page.contains("<svg") && page.contains("class=\"decision\""), "a chart with the decision marked: {page}");
+    assert!(
+        page.contains("<svg") && page.contains("class=\"decision\""),
+        "a chart with the decision marked: {page}"
+    );
     assert!(page.contains("abort (success-rate) at"), "{page}");
-    assert!(page.contains("id=\"timeline\"") && page.contains("StepStarted") && page.contains("Aborted"), "{page}");
+    assert!(
+        page.contains("id=\"timeline\"") && page.contains("StepStarted") && page.contains("Aborted"),
+        "{page}"
+    );
     assert!(page.contains("id=\"history\""), "{page}");
-    assert!(page.contains("Promoted") && page.contains("promoted by operator") || page.contains("Promoted"), "{page}");
+    assert!(
+        page.contains("Promoted") && page.contains("promoted by operator") || page.contains("Promoted"),
+        "{page}"
+    );
 
     // -- as JSON ------------------------------------------------------------------------------
     let rows = get_json(&format!("{ui}/")).await;
@@ -211,7 +247,8 @@ async fn dashboard_shows_a_promotion_and_an_abort_with_evidence_chart_and_histor
     assert!(canary_errors > 0, "the chart shows the canary's errors: {points:?}");
     assert_eq!(detail["chart"]["quantile"], "p95", "the judged quantile");
     assert!(detail["chart"]["decision"]["label"].as_str().unwrap().starts_with("abort (success-rate)"));
-    let kinds: Vec<&str> = detail["timeline"].as_array().unwrap().iter().filter_map(|e| e["kind"].as_str()).collect();
+    let kinds: Vec<&str> =
+        detail["timeline"].as_array().unwrap().iter().filter_map(|e| e["kind"].as_str()).collect();
     assert_eq!(kinds.first(), Some(&"NewRevision"));
     assert_eq!(kinds.last(), Some(&"Aborted"), "{kinds:?}");
     let missing = reqwest::get(format!("{ui}/rollouts/bookinfo/nope")).await.unwrap();

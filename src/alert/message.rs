@@ -228,7 +228,8 @@ impl Report {
             status_command: format!("canaryd status {}/{}", policy.namespace(), policy.name()),
             graph_link,
             dashboard_link: opts.ui_url.as_deref().map(|base| {
-                let (ns, name) = (link::encode_component(policy.namespace()), link::encode_component(policy.name()));
+                let (ns, name) =
+                    (link::encode_component(policy.namespace()), link::encode_component(policy.name()));
                 format!("{}/rollouts/{ns}/{name}", base.trim_end_matches('/'))
             }),
         }

@@ -172,7 +172,11 @@ pub fn teams(r: &Report) -> Value {
         .graph_link
         .iter()
         .map(|l| json!({"type": "Action.OpenUrl", "title": "Prometheus graph", "url": l}))
-        .chain(r.dashboard_link.iter().map(|l| json!({"type": "Action.OpenUrl", "title": "Dashboard", "url": l})))
+        .chain(
+            r.dashboard_link
+                .iter()
+                .map(|l| json!({"type": "Action.OpenUrl", "title": "Dashboard", "url": l})),
+        )
         .collect();
     json!({
         "type": "message",

@@ -110,11 +110,7 @@ pub fn render(c: &ChartInput) -> String {
         r#"<svg xmlns="http://www.w3.org/2000/svg" class="chart" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="11">"#
     );
     let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{LEFT}" y="20" font-size="14">{}</text>"#,
-        esc(&c.title)
-    );
+    let _ = writeln!(s, r#"<text x="{LEFT}" y="20" font-size="14">{}</text>"#, esc(&c.title));
     let _ = writeln!(
         s,
         r##"<text x="{LEFT}" y="36"><tspan fill="{CANARY}">■ canary</tspan>  <tspan fill="{BASELINE}">■ baseline</tspan>  <tspan fill="#2ca02c">■ canary weight (shade)</tspan></text>"##
@@ -154,7 +150,7 @@ pub fn render(c: &ChartInput) -> String {
                 r#"<text x="{:.1}" y="{}" text-anchor="middle">{}</text>"#,
                 x(r.time.as_second() as f64),
                 bottom + 15.0,
-                r.time.strftime("%H:%M")
+                r.time.strftime(if t1 - t0 < 900.0 { "%H:%M:%S" } else { "%H:%M" })
             );
         }
     }

@@ -283,13 +283,15 @@ pub async fn observed_series<M: MetricsSource>(
     let (canary, baseline) = prometheus::workload_keys(policy);
     let q = policy.spec().analysis.latency.quantile;
     let every = every.max(1);
-    let ends: Vec<i64> = (1..).map(|k| start.as_second() + k * every).take_while(|t| *t <= end.as_second()).collect();
+    let ends: Vec<i64> =
+        (1..).map(|k| start.as_second() + k * every).take_while(|t| *t <= end.as_second()).collect();
     let (canary, baseline) = (&canary, &baseline);
     let points = futures::stream::iter(ends)
         .map(|t| async move {
             let now = Timestamp::from_second(t).unwrap_or(end);
             let sides = observe(policy, metrics, canary, baseline, t - every, now).await.ok();
-            let summary = sides.map(|(o, _)| (SideSummary::of(&o.canary, q), SideSummary::of(&o.baseline, q)));
+            let summary =
+                sides.map(|(o, _)| (SideSummary::of(&o.canary, q), SideSummary::of(&o.baseline, q)));
             (now, summary.map(|s| s.0), summary.map(|s| s.1))
         })
         .buffered(4)

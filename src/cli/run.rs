@@ -142,7 +142,8 @@ async fn daemon(o: RunOptions) -> Result<(), String> {
     let metrics_source = PrometheusClient::new(config).map_err(|e| format!("Prometheus: {e}"))?;
     let dashboard = crate::ui::Dashboard::default();
     if let Some(addr) = o.ui_addr {
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("--ui-addr {addr}: {e}"))?;
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("--ui-addr {addr}: {e}"))?;
         let (ui, source) = (dashboard.clone(), metrics_source.clone());
         tracing::info!(%addr, "dashboard at http://{addr}/");
         tokio::spawn(async move {

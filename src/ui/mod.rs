@@ -83,6 +83,17 @@ fn clock(now: i64) -> Timestamp {
     }
 }
 
+/// The rollouts page (`/`, no filter) as HTML, as the server renders it; for benchmarks.
+pub fn rollouts_html(known: &[Known], now: Timestamp) -> String {
+    render::rollouts(&view::rollouts(known, &view::Filter::default(), now))
+}
+
+/// A rollout's page as HTML with its chart from `metrics`, as the server renders it.
+pub async fn detail_html<M: MetricsSource>(known: &Known, metrics: &M, now: Timestamp) -> String {
+    let chart = view::chart(known, metrics, now).await;
+    render::detail(&view::detail(known, chart, now))
+}
+
 /// How long the chart may take to compute before the page is served without it.
 const CHART_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -165,7 +176,8 @@ async fn detail<M: MetricsSource + 'static>(
 ) -> axum::response::Response {
     let (known, now) = ui.dashboard.get(&namespace, &name);
     let Some(known) = known else {
-        let missing = view::NotFound { error: format!("no policy {namespace}/{name} is known to this daemon") };
+        let missing =
+            view::NotFound { error: format!("no policy {namespace}/{name} is known to this daemon") };
         return respond(&headers, axum::http::StatusCode::NOT_FOUND, &missing, render::not_found);
     };
     let chart = match &ui.metrics {

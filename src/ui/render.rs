@@ -111,7 +111,8 @@ fn encode(s: &str) -> String {
 pub fn detail(p: &DetailPage) -> String {
     let r = &p.rollout;
     let mut b = String::new();
-    let _ = writeln!(b, "<p><a href=\"/\">← all rollouts</a></p>\n<h1>{}/{}</h1>", e(&r.namespace), e(&r.name));
+    let _ =
+        writeln!(b, "<p><a href=\"/\">← all rollouts</a></p>\n<h1>{}/{}</h1>", e(&r.namespace), e(&r.name));
     let _ = writeln!(
         b,
         "<table id=\"summary\"><tr><th>phase</th><td>{}</td></tr><tr><th>revision</th><td><code>{}</code></td></tr>\
@@ -187,7 +188,8 @@ pub fn detail(p: &DetailPage) -> String {
     } else {
         b.push_str("<table id=\"history\"><tr><th>finished</th><th>outcome</th><th>revision</th><th>step</th><th>canary</th><th>failing check</th><th>reason</th></tr>\n");
         for h in &p.history {
-            let finished = jiff::Timestamp::from_second(h.finished).map(|t| t.to_string()).unwrap_or_default();
+            let finished =
+                jiff::Timestamp::from_second(h.finished).map(|t| t.to_string()).unwrap_or_default();
             let _ = writeln!(
                 b,
                 "<tr><td>{}</td><td><span class=\"phase {outcome}\">{outcome}</span></td><td><code>{}</code></td><td class=\"num\">{}</td>\
@@ -226,5 +228,8 @@ fn chart(b: &mut String, c: &ChartData) {
 
 /// A 404 page.
 pub fn not_found(n: &NotFound) -> String {
-    page("not found", &format!("<p><a href=\"/\">← all rollouts</a></p><h1>Not found</h1><p>{}</p>\n", e(&n.error)))
+    page(
+        "not found",
+        &format!("<p><a href=\"/\">← all rollouts</a></p><h1>Not found</h1><p>{}</p>\n", e(&n.error)),
+    )
 }

@@ -15,6 +15,8 @@ use serde::{Deserialize, Serialize};
 const RECENT_SECS: i64 = 24 * 3600;
 /// Most points in a chart: longer rollouts are observed in longer windows.
 const MAX_POINTS: i64 = 120;
+/// Intervals of context the chart shows before a rollout started and after it ended.
+const CONTEXT_LOOKS: i64 = 3;
 
 /// `?namespace=` and `?phase=` of the rollouts page (empty: no filter; phase is
 /// case-insensitive).
@@ -189,13 +191,20 @@ fn rfc(secs: i64) -> String {
 pub fn rollouts(known: &[Known], filter: &Filter, now: Timestamp) -> RolloutsPage {
     let wanted = |k: &Known| {
         filter.namespace.as_deref().is_none_or(|ns| ns.is_empty() || k.policy.namespace() == ns)
-            && filter.phase.as_deref().is_none_or(|p| p.is_empty() || k.state.phase.as_str().eq_ignore_ascii_case(p))
+            && filter
+                .phase
+                .as_deref()
+                .is_none_or(|p| p.is_empty() || k.state.phase.as_str().eq_ignore_ascii_case(p))
     };
     let mut rows: Vec<(i64, RolloutRow)> =
         known.iter().filter(|k| wanted(k)).map(|k| (last_activity(&k.state), row(k, now))).collect();
     // Recent first, most recent first; then by namespace and name (the snapshot's order).
     rows.sort_by_key(|(activity, r)| (!r.recent, if r.recent { -activity } else { 0 }));
-    RolloutsPage { now: now.to_string(), filter: filter.clone(), rollouts: rows.into_iter().map(|r| r.1).collect() }
+    RolloutsPage {
+        now: now.to_string(),
+        filter: filter.clone(),
+        rollouts: rows.into_iter().map(|r| r.1).collect(),
+    }
 }
 
 fn last_activity(s: &RolloutState) -> i64 {
@@ -256,7 +265,13 @@ pub fn detail(k: &Known, chart: ChartData, now: Timestamp) -> DetailPage {
     let timeline = s
         .timeline
         .iter()
-        .map(|e| Event { at: rfc(e.at), kind: e.kind.clone(), message: e.message.clone(), step: e.step + 1, weight: e.weight })
+        .map(|e| Event {
+            at: rfc(e.at),
+            kind: e.kind.clone(),
+            message: e.message.clone(),
+            step: e.step + 1,
+            weight: e.weight,
+        })
         .collect();
     let verdict = s.last_verdict.as_ref().map(|v| VerdictView {
         verdict: v.verdict.to_string(),
@@ -298,9 +313,12 @@ pub async fn chart<M: MetricsSource>(k: &Known, metrics: &M, now: Timestamp) -> 
         return ChartData::unavailable("no rollout has started yet");
     };
     let cadence = engine::cadence_secs(&k.policy, s).max(1);
-    let end = s.finished.unwrap_or(now.as_second()).max(started + cadence);
-    let every = cadence.max((end - started + MAX_POINTS - 1) / MAX_POINTS);
-    let (Ok(from), Ok(to)) = (Timestamp::from_second(started), Timestamp::from_second(end)) else {
+    // A little context on both sides: before the canary got traffic, and after the decision.
+    let begin = started - CONTEXT_LOOKS * cadence;
+    let end = s.finished.map_or(now.as_second(), |f| (f + CONTEXT_LOOKS * cadence).min(now.as_second()));
+    let end = end.max(started + cadence);
+    let every = cadence.max((end - begin + MAX_POINTS - 1) / MAX_POINTS);
+    let (Ok(from), Ok(to)) = (Timestamp::from_second(begin), Timestamp::from_second(end)) else {
         return ChartData::unavailable("the rollout's times are out of range");
     };
     let series = match backtest::observed_series(&k.policy, metrics, from, to, every).await {
@@ -338,7 +356,12 @@ pub async fn chart<M: MetricsSource>(k: &Known, metrics: &M, now: Timestamp) -> 
         marker: marker.clone(),
     };
     let side = |s: Option<SideSummary>| {
-        s.map(|s| Side { requests: s.requests, errors: s.errors, error_rate: s.error_rate, latency_ms: s.latency_ms })
+        s.map(|s| Side {
+            requests: s.requests,
+            errors: s.errors,
+            error_rate: s.error_rate,
+            latency_ms: s.latency_ms,
+        })
     };
     ChartData {
         unavailable: None,

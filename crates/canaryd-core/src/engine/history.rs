@@ -108,7 +108,13 @@ impl RolloutState {
     /// Records the rollout as finished with `outcome` at `at` (from the state as it is now).
     /// `weight` is the canary weight it ended at (before an abort restored stable); `verdict`
     /// the verdict that ended it, if one did.
-    pub(crate) fn archive(&mut self, outcome: Outcome, at: i64, weight: u32, verdict: Option<&IntervalVerdict>) {
+    pub(crate) fn archive(
+        &mut self,
+        outcome: Outcome,
+        at: i64,
+        weight: u32,
+        verdict: Option<&IntervalVerdict>,
+    ) {
         let failing_check = verdict
             .and_then(|v| v.decisive_check())
             .filter(|c| matches!(c.verdict, Verdict::Fail | Verdict::Error))

@@ -18,8 +18,8 @@ mod state;
 #[cfg(test)]
 mod tests;
 
-pub use machine::{cadence_secs, channels_for, gate_name, step};
 pub use history::{Outcome, RolloutRecord, TimelineEntry, MAX_HISTORY, MAX_TEXT, MAX_TIMELINE};
+pub use machine::{cadence_secs, channels_for, gate_name, step};
 pub use state::{PendingAlert, Phase, RolloutState};
 
 use crate::observation::Observation;

@@ -307,7 +307,10 @@ fn a_promoted_rollout_has_its_steps_on_the_timeline_and_one_history_record() {
     assert_eq!(s.phase_since, Some(at(4).as_second()));
     assert_eq!(s.history.len(), 1);
     let h = &s.history[0];
-    assert_eq!((h.outcome, h.revision.as_deref(), h.step, h.weight), (Outcome::Promoted, Some("rev-2"), 1, 100));
+    assert_eq!(
+        (h.outcome, h.revision.as_deref(), h.step, h.weight),
+        (Outcome::Promoted, Some("rev-2"), 1, 100)
+    );
     assert_eq!((h.started, h.finished), (Some(at(0).as_second()), at(4).as_second()));
     assert_eq!(h.failing_check, None);
 }
@@ -325,7 +328,10 @@ fn an_abort_on_evidence_records_the_failing_check_reason_and_weight_it_ended_at(
     // The delivery of the abort alert is on the timeline too.
     let id = s.outbox[0].id;
     let s = step(&p, &s, Input::AlertDelivered { id, channel: "email".into() }, at(2)).state;
-    assert_eq!(s.timeline.last().map(|e| e.message.as_str()), Some(format!("abort alert #{id} delivered to email").as_str()));
+    assert_eq!(
+        s.timeline.last().map(|e| e.message.as_str()),
+        Some(format!("abort alert #{id} delivered to email").as_str())
+    );
 }
 
 #[test]
@@ -341,16 +347,19 @@ fn an_operator_abort_is_archived_without_a_failing_check() {
 fn a_new_revision_keeps_the_history_starts_a_new_timeline_and_archives_the_superseded_one() {
     let p = policy("");
     let (s, _) = run(&p, started(&p), vec![(1, Input::Command(Command::Abort("x".into())))]);
-    let (s, _) = run(&p, s, vec![(2, Input::NewRevision("rev-3".into())), (3, Input::NewRevision("rev-4".into()))]);
+    let (s, _) =
+        run(&p, s, vec![(2, Input::NewRevision("rev-3".into())), (3, Input::NewRevision("rev-4".into()))]);
     assert_eq!(kinds(&s), ["NewRevision", "StepStarted"], "the timeline is the current rollout's");
-    let outcomes: Vec<_> = s.history.iter().map(|h| (h.outcome, h.revision.clone().unwrap_or_default())).collect();
+    let outcomes: Vec<_> =
+        s.history.iter().map(|h| (h.outcome, h.revision.clone().unwrap_or_default())).collect();
     assert_eq!(outcomes, [(Outcome::Aborted, "rev-2".into()), (Outcome::Superseded, "rev-3".into())]);
 }
 
 #[test]
 fn gates_asked_held_and_opened_are_on_the_timeline_once_each() {
     let p = policy("  gates: [{name: freeze, kind: confirm-rollout, url: \"http://gate/\"}]\n");
-    let gate = |open| Input::Gate { kind: crate::policy::GateKind::ConfirmRollout, open, detail: "503".into() };
+    let gate =
+        |open| Input::Gate { kind: crate::policy::GateKind::ConfirmRollout, open, detail: "503".into() };
     let (s, _) = run(
         &p,
         RolloutState::default(),
@@ -374,7 +383,8 @@ fn timeline_and_history_stay_bounded_and_short() {
     assert!(s.history.iter().all(|h| h.reason.as_ref().is_some_and(|r| r.chars().count() <= MAX_TEXT)));
     let mut busy = started(&p);
     for i in 0..200 {
-        busy = step(&p, &busy, Input::Drift { observed: crate::plan::Traffic::stable_only() }, at(1 + i)).state;
+        busy =
+            step(&p, &busy, Input::Drift { observed: crate::plan::Traffic::stable_only() }, at(1 + i)).state;
     }
     assert_eq!(busy.timeline.len(), MAX_TIMELINE);
     assert_eq!(busy.timeline[0].kind, "NewRevision", "the first entry is kept");
