@@ -19,7 +19,7 @@ const RUNS: usize = 20;
 struct Steady;
 
 fn side(requests: u64, errors: u64) -> SideObservation {
-    let mut latency = Histogram::empty(&ISTIO_DEFAULT_BUCKETS_MS);
+    let mut latency = Histogram::empty(ISTIO_DEFAULT_BUCKETS_MS);
     latency.counts[6] = requests;
     SideObservation { requests, errors, latency: Some(latency) }
 }

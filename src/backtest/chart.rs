@@ -48,7 +48,7 @@ pub struct Marker {
 
 impl ChartInput {
     /// A backtest's chart.
-    pub fn of_backtest(b: &Backtest, quantile: &str) -> ChartInput {
+    pub fn of_backtest(b: &Backtest) -> ChartInput {
         let points = b
             .intervals
             .iter()
@@ -71,7 +71,7 @@ impl ChartInput {
         ChartInput {
             title: format!("backtest {}: canary {} vs baseline {}", b.policy, b.canary, b.baseline),
             start: b.start,
-            quantile: quantile.to_string(),
+            quantile: quantile_name(b.quantile),
             points,
             marker,
         }
@@ -85,8 +85,8 @@ pub fn quantile_name(q: f64) -> String {
 }
 
 /// The backtest's chart as an SVG document.
-pub fn svg(b: &Backtest, quantile: &str) -> String {
-    render(&ChartInput::of_backtest(b, quantile))
+pub fn svg(b: &Backtest) -> String {
+    render(&ChartInput::of_backtest(b))
 }
 
 const W: f64 = 900.0;

@@ -126,6 +126,9 @@ pub struct Backtest {
     pub interval_secs: i64,
     /// Number of steps in the plan.
     pub steps: usize,
+    /// The judged latency quantile (`analysis.latency.quantile`, 0–1): the one the latency
+    /// figures of the intervals are at.
+    pub quantile: f64,
     pub decision: Decision,
     /// When the engine promoted or aborted; `None` when inconclusive.
     pub decision_time: Option<Timestamp>,
@@ -226,6 +229,7 @@ pub async fn run<M: MetricsSource>(
         end,
         interval_secs: engine::cadence_secs(policy, &state),
         steps: plan_len,
+        quantile: q,
         decision,
         decision_time: match decision {
             Decision::Inconclusive => None,

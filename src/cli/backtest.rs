@@ -79,10 +79,7 @@ pub fn run(args: &Args<'_>) -> i32 {
         }
     };
     if let Some(path) = args.chart {
-        if let Err(e) = std::fs::write(
-            path,
-            backtest::svg(&result, &backtest::quantile_name(policy.spec().analysis.latency.quantile)),
-        ) {
+        if let Err(e) = std::fs::write(path, backtest::svg(&result)) {
             eprintln!("error: cannot write {}: {e}", path.display());
             return 2;
         }

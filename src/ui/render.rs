@@ -66,10 +66,10 @@ pub fn rollouts(p: &RolloutsPage) -> String {
         }
         b.push_str("</table>\n");
     }
-    let _ = write!(
+    let _ = writeln!(
         b,
         "<p class=\"note\">As of {} (the daemon's last reconcile). Active rollouts and those finished in the last 24 h first. \
-Read-only; the same data as JSON with <code>Accept: application/json</code>.</p>\n",
+Read-only; the same data as JSON with <code>Accept: application/json</code>.</p>",
         e(&p.now)
     );
     page("canaryd rollouts", &b)
