@@ -51,7 +51,8 @@ fn policy(i: usize) -> Policy {
     parse_policy("bench.yaml", &text).expect("valid policy")
 }
 
-/// A state with a full history and a typical timeline: 12 releases, each promoted or aborted.
+/// A state with a full history (12 releases, promoted or aborted) and a four-hour rollout in
+/// progress.
 fn state(p: &Policy, t0: i64) -> RolloutState {
     let mut s = RolloutState::default();
     let mut t = t0;
@@ -74,16 +75,25 @@ fn state(p: &Policy, t0: i64) -> RolloutState {
         }
         t += 3600;
     }
+    // The current rollout: four hours at a traffic too low to decide (extended, then held),
+    // so the chart has its full 120 points.
+    s = step(p, &s, Input::NewRevision("rev-current".into()), at(t)).state;
+    for _ in 0..240 {
+        t += 60;
+        let obs =
+            Observation { start: t - 60, end: t, canary: side(20, 0), baseline: side(80, 0), custom: vec![] };
+        s = step(p, &s, Input::Observed(Ok(obs)), at(t)).state;
+    }
     s
 }
 
 fn main() {
     let now = Timestamp::now();
-    let t0 = now.as_second() - 20 * 3600;
+    let t0 = now.as_second() - 60 * 3600;
     let base = policy(0);
     let template = state(&base, t0);
     let known: Vec<Known> = (0..POLICIES)
-        .map(|i| Known { policy: policy(i), state: template.clone(), seen: now.as_second() })
+        .map(|i| Known { policy: policy(i), state: template.clone(), seen: now.as_second(), error: None })
         .collect();
     let annotation = serde_json::to_string(&template).unwrap().len();
     println!(

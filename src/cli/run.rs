@@ -224,6 +224,7 @@ async fn daemon(o: RunOptions) -> Result<(), String> {
                     }
                     Err(e) => {
                         metrics.error(error_kind(e));
+                        dashboard.failed(policy, &e.to_string(), now);
                         tracing::warn!(policy = %key, error = %e, "reconcile failed; state unchanged, retrying");
                     }
                 }

@@ -31,6 +31,8 @@ pub struct Known {
     pub state: RolloutState,
     /// When the daemon last reconciled it (the daemon's clock), Unix seconds.
     pub seen: i64,
+    /// Why the last reconcile failed, if it did (the state is then the last one known).
+    pub error: Option<String>,
 }
 
 /// The in-memory snapshot the daemon loop updates and the pages read. Cheap to clone.
@@ -42,16 +44,27 @@ pub struct Dashboard {
 #[derive(Debug, Default)]
 struct Snapshot {
     known: BTreeMap<String, Known>,
-    /// The daemon's clock at the last update (the demo's runs compressed).
-    now: i64,
+    /// The daemon's clock minus the wall clock at the last update, seconds: 0 for `canaryd
+    /// run`; the demo's clock runs compressed, and its pages keep to it.
+    offset: Option<i64>,
 }
 
 impl Dashboard {
     /// Records `policy`'s state after a reconcile at `now`.
     pub fn update(&self, policy: &Policy, state: &RolloutState, now: Timestamp) {
         let mut s = self.inner.write().unwrap_or_else(|e| e.into_inner());
-        s.now = s.now.max(now.as_second());
-        let known = Known { policy: policy.clone(), state: state.clone(), seen: now.as_second() };
+        s.offset = Some(now.as_second() - Timestamp::now().as_second());
+        let known =
+            Known { policy: policy.clone(), state: state.clone(), seen: now.as_second(), error: None };
+        s.known.insert(policy.key(), known);
+    }
+
+    /// Records that `policy`'s reconcile failed with `error`; its last known state stays.
+    pub fn failed(&self, policy: &Policy, error: &str, now: Timestamp) {
+        let mut s = self.inner.write().unwrap_or_else(|e| e.into_inner());
+        let state = s.known.get(&policy.key()).map(|k| k.state.clone()).unwrap_or_default();
+        let seen = s.known.get(&policy.key()).map_or(now.as_second(), |k| k.seen);
+        let known = Known { policy: policy.clone(), state, seen, error: Some(error.to_string()) };
         s.known.insert(policy.key(), known);
     }
 
@@ -64,23 +77,20 @@ impl Dashboard {
     /// Every known policy (by `namespace/name`) and the daemon's clock.
     pub fn all(&self) -> (Vec<Known>, Timestamp) {
         let s = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        (s.known.values().cloned().collect(), clock(s.now))
+        (s.known.values().cloned().collect(), clock(s.offset))
     }
 
     /// One policy and the daemon's clock.
     pub fn get(&self, namespace: &str, name: &str) -> (Option<Known>, Timestamp) {
         let s = self.inner.read().unwrap_or_else(|e| e.into_inner());
-        (s.known.get(&format!("{namespace}/{name}")).cloned(), clock(s.now))
+        (s.known.get(&format!("{namespace}/{name}")).cloned(), clock(s.offset))
     }
 }
 
-/// The daemon's clock, or the wall clock before its first update.
-fn clock(now: i64) -> Timestamp {
-    if now == 0 {
-        Timestamp::now()
-    } else {
-        Timestamp::from_second(now).unwrap_or_else(|_| Timestamp::now())
-    }
+/// The daemon's clock now (the wall clock before its first update).
+fn clock(offset: Option<i64>) -> Timestamp {
+    let wall = Timestamp::now();
+    Timestamp::from_second(wall.as_second() + offset.unwrap_or(0)).unwrap_or(wall)
 }
 
 /// The rollouts page (`/`, no filter) as HTML, as the server renders it; for benchmarks.
@@ -190,3 +200,6 @@ async fn detail<M: MetricsSource + 'static>(
     let page = view::detail(&known, chart, now);
     respond(&headers, axum::http::StatusCode::OK, &page, render::detail)
 }
+
+#[cfg(test)]
+mod tests;

@@ -15,7 +15,7 @@ th{background:#f4f4f4}tr.old td{color:#777}a{color:#1f5fa8}\
 .Progressing,.Promoting{background:#dbeafe}.Paused,.Pending{background:#fef3c7}\
 .Promoted{background:#dcfce7}.Aborted{background:#fee2e2}\
 .num{text-align:right;font-variant-numeric:tabular-nums}.note{color:#666}\
-.decisive td{background:#fff7e6}form{margin:.5em 0 1em}";
+.decisive td{background:#fff7e6}.error{color:#b91c1c}form{margin:.5em 0 1em}";
 
 fn page(title: &str, body: &str) -> String {
     format!(
@@ -93,8 +93,17 @@ fn row(b: &mut String, r: &RolloutRow) {
         opt(&r.time_in_phase),
         opt(&r.window),
         opt(&r.revision),
-        opt(&r.reason),
+        reason(r),
     );
+}
+
+/// The reason, and the last reconcile's error in red when there is one.
+fn reason(r: &RolloutRow) -> String {
+    let mut out = opt(&r.reason);
+    if let Some(err) = &r.error {
+        let _ = write!(out, "<div class=\"error\">reconcile failing: {}</div>", e(err));
+    }
+    out
 }
 
 /// Kubernetes names need no escaping in a path, but a policy file could name anything.
@@ -125,7 +134,7 @@ pub fn detail(p: &DetailPage) -> String {
         r.steps,
         r.canary_weight,
         opt(&r.last_verdict),
-        opt(&r.reason),
+        reason(r),
         opt(&p.started),
         opt(&p.finished),
         opt(&r.time_in_phase),

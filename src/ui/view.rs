@@ -63,6 +63,9 @@ pub struct RolloutRow {
     pub time_in_phase: Option<String>,
     /// Active, or finished in the last 24 h.
     pub recent: bool,
+    /// Why the daemon's last reconcile of this policy failed (the row shows the last state
+    /// it knew).
+    pub error: Option<String>,
 }
 
 /// A rollout's page.
@@ -242,6 +245,7 @@ pub fn row(k: &Known, now: Timestamp) -> RolloutRow {
         time_in_phase_secs: in_phase,
         time_in_phase: in_phase.map(|d| human_secs(d as f64)),
         recent,
+        error: k.error.clone(),
     }
 }
 
