@@ -41,6 +41,24 @@ spec:
     latency: {quantile: 0.95, tolerance: 50}
 "#;
 
+/// A second service with a one-hour window twelve hours from now: pending, never writing.
+fn ratings_policy() -> String {
+    let hour = (jiff::Timestamp::now().to_zoned(jiff::tz::TimeZone::UTC).hour() + 12) % 24;
+    format!(
+        "apiVersion: canaryd.io/v1alpha1\nkind: RolloutPolicy\nmetadata: {{name: ratings, namespace: bookinfo}}\n\
+         spec:\n  target: {{virtualService: ratings, stable: {{subset: v1, workload: ratings-v1}}, canary: {{subset: v2, workload: ratings-v2}}}}\n  \
+         schedule: {{cron: '0 {hour} * * *', timeZone: UTC, window: 1h}}\n"
+    )
+}
+
+/// A policy whose VirtualService does not exist: its reconcile fails every cycle.
+const MISSING: &str = r#"apiVersion: canaryd.io/v1alpha1
+kind: RolloutPolicy
+metadata: {name: checkout, namespace: shop}
+spec:
+  target: {virtualService: checkout, stable: {subset: v1}, canary: {subset: v2}}
+"#;
+
 const FAULTY_IMAGE: &str = "docker.io/istio/examples-bookinfo-reviews-v3:1.20.1";
 
 fn chromium() -> String {
@@ -127,6 +145,7 @@ async fn dashboard_shows_a_promotion_and_an_abort_with_evidence_chart_and_histor
     let browser = chromium();
     let emu = Arc::new(Emulator::start().await.unwrap());
     emu.apply_yaml(FIXTURES).unwrap();
+    emu.apply_yaml(&FIXTURES.replace("reviews", "ratings")).unwrap();
     let config = SimConfig {
         namespace: "bookinfo".into(),
         service: "reviews".into(),
@@ -146,6 +165,8 @@ async fn dashboard_shows_a_promotion_and_an_abort_with_evidence_chart_and_histor
     let policies = dir.path().join("policies");
     std::fs::create_dir(&policies).unwrap();
     std::fs::write(policies.join("reviews.yaml"), POLICY).unwrap();
+    std::fs::write(policies.join("ratings.yaml"), ratings_policy()).unwrap();
+    std::fs::write(policies.join("checkout.yaml"), MISSING).unwrap();
     let kubeconfig = dir.path().join("kubeconfig");
     emu.write_kubeconfig(&kubeconfig).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -197,6 +218,8 @@ async fn dashboard_shows_a_promotion_and_an_abort_with_evidence_chart_and_histor
     assert!(list.contains(">bookinfo<") && list.contains(">reviews</a>"), "{list}");
     assert!(list.contains("Aborted"), "{list}");
     assert!(list.contains("fail (success-rate)"), "the last verdict with its check: {list}");
+    assert!(list.contains(">ratings</a>") && list.contains("next opens "), "the schedule window: {list}");
+    assert!(list.contains(">checkout</a>") && list.contains("reconcile failing: "), "{list}");
     let filtered = render(&browser, &format!("{ui}/?namespace=other"));
     assert!(filtered.contains("No policy matches"), "{filtered}");
     let by_phase = render(&browser, &format!("{ui}/?phase=aborted"));
@@ -226,6 +249,9 @@ async fn dashboard_shows_a_promotion_and_an_abort_with_evidence_chart_and_histor
 
     // -- as JSON ------------------------------------------------------------------------------
     let rows = get_json(&format!("{ui}/")).await;
+    let names: Vec<&str> =
+        rows["rollouts"].as_array().unwrap().iter().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(names, ["reviews", "ratings", "checkout"], "recent first, most recent first");
     let row = &rows["rollouts"][0];
     assert_eq!((row["namespace"].as_str(), row["name"].as_str()), (Some("bookinfo"), Some("reviews")));
     assert_eq!(row["phase"], "Aborted");

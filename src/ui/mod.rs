@@ -64,7 +64,12 @@ impl Dashboard {
         let mut s = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let state = s.known.get(&policy.key()).map(|k| k.state.clone()).unwrap_or_default();
         let seen = s.known.get(&policy.key()).map_or(now.as_second(), |k| k.seen);
-        let known = Known { policy: policy.clone(), state, seen, error: Some(error.to_string()) };
+        // Kubernetes errors can be long; the first lines say what is wrong.
+        let mut short: String = error.chars().take(300).collect();
+        if short.len() < error.len() {
+            short.push('…');
+        }
+        let known = Known { policy: policy.clone(), state, seen, error: Some(short) };
         s.known.insert(policy.key(), known);
     }
 
