@@ -140,7 +140,8 @@ async fn daemon(o: RunOptions) -> Result<(), String> {
         config.bearer_token = Some(read_secret_file(path)?);
     }
     let metrics_source = PrometheusClient::new(config).map_err(|e| format!("Prometheus: {e}"))?;
-    let dashboard = crate::ui::Dashboard::default();
+    let dashboard =
+        if o.ui_addr.is_some() { crate::ui::Dashboard::default() } else { crate::ui::Dashboard::off() };
     if let Some(addr) = o.ui_addr {
         let listener =
             tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("--ui-addr {addr}: {e}"))?;

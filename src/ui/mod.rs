@@ -36,9 +36,17 @@ pub struct Known {
 }
 
 /// The in-memory snapshot the daemon loop updates and the pages read. Cheap to clone.
-#[derive(Debug, Clone, Default)]
+/// [`Dashboard::off`] keeps nothing (no `--ui-addr`: no memory spent on it).
+#[derive(Debug, Clone)]
 pub struct Dashboard {
     inner: Arc<RwLock<Snapshot>>,
+    on: bool,
+}
+
+impl Default for Dashboard {
+    fn default() -> Self {
+        Dashboard { inner: Arc::default(), on: true }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -50,8 +58,16 @@ struct Snapshot {
 }
 
 impl Dashboard {
+    /// A dashboard that records nothing.
+    pub fn off() -> Self {
+        Dashboard { inner: Arc::default(), on: false }
+    }
+
     /// Records `policy`'s state after a reconcile at `now`.
     pub fn update(&self, policy: &Policy, state: &RolloutState, now: Timestamp) {
+        if !self.on {
+            return;
+        }
         let mut s = self.inner.write().unwrap_or_else(|e| e.into_inner());
         s.offset = Some(now.as_second() - Timestamp::now().as_second());
         let known =
@@ -61,6 +77,9 @@ impl Dashboard {
 
     /// Records that `policy`'s reconcile failed with `error`; its last known state stays.
     pub fn failed(&self, policy: &Policy, error: &str, now: Timestamp) {
+        if !self.on {
+            return;
+        }
         let mut s = self.inner.write().unwrap_or_else(|e| e.into_inner());
         let state = s.known.get(&policy.key()).map(|k| k.state.clone()).unwrap_or_default();
         let seen = s.known.get(&policy.key()).map_or(now.as_second(), |k| k.seen);
