@@ -17,3 +17,4 @@ pub mod daemon;
 #[cfg(feature = "demo")]
 pub mod demo;
 pub mod prometheus;
+pub mod ui;

@@ -53,7 +53,7 @@ fn effects(smtp: SocketAddr, secrets: Arc<dyn SecretStore>, attempts: u32) -> Da
         mailer: Some(loopback_mailer(smtp)),
         webhooks: WebhookSender::with_client(http.clone()),
         secrets: secrets.clone(),
-        render: RenderOptions { prometheus_url: Some("https://prom.example".into()) },
+        render: RenderOptions { prometheus_url: Some("https://prom.example".into()), ui_url: None },
         retry: RetryPolicy {
             initial: Duration::from_millis(50),
             max: Duration::from_millis(200),

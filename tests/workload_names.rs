@@ -89,7 +89,7 @@ async fn daemon_backtest_and_alert_link_use_the_same_workload_names() {
         (facts.stable_workload.as_str(), facts.canary_workload.as_str()),
         ("reviews-v1", "reviews-v2")
     );
-    let opts = RenderOptions { prometheus_url: Some("https://prom.example".into()) };
+    let opts = RenderOptions { prometheus_url: Some("https://prom.example".into()), ui_url: None };
     let link = Report::build(&alert, &policy, &facts, &opts).graph_link.expect("a graph link");
     let decoded = percent_decode(&link);
     assert!(decoded.contains(r#"destination_workload=~"reviews-v1|reviews-v2""#), "{decoded}");

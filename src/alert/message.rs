@@ -74,6 +74,8 @@ pub struct RenderOptions {
     /// Base URL of the Prometheus UI for graph links, e.g. `https://prometheus.example`. Without
     /// it the message has no graph link.
     pub prometheus_url: Option<String>,
+    /// The dashboard's URL (`--ui-url`): alerts then link to the rollout's page.
+    pub ui_url: Option<String>,
 }
 
 /// One check, formatted for people.
@@ -133,6 +135,8 @@ pub struct Report {
     pub status_command: String,
     /// Prometheus graph of the decisive check's query, canary vs baseline.
     pub graph_link: Option<String>,
+    /// The rollout's dashboard page, `<ui-url>/rollouts/<namespace>/<name>`.
+    pub dashboard_link: Option<String>,
 }
 
 /// A rendered email (or any text channel): subject, plain text and HTML.
@@ -223,6 +227,11 @@ impl Report {
             checks,
             status_command: format!("canaryd status {}/{}", policy.namespace(), policy.name()),
             graph_link,
+            dashboard_link: opts.ui_url.as_deref().map(|base| {
+                let (ns, name) =
+                    (link::encode_component(policy.namespace()), link::encode_component(policy.name()));
+                format!("{}/rollouts/{ns}/{name}", base.trim_end_matches('/'))
+            }),
         }
     }
 
@@ -296,6 +305,9 @@ impl Report {
         if let Some(l) = &self.graph_link {
             out.push_str(&format!("  Prometheus: {l}\n"));
         }
+        if let Some(l) = &self.dashboard_link {
+            out.push_str(&format!("  Dashboard: {l}\n"));
+        }
         out
     }
 
@@ -341,6 +353,9 @@ impl Report {
         out.push_str(&format!("<h3>Look further</h3>\n<p><code>{}</code></p>\n", e(&self.status_command)));
         if let Some(l) = &self.graph_link {
             out.push_str(&format!("<p><a href=\"{}\">Prometheus graph</a></p>\n", e(l)));
+        }
+        if let Some(l) = &self.dashboard_link {
+            out.push_str(&format!("<p><a href=\"{}\">Rollout on the canaryd dashboard</a></p>\n", e(l)));
         }
         out.push_str("</body></html>\n");
         out
@@ -403,7 +418,7 @@ fn times(at: i64, policy: &Policy) -> (String, Option<String>) {
     (utc, local)
 }
 
-fn check_lines(v: &IntervalVerdict) -> Vec<CheckLine> {
+pub(crate) fn check_lines(v: &IntervalVerdict) -> Vec<CheckLine> {
     let decisive = v.decisive_check().map(|c| c.check.clone());
     let mut lines: Vec<CheckLine> =
         v.checks.iter().map(|c| check_line(c, decisive.as_deref() == Some(c.check.as_str()))).collect();

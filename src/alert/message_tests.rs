@@ -75,7 +75,7 @@ fn aborted_state() -> RolloutState {
 
 fn report(p: &Policy) -> Report {
     let facts = AlertFacts::from_state(p, &aborted_state());
-    let opts = RenderOptions { prometheus_url: Some("https://prom.example".into()) };
+    let opts = RenderOptions { prometheus_url: Some("https://prom.example".into()), ui_url: None };
     Report::build(&abort_alert(), p, &facts, &opts)
 }
 
@@ -208,4 +208,21 @@ fn slack_and_teams_carry_the_headline_and_escape_mrkdwn() {
     assert_eq!(card["type"], "AdaptiveCard");
     assert_eq!(card["body"][1]["text"], "aborted at step 2/3 (30%): success-rate failed");
     assert_eq!(card["actions"][0]["type"], "Action.OpenUrl");
+}
+
+#[test]
+fn with_a_dashboard_url_every_format_links_to_the_rollout_page() {
+    let p = policy("reviews", "");
+    let facts = AlertFacts::from_state(&p, &aborted_state());
+    let opts = RenderOptions { prometheus_url: None, ui_url: Some("https://canaryd.example/".into()) };
+    let r = Report::build(&abort_alert(), &p, &facts, &opts);
+    let link = "https://canaryd.example/rollouts/shop/reviews";
+    assert_eq!(r.dashboard_link.as_deref(), Some(link));
+    let m = r.message();
+    assert!(m.text.contains(&format!("Dashboard: {link}")), "{}", m.text);
+    assert!(m.html.contains(&format!("<a href=\"{link}\">")), "{}", m.html);
+    assert_eq!(payload::generic_json(&r)["links"]["dashboard"], link);
+    assert!(payload::slack(&r).to_string().contains(&format!("<{link}|Dashboard>")));
+    assert!(payload::teams(&r).to_string().contains(link));
+    assert_eq!(report(&p).dashboard_link, None, "no link without --ui-url");
 }

@@ -43,7 +43,8 @@
 //!   },
 //!   "links": {
 //!     "status": "canaryd status shop/reviews",
-//!     "graph": "https://prometheus.example/graph?g0.expr=…"
+//!     "graph": "https://prometheus.example/graph?g0.expr=…",
+//!     "dashboard": "https://canaryd.example/rollouts/shop/reviews"
 //!   }
 //! }
 //! ```
@@ -96,7 +97,7 @@ pub(crate) fn generic_json(r: &Report) -> Value {
         "traffic": r.traffic_now,
         "action": r.action,
         "verdict": r.verdict.map(|v| json!({"verdict": v.as_str(), "checks": checks})),
-        "links": {"status": r.status_command, "graph": r.graph_link},
+        "links": {"status": r.status_command, "graph": r.graph_link, "dashboard": r.dashboard_link},
     });
     if let Some(local) = &r.at_local {
         v["atLocal"] = json!(local);
@@ -137,6 +138,9 @@ pub fn slack(r: &Report) -> Value {
     if let Some(l) = &r.graph_link {
         look.push_str(&format!("\n<{}|Prometheus graph>", l.replace('|', "%7C")));
     }
+    if let Some(l) = &r.dashboard_link {
+        look.push_str(&format!("\n<{}|Dashboard>", l.replace('|', "%7C")));
+    }
     blocks.push(json!({"type": "context", "elements": [{"type": "mrkdwn", "text": clip(&look, 3000)}]}));
     json!({"text": e(&format!("{}: {}", r.title(), r.headline)), "blocks": blocks})
 }
@@ -168,6 +172,11 @@ pub fn teams(r: &Report) -> Value {
         .graph_link
         .iter()
         .map(|l| json!({"type": "Action.OpenUrl", "title": "Prometheus graph", "url": l}))
+        .chain(
+            r.dashboard_link
+                .iter()
+                .map(|l| json!({"type": "Action.OpenUrl", "title": "Dashboard", "url": l})),
+        )
         .collect();
     json!({
         "type": "message",

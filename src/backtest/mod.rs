@@ -15,7 +15,7 @@
 mod chart;
 mod render;
 
-pub use chart::svg;
+pub use chart::{quantile_name, render as render_chart, svg, ChartInput, ChartPoint, Marker};
 pub use render::{human, json};
 
 use jiff::Timestamp;
@@ -73,18 +73,20 @@ pub struct SideSummary {
     pub errors: u64,
     /// Error rate (fraction 0–1); `None` without requests.
     pub error_rate: Option<f64>,
-    /// Interpolated 99th percentile latency of the interval, milliseconds; `None` without data.
-    pub p99_ms: Option<f64>,
+    /// Interpolated latency of the interval at the policy's judged quantile
+    /// (`analysis.latency.quantile`, default p99), milliseconds; `None` without data.
+    pub latency_ms: Option<f64>,
 }
 
 impl SideSummary {
-    fn of(side: &SideObservation) -> Self {
+    /// The summary of one side's observation, latency at quantile `q` (0–1).
+    pub fn of(side: &SideObservation, q: f64) -> Self {
         SideSummary {
             requests: side.requests,
             errors: side.errors,
             error_rate: (side.requests > 0)
                 .then(|| side.errors.min(side.requests) as f64 / side.requests as f64),
-            p99_ms: side.latency.as_ref().and_then(|h| quantile_ms(h, 0.99)),
+            latency_ms: side.latency.as_ref().and_then(|h| quantile_ms(h, q)),
         }
     }
 }
@@ -125,6 +127,9 @@ pub struct Backtest {
     pub interval_secs: i64,
     /// Number of steps in the plan.
     pub steps: usize,
+    /// The judged latency quantile (`analysis.latency.quantile`, 0–1): the one the latency
+    /// figures of the intervals are at.
+    pub quantile: f64,
     pub decision: Decision,
     /// When the engine promoted or aborted; `None` when inconclusive.
     pub decision_time: Option<Timestamp>,
@@ -152,6 +157,7 @@ pub async fn run<M: MetricsSource>(
     metrics.query_scalar("vector(1)", start).await.map_err(BacktestError::Unreachable)?;
     let (canary, baseline) = prometheus::workload_keys(policy);
     let plan_len = policy.plan().len();
+    let q = policy.spec().analysis.latency.quantile;
 
     let mut state = RolloutState::default();
     feed(policy, &mut state, Input::NewRevision(REVISION.into()), start);
@@ -178,7 +184,7 @@ pub async fn run<M: MetricsSource>(
                 let sides = observed
                     .as_ref()
                     .ok()
-                    .map(|o| (SideSummary::of(&o.canary), SideSummary::of(&o.baseline)));
+                    .map(|o| (SideSummary::of(&o.canary, q), SideSummary::of(&o.baseline, q)));
                 feed(policy, &mut state, Input::Observed(observed), now);
                 // Only intervals the engine judged (it ignores evidence outside a window reset).
                 if let Some(v) = state.last_verdict.as_ref().filter(|v| v.at == t) {
@@ -224,6 +230,7 @@ pub async fn run<M: MetricsSource>(
         end,
         interval_secs: engine::cadence_secs(policy, &state),
         steps: plan_len,
+        quantile: q,
         decision,
         decision_time: match decision {
             Decision::Inconclusive => None,
@@ -263,6 +270,39 @@ fn feed(policy: &Policy, state: &mut RolloutState, input: Input, now: Timestamp)
             queue.push(Input::Command(Command::Resume));
         }
     }
+}
+
+/// Canary and baseline per window of `every` seconds over `[start, end]`, observed exactly as
+/// the daemon and a backtest observe (the same [`prometheus::observation`] of the same
+/// queries), latency at the policy's judged quantile: the dashboard's chart of a rollout.
+/// Errs when the source cannot be asked at all; a window that cannot be read has no sides.
+pub async fn observed_series<M: MetricsSource>(
+    policy: &Policy,
+    metrics: &M,
+    start: Timestamp,
+    end: Timestamp,
+    every: i64,
+) -> Result<Vec<(Timestamp, Option<SideSummary>, Option<SideSummary>)>, QueryError> {
+    use futures::StreamExt;
+    metrics.query_scalar("vector(1)", end).await?;
+    let (canary, baseline) = prometheus::workload_keys(policy);
+    let q = policy.spec().analysis.latency.quantile;
+    let every = every.max(1);
+    let ends: Vec<i64> =
+        (1..).map(|k| start.as_second() + k * every).take_while(|t| *t <= end.as_second()).collect();
+    let (canary, baseline) = (&canary, &baseline);
+    let points = futures::stream::iter(ends)
+        .map(|t| async move {
+            let now = Timestamp::from_second(t).unwrap_or(end);
+            let sides = observe(policy, metrics, canary, baseline, t - every, now).await.ok();
+            let summary =
+                sides.map(|(o, _)| (SideSummary::of(&o.canary, q), SideSummary::of(&o.baseline, q)));
+            (now, summary.map(|s| s.0), summary.map(|s| s.1))
+        })
+        .buffered(4)
+        .collect()
+        .await;
+    Ok(points)
 }
 
 /// One observation over `[from, now)`, built by the daemon's own code, and the scrape

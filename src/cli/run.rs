@@ -83,6 +83,13 @@ pub(crate) struct RunOptions {
     /// RolloutPolicy resources' custom queries are confined to their namespace on it.
     #[arg(long, env = "CANARYD_TENANT_LABEL", default_value = "namespace")]
     pub tenant_label: crate::promql::TenantLabel,
+    /// Serve the read-only dashboard on this address (off by default). Keep it on loopback
+    /// and use `kubectl port-forward`, or put an authenticating ingress in front of it.
+    #[arg(long, value_name = "ADDR")]
+    pub ui_addr: Option<std::net::SocketAddr>,
+    /// The dashboard's external URL; alerts then link to `<URL>/rollouts/<namespace>/<name>`.
+    #[arg(long, value_name = "URL", env = "CANARYD_UI_URL")]
+    pub ui_url: Option<String>,
 }
 
 fn read_secret_file(path: &PathBuf) -> Result<Secret, String> {
@@ -121,7 +128,7 @@ fn deliverer(
         mailer,
         webhooks: WebhookSender::with_client(egress.clone()),
         secrets: Arc::new(KubeSecretStore { client: client.clone(), scope: scope.clone() }),
-        render: RenderOptions { prometheus_url: o.prometheus_link.clone() },
+        render: RenderOptions { prometheus_url: o.prometheus_link.clone(), ui_url: o.ui_url.clone() },
         retry: RetryPolicy::default(),
     }))
 }
@@ -157,6 +164,19 @@ async fn daemon(o: RunOptions) -> Result<(), String> {
         config.bearer_token = Some(read_secret_file(path)?);
     }
     let metrics_source = PrometheusClient::new(config).map_err(|e| format!("Prometheus: {e}"))?;
+    let dashboard =
+        if o.ui_addr.is_some() { crate::ui::Dashboard::default() } else { crate::ui::Dashboard::off() };
+    if let Some(addr) = o.ui_addr {
+        let listener =
+            tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("--ui-addr {addr}: {e}"))?;
+        let (ui, source) = (dashboard.clone(), metrics_source.clone());
+        tracing::info!(%addr, "dashboard at http://{addr}/");
+        tokio::spawn(async move {
+            if let Err(e) = crate::ui::serve(listener, ui, Some(source), "").await {
+                tracing::error!(error = %e, "cannot serve the dashboard");
+            }
+        });
+    }
     let client = kube::Client::try_default()
         .await
         .map_err(|e| format!("cannot reach the cluster: {e}\n  set KUBECONFIG or run inside a cluster"))?;
@@ -201,6 +221,7 @@ async fn daemon(o: RunOptions) -> Result<(), String> {
         };
         if leading {
             let (policies, from_crs) = gather(&o, &scope, &client, &mut statuses).await;
+            dashboard.retain(&policies.iter().map(Policy::key).collect());
             let due: Vec<Policy> = policies
                 .into_iter()
                 .filter(|p| {
@@ -232,6 +253,7 @@ async fn daemon(o: RunOptions) -> Result<(), String> {
                 match &result {
                     Ok(r) => {
                         metrics.observe(&key, r);
+                        dashboard.update(policy, &r.state, now);
                         next_due.insert(
                             key.clone(),
                             now.as_second() + crate::engine::cadence_secs(policy, &r.state).min(30),
@@ -239,6 +261,7 @@ async fn daemon(o: RunOptions) -> Result<(), String> {
                     }
                     Err(e) => {
                         metrics.error(error_kind(e));
+                        dashboard.failed(policy, &e.to_string(), now);
                         tracing::warn!(policy = %key, error = %e, "reconcile failed; state unchanged, retrying");
                     }
                 }

@@ -51,6 +51,8 @@ pub struct DemoOptions {
     pub mailbox: PathBuf,
     /// Print the live view (false in tests).
     pub verbose: bool,
+    /// Serve the dashboard here while the demo runs (port 0: one the OS chooses).
+    pub ui_addr: Option<std::net::SocketAddr>,
 }
 
 /// How the demo ended.
@@ -60,6 +62,8 @@ pub struct DemoOutcome {
     pub second: Phase,
     /// The mailbox's content at the end.
     pub mailbox: String,
+    /// The dashboard's URL, when it was served; it stays up while the runtime runs.
+    pub dashboard_url: Option<String>,
 }
 
 /// Runs the demo; `Err` carries a message for the person at the terminal.
@@ -88,10 +92,26 @@ pub async fn run(opts: &DemoOptions) -> Result<DemoOutcome, String> {
     let driver = Driver::new(emulator.client(), mesh, effects);
     let mut view = view::View::new(opts.verbose, &policy);
     view.banner(&policy, opts);
+    let dashboard = crate::ui::Dashboard::default();
+    let dashboard_url = match opts.ui_addr {
+        None => None,
+        Some(addr) => {
+            let listener =
+                tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("--ui-addr {addr}: {e}"))?;
+            let url = format!("http://{}/", listener.local_addr().map_err(|e| e.to_string())?);
+            view.note(&format!("dashboard: {url}"));
+            // The simulated mesh answers for "now" only, so there is nothing to chart from.
+            let why =
+                "the demo's simulated mesh keeps no history to chart (canaryd run charts from Prometheus)";
+            let ui = dashboard.clone();
+            tokio::spawn(crate::ui::serve::<SimulatedMesh>(listener, ui, None, why));
+            Some(url)
+        }
+    };
 
     let mut clock = Timestamp::now();
     view.release("release 1: reviews v2 (healthy)");
-    let first = drive(&driver, &policy, &mut clock, opts, &mut view).await?;
+    let first = drive(&driver, &policy, &mut clock, opts, &mut view, &dashboard).await?;
     view.release(&format!(
         "release 2: reviews v3 ({})",
         match opts.fault {
@@ -101,10 +121,10 @@ pub async fn run(opts: &DemoOptions) -> Result<DemoOutcome, String> {
         }
     ));
     release_v3(&emulator, &policy)?;
-    let second = drive(&driver, &policy, &mut clock, opts, &mut view).await?;
+    let second = drive(&driver, &policy, &mut clock, opts, &mut view, &dashboard).await?;
     let mailbox = std::fs::read_to_string(&opts.mailbox).unwrap_or_default();
     view.finish(first, second, &opts.mailbox, &mailbox);
-    Ok(DemoOutcome { first, second, mailbox })
+    Ok(DemoOutcome { first, second, mailbox, dashboard_url })
 }
 
 /// Runs reconcile cycles until the current release ends; returns its final phase.
@@ -114,6 +134,7 @@ async fn drive<E: Effects>(
     clock: &mut Timestamp,
     opts: &DemoOptions,
     view: &mut view::View,
+    dashboard: &crate::ui::Dashboard,
 ) -> Result<Phase, String> {
     // The simulated mesh has no scrapes: `auto` looks at its 15 s fallback.
     let mut interval = crate::engine::cadence_secs(policy, &RolloutState::default());
@@ -128,6 +149,7 @@ async fn drive<E: Effects>(
             }
         };
         view.cycle(*clock, &report);
+        dashboard.update(policy, &report.state, *clock);
         let s: &RolloutState = &report.state;
         interval = crate::engine::cadence_secs(policy, s);
         if revision.is_none() {

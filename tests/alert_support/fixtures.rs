@@ -106,7 +106,7 @@ pub fn deliverer_with(
         mailer,
         webhooks: WebhookSender::new(Duration::from_secs(5), egress).unwrap(),
         secrets: Arc::new(secrets),
-        render: RenderOptions { prometheus_url: Some("https://prom.example".into()) },
+        render: RenderOptions { prometheus_url: Some("https://prom.example".into()), ui_url: None },
         retry: fast_retry(attempts),
     })
 }

@@ -1,6 +1,7 @@
 //! The transition function. One method per input; helpers for the shared moves (start, enter a
 //! step, promote, abort) so each rule is written once.
 
+use super::history::Outcome;
 use super::{Action, Command, Input, PendingAlert, Phase, RolloutState, Transition};
 use crate::judge::{self, CheckResult, Evidence, IntervalVerdict, JudgeState, Verdict};
 use crate::observation::Observation;
@@ -22,6 +23,9 @@ pub fn step(policy: &Policy, state: &RolloutState, input: Input, now: Timestamp)
         now: now.as_second(),
     };
     m.handle(input);
+    if m.s.phase != state.phase {
+        m.s.phase_since = Some(m.now);
+    }
     if m.s != *state {
         m.s.decisions = state.decisions + 1;
     }
@@ -114,6 +118,9 @@ impl Machine<'_> {
             return;
         }
         if self.s.phase.is_active() {
+            let weight = self.s.traffic.canary_weight;
+            self.s.reason = Some(format!("superseded by revision {rev}"));
+            self.s.archive(Outcome::Superseded, self.now, weight, None);
             self.set_traffic(Traffic::stable_only());
             self.record(
                 "Superseded",
@@ -127,6 +134,7 @@ impl Machine<'_> {
             decisions: self.s.decisions,
             alert_seq: self.s.alert_seq,
             outbox: std::mem::take(&mut self.s.outbox),
+            history: std::mem::take(&mut self.s.history),
             traffic: self.s.traffic.clone(),
             ..RolloutState::default()
         };
@@ -195,11 +203,16 @@ impl Machine<'_> {
             return;
         }
         if !open {
-            self.s.reason = Some(format!("waiting for gate {}: {detail}", gate_name(kind)));
+            let reason = format!("waiting for gate {}: {detail}", gate_name(kind));
+            if self.s.reason.as_ref() != Some(&reason) {
+                self.s.note(self.now, "GateHeld", &reason);
+                self.s.reason = Some(reason);
+            }
             return;
         }
         self.s.awaiting_gate = None;
         self.s.reason = None;
+        self.s.note(self.now, "GateOpened", &format!("gate {} opened: {detail}", gate_name(kind)));
         match kind {
             GateKind::ConfirmRollout => self.start(),
             GateKind::ConfirmStep => {
@@ -290,10 +303,15 @@ impl Machine<'_> {
 
     fn delivered(&mut self, id: u64, channel: String) {
         let channels = |event| channels_for(self.policy, event);
+        let mut newly = None;
         if let Some(alert) = self.s.outbox.iter_mut().find(|a| a.id == id) {
             if !alert.delivered.contains(&channel) {
+                newly = Some(format!("{:?} alert #{id} delivered to {channel}", alert.event).to_lowercase());
                 alert.delivered.push(channel);
             }
+        }
+        if let Some(msg) = newly {
+            self.s.note(self.now, "AlertDelivered", &msg);
         }
         self.s.outbox.retain(|a| !channels(a.event).iter().all(|c| a.delivered.contains(c)));
     }
@@ -430,6 +448,8 @@ impl Machine<'_> {
         self.s.finished = Some(self.now);
         let msg = format!("revision {} promoted: {how}", self.s.revision.as_deref().unwrap_or("?"));
         self.s.reason = Some(msg.clone());
+        let weight = self.s.traffic.canary_weight;
+        self.s.archive(Outcome::Promoted, self.now, weight, None);
         self.alert(AlertEvent::Promote, msg.clone(), self.s.last_verdict.clone());
         self.record("Promoted", msg);
     }
@@ -438,11 +458,13 @@ impl Machine<'_> {
     fn abort(&mut self, reason: String, verdict: Option<IntervalVerdict>) {
         let at = format!("step {}/{} ({})", self.s.step + 1, self.plan.len(), self.s.traffic.describe());
         let was_active = self.s.phase.is_active();
+        let weight = self.s.traffic.canary_weight;
         self.set_traffic(Traffic::stable_only());
         self.s.phase = Phase::Aborted;
         self.s.finished = Some(self.now);
         self.s.awaiting_gate = None;
         self.s.reason = Some(reason.clone());
+        self.s.archive(Outcome::Aborted, self.now, weight, verdict.as_ref());
         let headline = if was_active {
             format!("aborted at {at}: {reason}")
         } else {
@@ -478,7 +500,9 @@ impl Machine<'_> {
         }
     }
 
+    /// An Event and log line for the shell, and the same entry in the rollout's timeline.
     fn record(&mut self, reason: &'static str, message: String) {
+        self.s.note(self.now, reason, &message);
         self.actions.push(Action::Record { reason, message });
     }
 
@@ -526,6 +550,7 @@ impl Machine<'_> {
     }
 
     fn await_gate(&mut self, kind: GateKind) {
+        self.s.note(self.now, "GateAsked", &format!("asked gate {}", gate_name(kind)));
         self.s.awaiting_gate = Some(gate_name(kind).to_string());
         self.actions.push(Action::CallGate(kind));
     }

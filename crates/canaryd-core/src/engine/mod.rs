@@ -8,13 +8,17 @@
 //!   (or after `canaryd start`), with its gates open — never on Inconclusive or Error;
 //! - every path to Aborted sets the traffic to stable-only in the same transition;
 //! - an abort is allowed in every phase and at any time, outside windows included;
-//! - every alert is put in the state's outbox in the same transition as its cause.
+//! - every alert is put in the state's outbox in the same transition as its cause;
+//! - every recorded event enters the rollout's timeline, and every end (promoted, aborted,
+//!   superseded) the policy's history, in the transition that causes it; both are bounded.
 
+mod history;
 mod machine;
 mod state;
 #[cfg(test)]
 mod tests;
 
+pub use history::{Outcome, RolloutRecord, TimelineEntry, MAX_HISTORY, MAX_TEXT, MAX_TIMELINE};
 pub use machine::{cadence_secs, channels_for, gate_name, is_warning, step, ALERT_DROPPED, MAX_OUTBOX};
 pub use state::{PendingAlert, Phase, RolloutState};
 

@@ -1,6 +1,7 @@
 //! The persisted state of one policy's rollout. Serialised into an annotation on the
 //! VirtualService, so it changes in the same atomic write as the weights.
 
+use super::history::{RolloutRecord, TimelineEntry};
 use crate::judge::{IntervalVerdict, JudgeState};
 use crate::plan::Traffic;
 use crate::policy::AlertEvent;
@@ -141,4 +142,14 @@ pub struct RolloutState {
     /// Alerts decided but not yet delivered to every channel.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outbox: Vec<PendingAlert>,
+    /// When the phase last changed, Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_since: Option<i64>,
+    /// What the current (or last) rollout did, oldest first; at most
+    /// [`MAX_TIMELINE`](super::MAX_TIMELINE) entries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub timeline: Vec<TimelineEntry>,
+    /// Finished rollouts of this policy, oldest first; at most [`MAX_HISTORY`](super::MAX_HISTORY).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<RolloutRecord>,
 }

@@ -317,3 +317,117 @@ fn an_undeliverable_outbox_is_bounded_and_says_what_it_dropped() {
     let bytes = serde_json::to_string(&s).unwrap().len();
     assert!(bytes < 64 * 1024, "state is {bytes} bytes");
 }
+
+// ---- timeline and history -------------------------------------------------------------------
+
+fn kinds(s: &RolloutState) -> Vec<&str> {
+    s.timeline.iter().map(|e| e.kind.as_str()).collect()
+}
+
+#[test]
+fn a_promoted_rollout_has_its_steps_on_the_timeline_and_one_history_record() {
+    let p = policy("");
+    let s = started(&p);
+    assert_eq!(kinds(&s), ["NewRevision", "StepStarted"]);
+    assert_eq!(s.phase_since, Some(at(0).as_second()));
+    let (s, _) = run(&p, s, (1..=4).map(|m| (m, healthy(m))).collect());
+    assert_eq!(s.phase, Phase::Promoted);
+    assert_eq!(kinds(&s), ["NewRevision", "StepStarted", "StepStarted", "Promoted"]);
+    let weights: Vec<u32> = s.timeline.iter().map(|e| e.weight).collect();
+    assert_eq!(weights, [0, 10, 50, 100], "each entry carries the weight right after it");
+    assert_eq!(s.timeline[3].at, at(4).as_second());
+    assert_eq!(s.phase_since, Some(at(4).as_second()));
+    assert_eq!(s.history.len(), 1);
+    let h = &s.history[0];
+    assert_eq!(
+        (h.outcome, h.revision.as_deref(), h.step, h.weight),
+        (Outcome::Promoted, Some("rev-2"), 1, 100)
+    );
+    assert_eq!((h.started, h.finished), (Some(at(0).as_second()), at(4).as_second()));
+    assert_eq!(h.failing_check, None);
+}
+
+#[test]
+fn an_abort_on_evidence_records_the_failing_check_reason_and_weight_it_ended_at() {
+    let p = policy("");
+    let (s, _) = run(&p, started(&p), vec![(1, Input::Observed(Ok(obs(1, (200, 100), (800, 1)))))]);
+    assert_eq!(kinds(&s), ["NewRevision", "StepStarted", "Aborted"]);
+    let h = &s.history[0];
+    assert_eq!(h.outcome, Outcome::Aborted);
+    assert_eq!(h.failing_check.as_deref(), Some("success-rate"));
+    assert_eq!(h.weight, 10, "the weight it was rolled back from");
+    assert!(h.reason.as_deref().unwrap_or_default().starts_with("check failed: "), "{h:?}");
+    // The delivery of the abort alert is on the timeline too.
+    let id = s.outbox[0].id;
+    let s = step(&p, &s, Input::AlertDelivered { id, channel: "email".into() }, at(2)).state;
+    assert_eq!(
+        s.timeline.last().map(|e| e.message.as_str()),
+        Some(format!("abort alert #{id} delivered to email").as_str())
+    );
+}
+
+#[test]
+fn an_operator_abort_is_archived_without_a_failing_check() {
+    let p = policy("");
+    let (s, _) = run(&p, started(&p), vec![(1, Input::Command(Command::Abort("bad deploy".into())))]);
+    let h = &s.history[0];
+    assert_eq!((h.outcome, h.failing_check.as_deref()), (Outcome::Aborted, None));
+    assert_eq!(h.reason.as_deref(), Some("aborted by operator: bad deploy"));
+}
+
+#[test]
+fn a_new_revision_keeps_the_history_starts_a_new_timeline_and_archives_the_superseded_one() {
+    let p = policy("");
+    let (s, _) = run(&p, started(&p), vec![(1, Input::Command(Command::Abort("x".into())))]);
+    let (s, _) =
+        run(&p, s, vec![(2, Input::NewRevision("rev-3".into())), (3, Input::NewRevision("rev-4".into()))]);
+    assert_eq!(kinds(&s), ["NewRevision", "StepStarted"], "the timeline is the current rollout's");
+    let outcomes: Vec<_> =
+        s.history.iter().map(|h| (h.outcome, h.revision.clone().unwrap_or_default())).collect();
+    assert_eq!(outcomes, [(Outcome::Aborted, "rev-2".into()), (Outcome::Superseded, "rev-3".into())]);
+}
+
+#[test]
+fn gates_asked_held_and_opened_are_on_the_timeline_once_each() {
+    let p = policy("  gates: [{name: freeze, kind: confirm-rollout, url: \"http://gate/\"}]\n");
+    let gate =
+        |open| Input::Gate { kind: crate::policy::GateKind::ConfirmRollout, open, detail: "503".into() };
+    let (s, _) = run(
+        &p,
+        RolloutState::default(),
+        vec![(0, Input::NewRevision("r".into())), (1, gate(false)), (2, gate(false)), (3, gate(true))],
+    );
+    assert_eq!(kinds(&s), ["NewRevision", "GateAsked", "GateHeld", "GateOpened", "StepStarted"]);
+}
+
+#[test]
+fn timeline_and_history_stay_bounded_and_short() {
+    let p = policy("");
+    let mut s = started(&p);
+    for i in 0..200 {
+        let long = "x".repeat(1000);
+        s = step(&p, &s, Input::Command(Command::Abort(long)), at(1 + 2 * i)).state;
+        s = step(&p, &s, Input::Command(Command::Retry), at(2 + 2 * i)).state;
+        s = step(&p, &s, Input::Drift { observed: crate::plan::Traffic::stable_only() }, at(2 + 2 * i)).state;
+    }
+    assert_eq!(s.history.len(), MAX_HISTORY);
+    assert!(s.timeline.len() <= MAX_TIMELINE);
+    assert!(s.history.iter().all(|h| h.reason.as_ref().is_some_and(|r| r.chars().count() <= MAX_TEXT)));
+    let mut busy = started(&p);
+    for i in 0..200 {
+        busy =
+            step(&p, &busy, Input::Drift { observed: crate::plan::Traffic::stable_only() }, at(1 + i)).state;
+    }
+    assert_eq!(busy.timeline.len(), MAX_TIMELINE);
+    assert_eq!(busy.timeline[0].kind, "NewRevision", "the first entry is kept");
+    assert_eq!(busy.timeline.last().map(|e| e.at), Some(at(200).as_second()), "the newest entries are kept");
+    let json = serde_json::to_string(&busy).unwrap();
+    assert!(json.len() < 32 * 1024, "state annotation stays small: {} bytes", json.len());
+}
+
+#[test]
+fn states_written_before_the_timeline_existed_still_decode() {
+    let old = r#"{"phase":"Aborted","revision":"r","step":1,"traffic":{"canaryWeight":0},"reason":"x"}"#;
+    let s: RolloutState = serde_json::from_str(old).unwrap();
+    assert!(s.timeline.is_empty() && s.history.is_empty() && s.phase_since.is_none());
+}
