@@ -153,7 +153,10 @@ async fn release_cycle(
     // 4. A second release, the daemon running continuously; the operator aborts it and the
     //    alert goes to the webhook whose URL the daemon reads from the Secret.
     new_canary_release(emu, "docker.io/istio/examples-bookinfo-reviews-v3:1.20.1");
-    let args: Vec<&str> = once.iter().copied().filter(|a| *a != "--once").collect();
+    // With the dashboard on: it must need no rule of its own (it reads the daemon's memory).
+    let ui = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let mut args: Vec<&str> = once.iter().copied().filter(|a| *a != "--once").collect();
+    args.extend(["--ui-addr", &ui]);
     let mut daemon = Daemon::spawn(canaryd(&kubeconfig, &args), dir.path().join("daemon.log"));
     eventually(LIMIT, "the second release to start", || {
         (rollout_policy(emu, "reviews")["status"]["phase"] == "Progressing").then_some(())
@@ -165,6 +168,11 @@ async fn release_cycle(
         (rollout_policy(emu, "reviews")["status"]["phase"] == "Aborted").then_some(())
     })
     .await;
+    for page in ["/", "/rollouts/bookinfo/reviews"] {
+        let body = reqwest::get(format!("http://{ui}{page}")).await.unwrap().error_for_status().unwrap();
+        let body = body.text().await.unwrap();
+        assert!(body.contains("reviews") && body.contains("Aborted"), "{page}: {body}");
+    }
     daemon.stop();
     let vs = virtual_service(emu);
     assert_eq!(vs["spec"]["http"][0]["route"][0]["weight"], 100, "{vs}");
