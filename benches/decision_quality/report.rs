@@ -287,7 +287,7 @@ impl Results {
         );
         println!("  for comparison (no target):");
         target(
-            "   today's increase() path (1m looks): false aborts ≤ 1% on the same real-data shapes",
+            "   comparison rows (the old increase() path with 1m looks; retries counted at the destination only): false aborts ≤ 1%",
             self.cells(|r| r == Role::Compare, |_| true, false_abort),
             |a| a <= 0.01,
             hi,
