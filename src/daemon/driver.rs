@@ -205,24 +205,30 @@ impl<M: MetricsSource, E: Effects + 'static> Driver<M, E> {
                 .enumerate()
                 .partition(|(_, p)| p.as_ref().map_or(true, |p| p.observe_from.is_none()));
             let deadline = tokio::time::Instant::now() + self.evidence_deadline;
+            // Every policy waits for its own evidence only (one hung custom query holds no
+            // other policy); writes are limited to a few in flight, which keeps each one's
+            // verdict-to-acknowledgement time short when the API server is the bottleneck
+            // (throughput is the server's either way). Commands have their own slots, so
+            // they never queue behind a cycle's looks.
+            let (urgent_writes, evidence_writes) =
+                (tokio::sync::Semaphore::new(8), tokio::sync::Semaphore::new(8));
+            let (urgent_writes, evidence_writes) = (&urgent_writes, &evidence_writes);
             let windows: Vec<(&Policy, i64)> = rest
                 .iter()
                 .filter_map(|(_, p)| p.as_ref().ok())
                 .filter_map(|p| Some((p.policy, p.observe_from?)))
                 .collect();
-            let mut now_writes: Vec<Boxed<'a, (usize, Result<CycleReport, DaemonError>)>> = Vec::new();
+            let mut now_writes: Vec<Boxed<'_, (usize, Result<CycleReport, DaemonError>)>> = Vec::new();
             for (i, prep) in urgent {
                 now_writes.push(Box::pin(async move {
                     let result = match prep {
-                        Ok(prep) => self.finish(prep, Vec::new(), now).await,
+                        Ok(prep) => self.finish(prep, &urgent_writes, Vec::new(), now).await,
                         Err(e) => Err(e),
                     };
                     (i, result)
                 }));
             }
-            // Fewer writes in flight keeps each one's verdict-to-acknowledgement time short when
-            // the API server is the bottleneck; throughput is the server's either way.
-            let decide_now = futures::stream::iter(now_writes).buffer_unordered(8).collect::<Vec<_>>();
+            let decide_now = futures::future::join_all(now_writes);
             let decide_with_evidence = async move {
                 let batches = self.gather(&windows, now, deadline).await;
                 let batches = &batches;
@@ -237,14 +243,14 @@ impl<M: MetricsSource, E: Effects + 'static> Driver<M, E> {
                                     }
                                     None => Vec::new(),
                                 };
-                                self.finish(prep, evidence, now).await
+                                self.finish(prep, &evidence_writes, evidence, now).await
                             }
                             Err(e) => Err(e),
                         };
                         (i, result)
                     }));
                 }
-                futures::stream::iter(writes).buffer_unordered(8).collect::<Vec<_>>().await
+                futures::future::join_all(writes).await
             };
             let (mut done, later) = futures::join!(decide_now, decide_with_evidence);
             done.extend(later);
@@ -415,6 +421,7 @@ impl<M: MetricsSource, E: Effects + 'static> Driver<M, E> {
     async fn finish(
         &self,
         prep: Prepared<'_>,
+        writes: &tokio::sync::Semaphore,
         evidence: Vec<Input>,
         now: Timestamp,
     ) -> Result<CycleReport, DaemonError> {
@@ -442,6 +449,9 @@ impl<M: MetricsSource, E: Effects + 'static> Driver<M, E> {
             let patch: json_patch::Patch =
                 serde_json::from_value(patch).map_err(|e| DaemonError::State(e.to_string()))?;
             let vs_name = &policy.spec().target.virtual_service;
+            // Waiting for a write slot counts in verdict-to-write: it is how long the decision
+            // waited to land.
+            let _slot = writes.acquire().await;
             if !(self.may_write)() {
                 self.pending.put_back(&key, queued);
                 return Err(DaemonError::NotLeader);
@@ -509,7 +519,15 @@ impl<M: MetricsSource, E: Effects + 'static> Driver<M, E> {
         // Every undelivered alert, not only this cycle's: after a restart the outbox is the
         // only record of what is owed.
         for alert in &state.outbox {
-            self.effects.deliver(policy, alert, state, self.pending.clone()).await;
+            // A channel acknowledged in this process but not yet in what was read (a watch
+            // cache a moment behind the write) is not sent again.
+            let mut alert = alert.clone();
+            for channel in self.pending.delivered(&key, alert.id) {
+                if !alert.delivered.contains(&channel) {
+                    alert.delivered.push(channel);
+                }
+            }
+            self.effects.deliver(policy, &alert, state, self.pending.clone()).await;
         }
     }
 

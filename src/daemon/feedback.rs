@@ -14,7 +14,14 @@ use std::sync::{Arc, Mutex};
 pub struct Feedback {
     pending: Arc<Mutex<HashMap<String, Vec<Input>>>>,
     arrived: Arc<tokio::sync::Notify>,
+    /// Every delivery acknowledged in this process, per policy: (alert id, channel). Reads
+    /// come from watch caches that may lag the write recording an acknowledgement by a moment;
+    /// this keeps such a read from sending the alert again.
+    acknowledged: Arc<Mutex<HashMap<String, std::collections::BTreeSet<(u64, String)>>>>,
 }
+
+/// Acknowledgements remembered per policy (the outbox holds at most 16 alerts).
+const REMEMBERED: usize = 256;
 
 impl Feedback {
     /// Queues `input` for the policy `key` (`namespace/name`); an acknowledged delivery or an
@@ -22,6 +29,15 @@ impl Feedback {
     /// waking on its answer would ask it in a tight loop.
     pub fn push(&self, key: &str, input: Input) {
         let wakes = wakes(&input);
+        if let Input::AlertDelivered { id, channel } = &input {
+            if let Ok(mut a) = self.acknowledged.lock() {
+                let seen = a.entry(key.to_string()).or_default();
+                seen.insert((*id, channel.clone()));
+                while seen.len() > REMEMBERED {
+                    seen.pop_first();
+                }
+            }
+        }
         if let Ok(mut p) = self.pending.lock() {
             p.entry(key.to_string()).or_default().push(input);
         }
@@ -48,6 +64,18 @@ impl Feedback {
     /// wait).
     pub async fn arrived(&self) {
         self.arrived.notified().await;
+    }
+
+    /// Channels known (in this process) to have alert `id` of policy `key`.
+    pub fn delivered(&self, key: &str, id: u64) -> Vec<String> {
+        self.acknowledged
+            .lock()
+            .map(|a| {
+                a.get(key)
+                    .map(|s| s.iter().filter(|(i, _)| *i == id).map(|(_, c)| c.clone()).collect())
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default()
     }
 
     /// Takes everything queued for `key`, oldest first.
@@ -95,6 +123,8 @@ mod tests {
             .await
             .expect("a delivery wakes the loop");
         assert_eq!(f.waiting(), vec!["shop/reviews".to_string()]);
+        assert_eq!(f.delivered("shop/reviews", 1), vec!["ops".to_string()]);
+        assert!(f.delivered("shop/reviews", 2).is_empty());
         assert_eq!(f.take("shop/reviews").len(), 2);
         assert!(!f.has_acknowledgement("shop/reviews"));
         f.push("shop/other", Input::Gate { kind: GateKind::Rollback, open: true, detail: "HTTP 200".into() });

@@ -84,17 +84,31 @@ impl<M: MetricsSource + 'static, E: Effects + 'static> RunLoop<M, E> {
         // Policy files seen at the last turn, and removed ones not yet retired.
         let mut known_files: HashMap<String, (PathBuf, Policy)> = HashMap::new();
         let mut retiring: HashMap<String, Policy> = HashMap::new();
+        let mut parsed = Parsed::default();
+        let mut last_renewal: Option<std::time::Instant> = None;
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             let now = jiff::Timestamp::now();
+            // Renew (or try to take) the lease every TICK, as client-go's retry period; between
+            // renewals a turn woken by a watch relies on the renew deadline checked at writes.
             let leading = match &self.elector {
-                Some(e) => e.try_lead(now).await,
+                Some(e) if last_renewal.is_none_or(|t| t.elapsed() >= TICK) => {
+                    last_renewal = Some(std::time::Instant::now());
+                    e.try_lead(now).await
+                }
+                Some(e) => e.may_write(),
                 None => true,
             };
             if leading {
-                let gathered =
-                    gather(&self.source, &self.scope, &self.client, self.cache.as_deref(), &mut statuses)
-                        .await;
+                let gathered = gather(
+                    &self.source,
+                    &self.scope,
+                    &self.client,
+                    self.cache.as_deref(),
+                    &mut statuses,
+                    &mut parsed,
+                )
+                .await;
                 self.lifecycle(&gathered, &mut known_files, &mut retiring).await;
                 let Gathered { policies, from_crs, files, .. } = gathered;
                 known_files = files;
@@ -311,6 +325,7 @@ async fn gather(
     client: &kube::Client,
     cache: Option<&Caches>,
     statuses: &mut HashMap<String, RolloutPolicyStatus>,
+    memo: &mut Parsed,
 ) -> Gathered {
     let mut out = Vec::new();
     let mut file_policies = HashMap::new();
@@ -320,7 +335,19 @@ async fn gather(
         let files = crate::cli::validate::collect(std::slice::from_ref(dir)).unwrap_or_default();
         for f in files {
             let name = f.display().to_string();
-            match std::fs::read_to_string(&f).map_err(|e| e.to_string()).map(|t| parse_policy(&name, &t)) {
+            let stamp = std::fs::metadata(&f)
+                .map(|m| format!("{:?}/{}", m.modified().ok(), m.len()))
+                .unwrap_or_default();
+            let read = match memo.get(&name, &stamp) {
+                Some(p) => Ok(Ok(p)),
+                None => {
+                    std::fs::read_to_string(&f).map_err(|e| e.to_string()).map(|t| parse_policy(&name, &t))
+                }
+            };
+            if let Ok(Ok(p)) = &read {
+                memo.put(&name, &stamp, p);
+            }
+            match read {
                 Ok(Ok(p)) if !scope.contains(p.namespace()) => tracing::error!(
                     file = %name,
                     namespace = p.namespace(),
@@ -366,7 +393,24 @@ async fn gather(
                             }
                             continue;
                         }
-                        match from_resource(&rp) {
+                        let id = format!(
+                            "resource:{}/{}",
+                            rp.metadata.namespace.as_deref().unwrap_or_default(),
+                            rp.metadata.name.as_deref().unwrap_or_default()
+                        );
+                        let stamp = format!(
+                            "{}/{}",
+                            rp.metadata.uid.as_deref().unwrap_or_default(),
+                            rp.metadata.generation.unwrap_or_default()
+                        );
+                        let parsed = match memo.get(&id, &stamp) {
+                            Some(p) => Ok(p),
+                            None => from_resource(&rp),
+                        };
+                        if let Ok(p) = &parsed {
+                            memo.put(&id, &stamp, p);
+                        }
+                        match parsed {
                             Ok(p) => {
                                 if !ours {
                                     unfinalized.push(rp.clone());
@@ -411,6 +455,22 @@ async fn gather(
         .collect();
     out.retain(|p| !duplicated.contains(&p.key()));
     Gathered { policies: out, from_crs, files: file_policies, deleting, unfinalized }
+}
+
+/// Valid policies parsed at earlier turns, by source (`path` or `resource:ns/name`) and stamp
+/// (a file's modification time and size; a resource's uid and generation): with thousands of
+/// policies, parsing and validating every one at every turn would dominate the loop's CPU.
+#[derive(Default)]
+pub struct Parsed(HashMap<String, (String, Policy)>);
+
+impl Parsed {
+    fn get(&self, id: &str, stamp: &str) -> Option<Policy> {
+        self.0.get(id).filter(|(s, _)| !stamp.is_empty() && s == stamp).map(|(_, p)| p.clone())
+    }
+
+    fn put(&mut self, id: &str, stamp: &str, policy: &Policy) {
+        self.0.insert(id.to_string(), (stamp.to_string(), policy.clone()));
+    }
 }
 
 /// The finalizer that lets the daemon route an unfinished rollout back to stable and remove its
