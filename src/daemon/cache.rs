@@ -74,8 +74,16 @@ where
             stores.push(store.clone());
             let (touched, ready) = (touched.clone(), ready.clone());
             tokio::spawn(async move {
-                let stream =
-                    reflector::reflector(writer, watcher(api, watcher::Config::default()).default_backoff());
+                // Only what the daemon reads is kept: managed fields and the last-applied
+                // annotation are most of an object's size and never read.
+                let slim = watcher(api, watcher::Config::default()).default_backoff().modify(|o: &mut K| {
+                    let meta = o.meta_mut();
+                    meta.managed_fields = None;
+                    if let Some(a) = meta.annotations.as_mut() {
+                        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+                    }
+                });
+                let stream = reflector::reflector(writer, slim);
                 let mut events = std::pin::pin!(stream.touched_objects());
                 while let Some(event) = events.next().await {
                     match event {

@@ -266,8 +266,16 @@ impl<M: MetricsSource + 'static, E: Effects + 'static> RunLoop<M, E> {
             let next = match &result {
                 Ok(r) => {
                     self.metrics.observe(&key, r);
+                    // A look whose evidence could not be read leaves the window open (the next
+                    // look covers it), so the engine's wake-up is already past: the next try is
+                    // one cadence later, so that `maxConsecutiveErrors` counts intervals.
+                    let cadence = crate::engine::cadence_secs(policy, &r.state);
                     match r.wake_at {
-                        Some(at) => at.clamp(now, now + MAX_REVISIT),
+                        // The fast path gathers no evidence: a wake-up already past is the
+                        // look schedule's business, not a reason to look now.
+                        Some(at) if fast && at <= now => next_due.get(&key).copied().unwrap_or(now),
+                        Some(at) if fast => at.min(now + MAX_REVISIT),
+                        Some(at) => at.max(now + cadence).min(now + MAX_REVISIT),
                         None => now + IDLE_RESYNC,
                     }
                 }
@@ -277,7 +285,8 @@ impl<M: MetricsSource + 'static, E: Effects + 'static> RunLoop<M, E> {
                     now + 2
                 }
             };
-            // A fast-path visit brings a look forward, never pushes one back.
+            // A fast-path visit brings a visit forward (a rollout that just started), never
+            // pushes one back.
             let entry = next_due.entry(key.clone()).or_insert(next);
             *entry = if fast { (*entry).min(next) } else { next };
             if from_crs.contains(&key) && self.elector.as_ref().is_none_or(|e| e.may_write()) {
