@@ -63,7 +63,7 @@ async fn cluster() -> (std::sync::Arc<EmulatorHandle>, tempfile::TempDir) {
     emu.apply_yaml(FIXTURES).unwrap();
     emu.apply_yaml(include_str!("../deploy/crd.yaml")).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    emu.write_kubeconfig(&dir.path().join("kubeconfig")).unwrap();
+    emu.write_kubeconfig(dir.path().join("kubeconfig")).unwrap();
     (emu, dir)
 }
 

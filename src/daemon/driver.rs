@@ -222,7 +222,7 @@ impl<M: MetricsSource, E: Effects + 'static> Driver<M, E> {
             for (i, prep) in urgent {
                 now_writes.push(Box::pin(async move {
                     let result = match prep {
-                        Ok(prep) => self.finish(prep, &urgent_writes, Vec::new(), now).await,
+                        Ok(prep) => self.finish(prep, urgent_writes, Vec::new(), now).await,
                         Err(e) => Err(e),
                     };
                     (i, result)
@@ -243,7 +243,7 @@ impl<M: MetricsSource, E: Effects + 'static> Driver<M, E> {
                                     }
                                     None => Vec::new(),
                                 };
-                                self.finish(prep, &evidence_writes, evidence, now).await
+                                self.finish(prep, evidence_writes, evidence, now).await
                             }
                             Err(e) => Err(e),
                         };

@@ -17,8 +17,11 @@ pub struct Feedback {
     /// Every delivery acknowledged in this process, per policy: (alert id, channel). Reads
     /// come from watch caches that may lag the write recording an acknowledgement by a moment;
     /// this keeps such a read from sending the alert again.
-    acknowledged: Arc<Mutex<HashMap<String, std::collections::BTreeSet<(u64, String)>>>>,
+    acknowledged: Arc<Mutex<HashMap<String, Acknowledged>>>,
 }
+
+/// One policy's acknowledged deliveries: (alert id, channel).
+type Acknowledged = std::collections::BTreeSet<(u64, String)>;
 
 /// Acknowledgements remembered per policy (the outbox holds at most 16 alerts).
 const REMEMBERED: usize = 256;
