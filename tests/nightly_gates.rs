@@ -118,6 +118,8 @@ impl Sandbox {
     /// One reconcile at the simulated `now`, then one interval (1 min) passes.
     async fn cycle(&mut self) -> RolloutState {
         self.driver.reconcile(&self.policy, self.now).await.unwrap_or_else(|e| panic!("{e}"));
+        // Gates are asked in the background; this harness steps time, so it waits for them.
+        self.driver.settle_gates().await;
         self.now = Timestamp::from_second(self.now.as_second() + 60).unwrap();
         self.state()
     }

@@ -64,8 +64,13 @@ pub struct EmulatorProcess {
 
 impl EmulatorProcess {
     pub fn spawn(n: usize) -> Self {
+        Self::spawn_role("emulator", n)
+    }
+
+    /// An emulator process playing `role` (`emulator`, `watch-emulator`).
+    pub fn spawn_role(role: &str, n: usize) -> Self {
         let mut child = Command::new(std::env::current_exe().expect("current exe"))
-            .env(ROLE, "emulator")
+            .env(ROLE, role)
             .env("SCALE_N", n.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -8,12 +8,12 @@ use serde_json::{json, Value};
 
 /// Ten steps of one minute (two analysis intervals) each: no rollout finishes within the
 /// bench, so every cycle analyses and writes every rollout (the busiest steady state).
-const STEPS: &str = "[{weight: 5, bake: 1m}, {weight: 10, bake: 1m}, {weight: 20, bake: 1m}, \
+pub const STEPS: &str = "[{weight: 5, bake: 1m}, {weight: 10, bake: 1m}, {weight: 20, bake: 1m}, \
                      {weight: 30, bake: 1m}, {weight: 40, bake: 1m}, {weight: 50, bake: 1m}, \
                      {weight: 60, bake: 1m}, {weight: 70, bake: 1m}, {weight: 80, bake: 1m}, \
                      {weight: 90, bake: 1m}]";
 
-fn namespace(i: usize) -> String {
+pub fn namespace(i: usize) -> String {
     format!("scale-{i:05}")
 }
 

@@ -19,8 +19,13 @@
 //! rollouts both the driver and the emulator derive from an index; `measure` reads a process's
 //! memory and CPU.
 //!
-//! `cargo bench --bench scale`. Environment overrides: `SCALE_SIZES=10,100` (sizes),
-//! `SCALE_CYCLES=12` (cycles for every size; default 12, 8 for 5,000).
+//! `cargo bench --bench scale`. Environment overrides: `SCALE_SIZES=10,100` (sizes; `none`
+//! skips this part), `SCALE_CYCLES=12` (cycles for every size; default 12, 8 for 5,000).
+//!
+//! Then the watch-driven loop (`watch`, issue 12): the real `RunLoop` in real time over
+//! `SCALE_WATCH_N` policies (10,000), `SCALE_WATCH_ACTIVE` of them active (N/10), 100 of those
+//! with a hung gate and 10 s custom queries, for `SCALE_WATCH_SECS` (120); `SCALE_WATCH_N=0`
+//! skips it.
 
 mod driver;
 mod emulator;
@@ -29,6 +34,7 @@ mod measure;
 mod metrics;
 mod orchestrator;
 mod probe;
+mod watch;
 
 /// Which role this process plays; unset in the orchestrator, which sets it for its children.
 const ROLE: &str = "CANARYD_SCALE_ROLE";
@@ -39,6 +45,8 @@ fn main() {
     match std::env::var(ROLE).as_deref() {
         Ok("emulator") => emulator::run(),
         Ok("driver") => driver::run(),
+        Ok("watch") => watch::run(),
+        Ok("watch-emulator") => watch::emulator(),
         _ => orchestrator::run(),
     }
 }

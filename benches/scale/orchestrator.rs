@@ -14,6 +14,10 @@ pub fn run() {
         .ok()
         .map(|s| s.split(',').filter_map(|v| v.trim().parse().ok()).collect())
         .unwrap_or_else(|| DEFAULT_SIZES.to_vec());
+    if sizes.is_empty() {
+        crate::watch::orchestrate();
+        return;
+    }
     let started = Instant::now();
     let mut rows = Vec::new();
     for &n in &sizes {
@@ -34,6 +38,9 @@ pub fn run() {
         rows.push(serde_json::from_str::<Value>(row).expect("row JSON"));
     }
     report(&rows, started.elapsed());
+    if env_usize("SCALE_WATCH_N") != Some(0) {
+        crate::watch::orchestrate();
+    }
 }
 
 fn report(rows: &[Value], elapsed: Duration) {

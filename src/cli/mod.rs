@@ -8,7 +8,7 @@ mod demo;
 pub(crate) mod output;
 mod plan;
 mod run;
-mod validate;
+pub(crate) mod validate;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;

@@ -1,18 +1,17 @@
-//! `canaryd run`: the daemon. Policies from a directory and/or RolloutPolicy custom resources,
-//! one grouped cycle at a time, leader election, /metrics, alerts and gates.
+//! `canaryd run`: the daemon's flags and wiring (Prometheus, the cluster, alert channels, leader
+//! election, /metrics); the loop itself is `daemon::run_loop`.
 
 use crate::alert::egress::{parse_range, IpNet};
 use crate::alert::{
     Deliverer, DelivererConfig, EgressClient, EgressPolicy, Mailer, RenderOptions, RetryPolicy, SmtpConfig,
     SmtpTls, WebhookSender,
 };
+use crate::daemon::cache::Caches;
 use crate::daemon::leader::LeaderElector;
 use crate::daemon::metrics::DaemonMetrics;
-use crate::daemon::{CycleReport, DaemonEffects, DaemonError, Driver, KubeSecretStore, NamespaceScope};
-use crate::policy::{from_resource, parse_policy, Condition, Policy, RolloutPolicy, RolloutPolicyStatus};
+use crate::daemon::run_loop::{PolicySource, RunLoop};
+use crate::daemon::{DaemonEffects, Driver, KubeSecretStore, NamespaceScope};
 use crate::prometheus::{PrometheusClient, PrometheusConfig, Secret};
-use kube::api::{Api, Patch, PatchParams};
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -204,253 +203,39 @@ async fn daemon(o: RunOptions) -> Result<(), String> {
     let elector = o.leader_election.then(|| {
         Arc::new(LeaderElector::new(client.clone(), &o.lease_namespace, "canaryd-leader", &identity))
     });
+    // Watches replace per-policy reads in steady state; `--once` reads the API directly.
+    let cache = (!o.once).then(|| Caches::start(&client, &scope, o.crds));
     let mut driver =
         Driver::new(client.clone(), metrics_source, effects).with_tenant_label(o.tenant_label.clone());
+    if let Some(c) = &cache {
+        driver = driver.with_cache(c.clone());
+    }
     if let Some(e) = &elector {
         let e = e.clone();
         driver = driver.with_write_guard(move || e.may_write());
     }
-    let mut next_due: HashMap<String, i64> = HashMap::new();
-    let mut statuses: HashMap<String, RolloutPolicyStatus> = HashMap::new();
     tracing::info!(identity = %identity, namespaces = %scope, "canaryd running");
-    loop {
-        let now = jiff::Timestamp::now();
-        let leading = match &elector {
-            Some(e) => e.try_lead(now).await,
-            None => true,
-        };
-        if leading {
-            let (policies, from_crs) = gather(&o, &scope, &client, &mut statuses).await;
-            dashboard.retain(&policies.iter().map(Policy::key).collect());
-            let due: Vec<Policy> = policies
-                .into_iter()
-                .filter(|p| {
-                    next_due.get(&p.key()).is_none_or(|t| *t <= now.as_second())
-                        || driver.feedback().has_acknowledgement(&p.key())
-                })
-                .collect();
-            // A leader must not write after its lease could have passed to another replica:
-            // the cycle ends at the renew deadline (counted from when the renewal was sent),
-            // and every write checks it too; whatever is unfinished waits for the next cycle
-            // (each write is atomic, so a cut cycle leaves nothing half done).
-            let budget = elector.as_ref().map(|e| e.write_budget());
-            let results = match budget {
-                Some(b) => match tokio::time::timeout(b, driver.cycle(&due, now)).await {
-                    Ok(r) => r,
-                    Err(_) => {
-                        tracing::warn!(
-                            seconds = b.as_secs(),
-                            "cycle cut short to stay within the leader lease"
-                        );
-                        metrics.error("lease");
-                        Vec::new()
-                    }
-                },
-                None => driver.cycle(&due, now).await,
-            };
-            for (policy, result) in due.iter().zip(results) {
-                let key = policy.key();
-                match &result {
-                    Ok(r) => {
-                        metrics.observe(&key, r);
-                        dashboard.update(policy, &r.state, now);
-                        next_due.insert(
-                            key.clone(),
-                            now.as_second() + crate::engine::cadence_secs(policy, &r.state).min(30),
-                        );
-                    }
-                    Err(e) => {
-                        metrics.error(error_kind(e));
-                        dashboard.failed(policy, &e.to_string(), now);
-                        tracing::warn!(policy = %key, error = %e, "reconcile failed; state unchanged, retrying");
-                    }
-                }
-                if from_crs.contains(&key) && elector.as_ref().is_none_or(|e| e.may_write()) {
-                    write_status(&client, policy, &result, &mut statuses).await;
-                }
-            }
-        }
-        metrics.cycle_done();
-        if o.once {
-            // Alerts decided in this cycle go out before the process ends.
-            driver.effects.drain(std::time::Duration::from_secs(60)).await;
-            if let Some(e) = &elector {
-                e.release().await;
-            }
-            return Ok(());
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(std::time::Duration::from_secs(2)) => {}
-            // An acknowledged delivery: persist it now (an acknowledgement not yet written is
-            // the window in which a crash sends an alert twice).
-            _ = driver.feedback().arrived() => {}
-            _ = shutdown_signal() => {
-                tracing::info!("shutting down between cycles: every decision is already written");
-                if let Some(e) = &elector {
-                    e.release().await;
-                }
-                return Ok(());
-            }
-        }
-    }
-}
-
-fn error_kind(e: &DaemonError) -> &'static str {
-    match e {
-        DaemonError::Conflict => "conflict",
-        DaemonError::Rejected { .. } => "rejected",
-        DaemonError::NotLeader => "lease",
-        DaemonError::Kube(_) => "kubernetes",
-        _ => "policy",
-    }
-}
-
-/// Valid policies from the directory and the custom resources; invalid ones are logged (and,
-/// for resources, reported in their status) and never acted on.
-async fn gather(
-    o: &RunOptions,
-    scope: &NamespaceScope,
-    client: &kube::Client,
-    statuses: &mut HashMap<String, RolloutPolicyStatus>,
-) -> (Vec<Policy>, Vec<String>) {
-    let mut out = Vec::new();
-    if let Some(dir) = &o.policies {
-        let files = super::validate::collect(std::slice::from_ref(dir)).unwrap_or_default();
-        for f in files {
-            let name = f.display().to_string();
-            match std::fs::read_to_string(&f).map_err(|e| e.to_string()).map(|t| parse_policy(&name, &t)) {
-                Ok(Ok(p)) if !scope.contains(p.namespace()) => tracing::error!(
-                    file = %name,
-                    namespace = p.namespace(),
-                    "policy for a namespace this daemon does not manage (--namespace {scope}); not acted on"
-                ),
-                Ok(Ok(p)) => out.push(p),
-                Ok(Err(d)) => tracing::error!(file = %name, "invalid policy, not acted on:\n{d}"),
-                Err(e) => tracing::error!(file = %name, error = %e, "cannot read policy"),
-            }
-        }
-    }
-    let mut from_crs = Vec::new();
-    if o.crds {
-        // One list per managed namespace: a namespaced install has no cluster-wide list right.
-        let apis: Vec<(String, Api<RolloutPolicy>)> = match scope.namespaces() {
-            Some(names) => names.iter().map(|ns| (ns.clone(), Api::namespaced(client.clone(), ns))).collect(),
-            None => vec![("all namespaces".to_string(), Api::all(client.clone()))],
-        };
-        for (where_, api) in apis {
-            match api.list(&Default::default()).await {
-                Ok(list) => {
-                    for rp in list.items {
-                        match from_resource(&rp) {
-                            Ok(p) => {
-                                from_crs.push(p.key());
-                                out.push(p);
-                            }
-                            Err(d) => {
-                                tracing::error!("invalid RolloutPolicy, not acted on:\n{d}");
-                                let ns = rp.metadata.namespace.clone().unwrap_or_default();
-                                let name = rp.metadata.name.clone().unwrap_or_default();
-                                let status = RolloutPolicyStatus {
-                                    phase: Some("Invalid".into()),
-                                    conditions: vec![condition(
-                                        "Valid",
-                                        "False",
-                                        "InvalidPolicy",
-                                        &d.to_string(),
-                                    )],
-                                    observed_generation: rp.metadata.generation,
-                                    ..Default::default()
-                                };
-                                patch_status(client, &ns, &name, status, statuses).await;
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, namespace = %where_, "cannot list RolloutPolicy resources")
-                }
-            }
-        }
-    }
-    // Two definitions of one rollout (two files, or a file and a resource) would fight over
-    // its VirtualService: neither is acted on until one goes.
-    let duplicated: Vec<String> = crate::policy::duplicates(&out)
-        .into_iter()
-        .map(|(key, d)| {
-            tracing::error!("{d}");
-            key
-        })
-        .collect();
-    out.retain(|p| !duplicated.contains(&p.key()));
-    (out, from_crs)
-}
-
-fn condition(type_: &str, status: &str, reason: &str, message: &str) -> Condition {
-    Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message: message.chars().take(1000).collect(),
-        last_transition_time: jiff::Timestamp::now().to_string(),
-    }
-}
-
-async fn write_status(
-    client: &kube::Client,
-    policy: &Policy,
-    result: &Result<CycleReport, DaemonError>,
-    statuses: &mut HashMap<String, RolloutPolicyStatus>,
-) {
-    let status = match result {
-        Ok(r) => {
-            let s = &r.state;
-            let verdict = s.last_verdict.as_ref().map(|v| {
-                let why = v.decisive_check().map(|c| format!(": {}", c.check)).unwrap_or_default();
-                format!("{}{why}", v.verdict)
-            });
-            RolloutPolicyStatus {
-                phase: Some(s.phase.as_str().into()),
-                step: Some(format!("{}/{}", s.step + 1, policy.spec().steps.len())),
-                canary_weight: Some(s.traffic.canary_weight),
-                last_verdict: verdict,
-                revision: s.revision.clone(),
-                conditions: vec![condition("Valid", "True", "Valid", "policy is valid")],
-                observed_generation: None,
-            }
-        }
-        Err(e) => RolloutPolicyStatus {
-            conditions: vec![condition("Reconciled", "False", "Error", &e.to_string())],
-            ..statuses.get(&policy.key()).cloned().unwrap_or_default()
-        },
+    let driver = Arc::new(driver);
+    let run = RunLoop {
+        driver: driver.clone(),
+        client: client.clone(),
+        source: PolicySource { dir: o.policies.clone(), crds: o.crds },
+        scope,
+        elector: elector.clone(),
+        metrics,
+        cache,
+        once: o.once,
+        dashboard,
     };
-    patch_status(client, policy.namespace(), policy.name(), status, statuses).await;
-}
-
-/// Writes a status only when it changed (conditions' times aside), to keep API traffic flat.
-async fn patch_status(
-    client: &kube::Client,
-    namespace: &str,
-    name: &str,
-    status: RolloutPolicyStatus,
-    cache: &mut HashMap<String, RolloutPolicyStatus>,
-) {
-    let key = format!("{namespace}/{name}");
-    let strip = |s: &RolloutPolicyStatus| {
-        let mut s = s.clone();
-        s.conditions.iter_mut().for_each(|c| c.last_transition_time.clear());
-        s
-    };
-    if cache.get(&key).map(strip) == Some(strip(&status)) {
-        return;
+    let result = run.run(shutdown_signal()).await;
+    if o.once {
+        // Alerts decided in this cycle go out before the process ends.
+        driver.effects.drain(std::time::Duration::from_secs(60)).await;
     }
-    let api: Api<RolloutPolicy> = Api::namespaced(client.clone(), namespace);
-    let patch = serde_json::json!({"status": status});
-    match api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-        Ok(_) => {
-            cache.insert(key, status);
-        }
-        Err(e) => tracing::warn!(policy = %key, error = %e, "cannot write RolloutPolicy status"),
+    if let Some(e) = &elector {
+        e.release().await;
     }
+    result
 }
 
 async fn shutdown_signal() {

@@ -2,6 +2,7 @@
 //! Which inputs follow from the reads is `inputs`; the Kubernetes objects besides the
 //! VirtualService are `kube_effects`; gates and alerts are the `Effects` the caller supplies.
 
+use super::cache::Caches;
 use super::inputs::{self, Reads};
 use super::kube_effects::{warn_if_hosts_disagree, KubeSide};
 use super::kube_io::virtual_service_resource;
@@ -49,6 +50,8 @@ pub struct CycleReport {
     pub wrote: bool,
     /// Wall time from the verdict being available to the write being acknowledged.
     pub verdict_to_write: Option<std::time::Duration>,
+    /// When the engine wants to look again (Unix seconds; `None`: only when something changes).
+    pub wake_at: Option<i64>,
 }
 
 /// One policy's reads, ready for the cycle's grouped evidence.
@@ -62,13 +65,29 @@ struct Prepared<'p> {
     queued: Vec<Input>,
     /// Start of the evidence window when an analysis is due.
     observe_from: Option<i64>,
+    /// An operator command, drift or an open rollback gate: decided without waiting for
+    /// evidence.
+    urgent: bool,
 }
+
+/// How long a cycle waits for its evidence (the grouped Prometheus queries and every custom
+/// query) before it decides without it: well inside a leader's renew deadline (10 s), so a hung
+/// Prometheus can neither hold up a write past the lease nor stall the loop.
+pub const EVIDENCE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A boxed future, `Send`.
+type Boxed<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Gate calls in flight, one per policy and gate kind: a gate that never answers holds one
+/// task, however often the engine asks for it.
+type GateCalls = std::sync::Arc<std::sync::Mutex<HashMap<(String, GateKind), tokio::task::JoinHandle<()>>>>;
 
 /// Drives policies against one cluster and one metrics source.
 pub struct Driver<M, E> {
     pub client: kube::Client,
     pub metrics: M,
-    pub effects: E,
+    /// Gates and alert channels; shared with the background tasks that carry them out.
+    pub effects: std::sync::Arc<E>,
     /// The label custom queries of RolloutPolicy resources are confined on (`--tenant-label`).
     tenant_label: TenantLabel,
     /// Inputs learnt from effects (gate answers, deliveries), fed to the next reconcile.
@@ -76,18 +95,33 @@ pub struct Driver<M, E> {
     /// Asked right before every VirtualService write; false stops the write (a leader past its
     /// renew deadline). Always true without leader election.
     may_write: std::sync::Arc<dyn Fn() -> bool + Send + Sync>,
+    /// See [`EVIDENCE_DEADLINE`].
+    evidence_deadline: std::time::Duration,
+    gate_calls: GateCalls,
+    /// Watch caches to read from instead of GETting each object (the daemon's).
+    cache: Option<std::sync::Arc<Caches>>,
 }
 
-impl<M: MetricsSource, E: Effects> Driver<M, E> {
+impl<M: MetricsSource, E: Effects + 'static> Driver<M, E> {
     pub fn new(client: kube::Client, metrics: M, effects: E) -> Self {
         Driver {
             client,
             metrics,
-            effects,
+            effects: std::sync::Arc::new(effects),
             tenant_label: TenantLabel::default(),
             pending: Feedback::default(),
             may_write: std::sync::Arc::new(|| true),
+            evidence_deadline: EVIDENCE_DEADLINE,
+            gate_calls: Default::default(),
+            cache: None,
         }
+    }
+
+    /// Reads objects from the watch caches once they are ready (the API before that); writes
+    /// still test the resourceVersion, so a stale cache costs a conflict and a re-read.
+    pub fn with_cache(mut self, cache: std::sync::Arc<Caches>) -> Self {
+        self.cache = Some(cache);
+        self
     }
 
     /// What effects reported back and the next reconcile will feed to the engine.
@@ -107,6 +141,21 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
         self
     }
 
+    /// Sets how long a cycle waits for evidence ([`EVIDENCE_DEADLINE`] by default).
+    pub fn with_evidence_deadline(mut self, deadline: std::time::Duration) -> Self {
+        self.evidence_deadline = deadline;
+        self
+    }
+
+    /// Waits for the gate calls in flight (their answers are then in [`Driver::feedback`]).
+    /// Step-by-step harnesses (tests, the demo) call it between reconciles; the daemon never
+    /// does: a gate answers when it answers.
+    pub async fn settle_gates(&self) {
+        let calls: Vec<_> =
+            self.gate_calls.lock().map(|mut c| c.drain().map(|(_, h)| h).collect()).unwrap_or_default();
+        futures::future::join_all(calls).await;
+    }
+
     /// Reconciles one policy at time `now` (the caller's clock: real or compressed).
     pub async fn reconcile(&self, policy: &Policy, now: Timestamp) -> Result<CycleReport, DaemonError> {
         self.cycle(std::slice::from_ref(policy), now).await.pop().unwrap_or(Err(DaemonError::Conflict))
@@ -116,52 +165,225 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
     /// once per distinct window length for every due workload (so the number of Prometheus
     /// queries does not grow with the number of rollouts), then decides and writes each.
     /// Results are in the order of `policies`.
+    ///
+    /// Nothing waits on the evidence that does not need it: a policy with an operator command
+    /// or drift is decided and written at once, without this cycle's evidence (its analysis
+    /// stays due, and the next look covers the whole window), while the others' evidence is
+    /// gathered. Evidence not gathered within the evidence deadline is an `Error` observation
+    /// of those policies (it counts towards `maxConsecutiveErrors`; it never passes a step).
     pub async fn cycle(&self, policies: &[Policy], now: Timestamp) -> Vec<Result<CycleReport, DaemonError>> {
+        self.cycle_with(policies, now, true).await
+    }
+
+    /// Like [`Driver::cycle`] without gathering any evidence: commands, drift, new revisions,
+    /// effects' feedback and the clock are decided and written; due analyses stay due. The
+    /// daemon's fast path (a changed VirtualService, an acknowledged delivery), which must not
+    /// wait on Prometheus.
+    pub async fn cycle_without_evidence(
+        &self,
+        policies: &[Policy],
+        now: Timestamp,
+    ) -> Vec<Result<CycleReport, DaemonError>> {
+        self.cycle_with(policies, now, false).await
+    }
+
+    /// Boxed so that its `Send`-ness is proven here, for every caller (the daemon spawns it).
+    fn cycle_with<'a>(
+        &'a self,
+        policies: &'a [Policy],
+        now: Timestamp,
+        with_evidence: bool,
+    ) -> Boxed<'a, Vec<Result<CycleReport, DaemonError>>> {
         use futures::StreamExt;
-        let prepared: Vec<Result<Prepared<'_>, DaemonError>> =
-            futures::stream::iter(policies).map(|p| self.prepare(p, now)).buffered(32).collect().await;
-        let mut windows: HashMap<i64, Vec<WorkloadKey>> = HashMap::new();
-        for prep in prepared.iter().flatten() {
-            if let Some(from) = prep.observe_from {
-                let (canary, baseline) = prometheus::workload_keys(prep.policy);
-                let keys = windows.entry(now.as_second() - from).or_default();
-                keys.push(canary);
-                keys.push(baseline);
+        Box::pin(async move {
+            // Futures are boxed one by one in loops rather than built by closures in stream
+            // combinators: the compiler cannot prove such closures `Send` for every lifetime.
+            let mut reads: Vec<Boxed<'a, Result<Prepared<'a>, DaemonError>>> = Vec::new();
+            for p in policies {
+                reads.push(Box::pin(self.prepare(p, now)));
             }
+            let mut prepared: Vec<Result<Prepared<'a>, DaemonError>> =
+                futures::stream::iter(reads).buffered(32).collect().await;
+            // Commands and drift are decided now; their evidence waits for the next look.
+            for prep in prepared.iter_mut().flatten() {
+                if !with_evidence || prep.urgent {
+                    prep.observe_from = None;
+                }
+            }
+            let (urgent, rest): (Vec<_>, Vec<_>) = prepared
+                .into_iter()
+                .enumerate()
+                .partition(|(_, p)| p.as_ref().map_or(true, |p| p.observe_from.is_none()));
+            let deadline = tokio::time::Instant::now() + self.evidence_deadline;
+            // Every policy waits for its own evidence only (one hung custom query holds no
+            // other policy); writes are limited to a few in flight, which keeps each one's
+            // verdict-to-acknowledgement time short when the API server is the bottleneck
+            // (throughput is the server's either way). Commands have their own slots, so
+            // they never queue behind a cycle's looks.
+            let (urgent_writes, evidence_writes) =
+                (tokio::sync::Semaphore::new(8), tokio::sync::Semaphore::new(8));
+            let (urgent_writes, evidence_writes) = (&urgent_writes, &evidence_writes);
+            let windows: Vec<(&Policy, i64)> = rest
+                .iter()
+                .filter_map(|(_, p)| p.as_ref().ok())
+                .filter_map(|p| Some((p.policy, p.observe_from?)))
+                .collect();
+            let mut now_writes: Vec<Boxed<'_, (usize, Result<CycleReport, DaemonError>)>> = Vec::new();
+            for (i, prep) in urgent {
+                now_writes.push(Box::pin(async move {
+                    let result = match prep {
+                        Ok(prep) => self.finish(prep, urgent_writes, Vec::new(), now).await,
+                        Err(e) => Err(e),
+                    };
+                    (i, result)
+                }));
+            }
+            let decide_now = futures::future::join_all(now_writes);
+            let decide_with_evidence = async move {
+                let batches = self.gather(&windows, now, deadline).await;
+                let batches = &batches;
+                let mut writes: Vec<Boxed<'_, (usize, Result<CycleReport, DaemonError>)>> = Vec::new();
+                for (i, prep) in rest {
+                    writes.push(Box::pin(async move {
+                        let result = match prep {
+                            Ok(prep) => {
+                                let evidence = match prep.observe_from {
+                                    Some(from) => {
+                                        self.evidence(prep.policy, batches, from, now, deadline).await
+                                    }
+                                    None => Vec::new(),
+                                };
+                                self.finish(prep, evidence_writes, evidence, now).await
+                            }
+                            Err(e) => Err(e),
+                        };
+                        (i, result)
+                    }));
+                }
+                futures::future::join_all(writes).await
+            };
+            let (mut done, later) = futures::join!(decide_now, decide_with_evidence);
+            done.extend(later);
+            done.sort_by_key(|(i, _)| *i);
+            done.into_iter().map(|(_, r)| r).collect()
+        })
+    }
+
+    /// The grouped Istio queries for the due windows, one per distinct window length, run
+    /// concurrently and cut at `deadline` (a hung Prometheus becomes an error, not a wait).
+    async fn gather(
+        &self,
+        due: &[(&Policy, i64)],
+        now: Timestamp,
+        deadline: tokio::time::Instant,
+    ) -> HashMap<i64, Result<ObservedSides, String>> {
+        let mut windows: HashMap<i64, Vec<WorkloadKey>> = HashMap::new();
+        for (policy, from) in due {
+            let (canary, baseline) = prometheus::workload_keys(policy);
+            let keys = windows.entry(now.as_second() - from).or_default();
+            keys.push(canary);
+            keys.push(baseline);
         }
-        let mut batches: HashMap<i64, Result<ObservedSides, String>> = HashMap::new();
-        for (window, mut keys) in windows {
+        let limit = self.evidence_deadline;
+        let queries = windows.into_iter().map(|(window, mut keys)| async move {
             keys.sort();
             keys.dedup();
             let secs = u64::try_from(window.max(1)).unwrap_or(1);
-            let result = self
-                .metrics
-                .observe_sides_with_scrape(&keys, now, std::time::Duration::from_secs(secs))
-                .await
-                .map_err(|e| e.to_string());
-            batches.insert(window, result);
+            let query =
+                self.metrics.observe_sides_with_scrape(&keys, now, std::time::Duration::from_secs(secs));
+            let result = match tokio::time::timeout_at(deadline, query).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err(evidence_timeout(limit)),
+            };
+            (window, result)
+        });
+        futures::future::join_all(queries).await.into_iter().collect()
+    }
+
+    /// One policy's evidence inputs (scrape interval, observation) from the grouped answers and
+    /// its custom queries; whatever is not answered by `deadline` is an `Error` observation.
+    async fn evidence(
+        &self,
+        policy: &Policy,
+        batches: &HashMap<i64, Result<ObservedSides, String>>,
+        from: i64,
+        now: Timestamp,
+        deadline: tokio::time::Instant,
+    ) -> Vec<Input> {
+        let mut inputs = Vec::new();
+        let observed = match batches.get(&(now.as_second() - from)) {
+            Some(Ok(looked)) => {
+                let (canary, baseline) = prometheus::workload_keys(policy);
+                if let Some(scrape) = looked.scrape_interval(&canary, &baseline) {
+                    inputs.push(Input::ScrapeInterval(scrape));
+                }
+                let custom = prometheus::observation(
+                    &self.metrics,
+                    policy,
+                    &looked.sides,
+                    from,
+                    now,
+                    &self.tenant_label,
+                );
+                tokio::time::timeout_at(deadline, custom)
+                    .await
+                    .map_err(|_| evidence_timeout(self.evidence_deadline))
+            }
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(evidence_timeout(self.evidence_deadline)),
+        };
+        inputs.push(Input::Observed(observed));
+        inputs
+    }
+
+    /// Retires a policy that went away (its RolloutPolicy is being deleted, or its file was
+    /// removed): an unfinished rollout's route goes back to stable ([`engine::route_on_removal`])
+    /// and the state and command annotations are removed, in one guarded patch read fresh from
+    /// the API. `Ok(true)` when something was written, `Ok(false)` when nothing of canaryd's was
+    /// left (or the VirtualService is gone).
+    pub async fn retire(&self, policy: &Policy) -> Result<bool, DaemonError> {
+        let vs_api: Api<DynamicObject> =
+            Api::namespaced_with(self.client.clone(), policy.namespace(), &virtual_service_resource());
+        let vs_name = &policy.spec().target.virtual_service;
+        let Some(obj) = vs_api.get_opt(vs_name).await? else { return Ok(false) };
+        let vs = serde_json::to_value(obj).unwrap_or_default();
+        let view = RouteView::read(&vs, policy).map_err(|source| DaemonError::VirtualService {
+            namespace: policy.namespace().to_string(),
+            name: vs_name.clone(),
+            source,
+        })?;
+        let state = inputs::recorded_state(&view).map_err(|e| DaemonError::State(e.to_string()))?;
+        let traffic = if view.state.is_some() { engine::route_on_removal(&state) } else { None };
+        let patch = view.removal_patch(&vs, policy, traffic.as_ref());
+        if patch.as_array().is_none_or(|ops| ops.len() <= 1) {
+            return Ok(false);
         }
-        let batches = &batches;
-        // Fewer writes in flight keeps each one's verdict-to-acknowledgement time short when
-        // the API server is the bottleneck; throughput is the server's either way.
-        futures::stream::iter(prepared)
-            .map(|prep| async move {
-                let prep = prep?;
-                let sides = prep.observe_from.and_then(|from| batches.get(&(now.as_second() - from)));
-                self.finish(prep, sides, now).await
-            })
-            .buffered(8)
-            .collect()
-            .await
+        let patch: json_patch::Patch =
+            serde_json::from_value(patch).map_err(|e| DaemonError::State(e.to_string()))?;
+        if !(self.may_write)() {
+            return Err(DaemonError::NotLeader);
+        }
+        match vs_api.patch(vs_name, &PatchParams::default(), &Patch::<()>::Json(patch)).await {
+            Ok(_) => {
+                tracing::info!(policy = %policy.key(), phase = state.phase.as_str(), routed_back = traffic.is_some(), "policy removed: state annotation removed{}", if traffic.is_some() { ", traffic back on stable" } else { "" });
+                Ok(true)
+            }
+            Err(kube::Error::Api(e)) if e.code == 409 || e.code == 422 => Err(DaemonError::Conflict),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Reads what the cluster says and turns it into the engine's inputs (all but evidence).
     async fn prepare<'p>(&self, policy: &'p Policy, now: Timestamp) -> Result<Prepared<'p>, DaemonError> {
         let vs_api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), policy.namespace(), &virtual_service_resource());
-        let kube = KubeSide::new(&self.client, policy);
+        let kube = KubeSide::new(&self.client, policy, self.cache.as_deref());
         let vs_name = &policy.spec().target.virtual_service;
-        let vs = serde_json::to_value(vs_api.get(vs_name).await?).unwrap_or_default();
+        let vs = match self.cache.as_ref().and_then(|c| c.virtual_service(policy.namespace(), vs_name)) {
+            Some(Some(cached)) => serde_json::to_value(&*cached).unwrap_or_default(),
+            // Not cached (not ready, or missing): the API's answer, or its 404.
+            _ => serde_json::to_value(vs_api.get(vs_name).await?).unwrap_or_default(),
+        };
         let view = RouteView::read(&vs, policy).map_err(|source| DaemonError::VirtualService {
             namespace: policy.namespace().to_string(),
             name: vs_name.clone(),
@@ -185,6 +407,15 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
         if let Some(e) = &derived.unknown_command {
             tracing::warn!(policy = %key, command = %e.0, "ignoring an unknown command");
         }
+        let urgent = view.command.is_some()
+            || derived.inputs.iter().any(|i| {
+                matches!(
+                    i,
+                    Input::Command(_)
+                        | Input::Drift { .. }
+                        | Input::Gate { kind: GateKind::Rollback, open: true, .. }
+                )
+            });
         // Keep only what the write needs (the routes and whether annotations exist): with
         // thousands of policies in one cycle, whole objects would dominate memory.
         let vs = serde_json::json!({
@@ -199,6 +430,7 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
             inputs: derived.inputs,
             queued,
             observe_from: derived.observe_from,
+            urgent,
         })
     }
 
@@ -206,42 +438,25 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
     async fn finish(
         &self,
         prep: Prepared<'_>,
-        sides: Option<&Result<ObservedSides, String>>,
+        writes: &tokio::sync::Semaphore,
+        evidence: Vec<Input>,
         now: Timestamp,
     ) -> Result<CycleReport, DaemonError> {
-        let Prepared { policy, vs, view, before, mut inputs, queued, observe_from } = prep;
+        let Prepared { policy, vs, view, before, mut inputs, queued, .. } = prep;
         let key = policy.key();
         let vs_api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), policy.namespace(), &virtual_service_resource());
-        if let (Some(from), Some(sides)) = (observe_from, sides) {
-            let observed = match sides {
-                Ok(looked) => {
-                    let (canary, baseline) = prometheus::workload_keys(policy);
-                    if let Some(scrape) = looked.scrape_interval(&canary, &baseline) {
-                        inputs.push(Input::ScrapeInterval(scrape));
-                    }
-                    Ok(prometheus::observation(
-                        &self.metrics,
-                        policy,
-                        &looked.sides,
-                        from,
-                        now,
-                        &self.tenant_label,
-                    )
-                    .await)
-                }
-                Err(e) => Err(e.clone()),
-            };
-            inputs.push(Input::Observed(observed));
-        }
+        inputs.extend(evidence);
         inputs.push(Input::Tick);
 
         let mut state = before.clone();
         let mut actions = Vec::new();
+        let mut wake_at = None;
         for input in inputs {
             let t = engine::step(policy, &state, input, now);
             state = t.state;
             actions.extend(t.actions);
+            wake_at = t.wake_at;
         }
         let verdict_ready = std::time::Instant::now();
         let mut wrote = false;
@@ -251,6 +466,9 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
             let patch: json_patch::Patch =
                 serde_json::from_value(patch).map_err(|e| DaemonError::State(e.to_string()))?;
             let vs_name = &policy.spec().target.virtual_service;
+            // Waiting for a write slot counts in verdict-to-write: it is how long the decision
+            // waited to land.
+            let _slot = writes.acquire().await;
             if !(self.may_write)() {
                 self.pending.put_back(&key, queued);
                 return Err(DaemonError::NotLeader);
@@ -285,25 +503,18 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
         }
         let verdict_to_write = wrote.then(|| verdict_ready.elapsed());
         self.carry_out(policy, &state, &actions, &view).await;
-        Ok(CycleReport { state, actions, wrote, verdict_to_write })
+        Ok(CycleReport { state, actions, wrote, verdict_to_write, wake_at })
     }
 
     /// Effects after the write: if the daemon dies here, the next reconcile repeats them
     /// (gates are asked again, undelivered outbox alerts are sent again).
     async fn carry_out(&self, policy: &Policy, state: &RolloutState, actions: &[Action], view: &RouteView) {
         let key = policy.key();
-        let kube = KubeSide::new(&self.client, policy);
-        let mut feedback = Vec::new();
+        let kube = KubeSide::new(&self.client, policy, self.cache.as_deref());
         for action in actions {
             match action {
                 Action::CallGate(kind) => {
-                    for gate in policy.spec().gates.iter().filter(|g| g.kind == *kind) {
-                        let (open, detail) = self.effects.call_gate(policy, gate, state).await;
-                        feedback.push(Input::Gate { kind: *kind, open, detail });
-                        if !open && *kind != GateKind::Rollback {
-                            break;
-                        }
-                    }
+                    self.ask_gates(policy, *kind, state);
                 }
                 Action::CopyCanaryToStable => {
                     if let Err(e) = kube.copy_canary_to_stable().await {
@@ -325,10 +536,46 @@ impl<M: MetricsSource, E: Effects> Driver<M, E> {
         // Every undelivered alert, not only this cycle's: after a restart the outbox is the
         // only record of what is owed.
         for alert in &state.outbox {
-            self.effects.deliver(policy, alert, state, self.pending.clone()).await;
-        }
-        for input in feedback {
-            self.pending.push(&key, input);
+            // A channel acknowledged in this process but not yet in what was read (a watch
+            // cache a moment behind the write) is not sent again.
+            let mut alert = alert.clone();
+            for channel in self.pending.delivered(&key, alert.id) {
+                if !alert.delivered.contains(&channel) {
+                    alert.delivered.push(channel);
+                }
+            }
+            self.effects.deliver(policy, &alert, state, self.pending.clone()).await;
         }
     }
+
+    /// Asks the policy's gates of `kind` in the background, in order, until one is closed
+    /// (every rollback gate is asked); the answers come back through [`Feedback`] to the
+    /// policy's next reconcile. A call still in flight is not repeated, so a gate that never
+    /// answers (up to its `timeout`) holds nothing but its own task.
+    fn ask_gates(&self, policy: &Policy, kind: GateKind, state: &RolloutState) {
+        let Ok(mut calls) = self.gate_calls.lock() else { return };
+        calls.retain(|_, h| !h.is_finished());
+        let slot = (policy.key(), kind);
+        if calls.contains_key(&slot) {
+            return;
+        }
+        let (effects, feedback, policy, state) =
+            (self.effects.clone(), self.pending.clone(), policy.clone(), state.clone());
+        let task = tokio::spawn(async move {
+            let key = policy.key();
+            for gate in policy.spec().gates.iter().filter(|g| g.kind == kind) {
+                let (open, detail) = effects.call_gate(&policy, gate, &state).await;
+                feedback.push(&key, Input::Gate { kind, open, detail });
+                if !open && kind != GateKind::Rollback {
+                    break;
+                }
+            }
+        });
+        calls.insert(slot, task);
+    }
+}
+
+/// The observation error of evidence not gathered in time.
+fn evidence_timeout(limit: std::time::Duration) -> String {
+    format!("Prometheus did not answer within {} s; no evidence for this look", limit.as_secs())
 }

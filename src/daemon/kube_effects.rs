@@ -3,6 +3,7 @@
 //! before a rollout starts) and what it does after its write (copy promotion, scaling the
 //! canary down, Events).
 
+use super::cache::Caches;
 use super::kube_io::{destination_rule_resource, pod_template_revision};
 use super::DaemonError;
 use crate::istio::RouteView;
@@ -16,14 +17,25 @@ pub(super) struct KubeSide<'p> {
     client: kube::Client,
     deployments: Api<Deployment>,
     policy: &'p Policy,
+    /// The watch caches, read instead of the API once they are ready.
+    cache: Option<&'p Caches>,
 }
 
 impl<'p> KubeSide<'p> {
-    pub(super) fn new(client: &kube::Client, policy: &'p Policy) -> Self {
+    pub(super) fn new(client: &kube::Client, policy: &'p Policy, cache: Option<&'p Caches>) -> Self {
         KubeSide {
             client: client.clone(),
             deployments: Api::namespaced(client.clone(), policy.namespace()),
             policy,
+            cache,
+        }
+    }
+
+    /// A Deployment of the policy's namespace, from the cache when it is ready.
+    async fn deployment(&self, name: &str) -> Result<Option<Deployment>, kube::Error> {
+        match self.cache.and_then(|c| c.deployment(self.policy.namespace(), name)) {
+            Some(cached) => Ok(cached.map(|d| (*d).clone())),
+            None => self.deployments.get_opt(name).await,
         }
     }
 
@@ -31,14 +43,13 @@ impl<'p> KubeSide<'p> {
     /// nothing could be rolled out or judged without it.
     pub(super) async fn canary_revision(&self) -> Result<Option<String>, DaemonError> {
         let name = &self.policy.workloads().canary;
-        let canary =
-            self.deployments.get_opt(name).await?.ok_or_else(|| DaemonError::CanaryMissing(name.clone()))?;
+        let canary = self.deployment(name).await?.ok_or_else(|| DaemonError::CanaryMissing(name.clone()))?;
         Ok(pod_template_revision(&serde_json::to_value(&canary).unwrap_or_default()))
     }
 
     /// Copy promotion: the stable Deployment has seen its latest spec and updated every replica.
     pub(super) async fn stable_rolled_out(&self) -> Result<bool, DaemonError> {
-        let Some(d) = self.deployments.get_opt(&self.policy.workloads().stable).await? else {
+        let Some(d) = self.deployment(&self.policy.workloads().stable).await? else {
             return Ok(false);
         };
         let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
@@ -50,13 +61,22 @@ impl<'p> KubeSide<'p> {
 
     /// Before a rollout starts: the DestinationRule for the host must define both subsets.
     pub(super) async fn check_subsets(&self, view: &RouteView) -> Result<(), DaemonError> {
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(self.client.clone(), self.policy.namespace(), &destination_rule_resource());
-        let rules = api.list(&Default::default()).await?;
+        let rules: Vec<DynamicObject> =
+            match self.cache.and_then(|c| c.destination_rules(self.policy.namespace())) {
+                Some(cached) => cached.iter().map(|r| (**r).clone()).collect(),
+                None => {
+                    let api: Api<DynamicObject> = Api::namespaced_with(
+                        self.client.clone(),
+                        self.policy.namespace(),
+                        &destination_rule_resource(),
+                    );
+                    api.list(&Default::default()).await?.items
+                }
+            };
         let short = |h: &str| h.split('.').next().unwrap_or(h).to_string();
         let t = &self.policy.spec().target;
         for (host, subset) in [(&view.stable_host, &t.stable.subset), (&view.canary_host, &t.canary.subset)] {
-            let found = rules.items.iter().any(|dr| {
+            let found = rules.iter().any(|dr| {
                 let spec = &dr.data["spec"];
                 spec["host"].as_str().is_some_and(|h| short(h) == short(host))
                     && spec["subsets"]

@@ -234,6 +234,7 @@ mod tests {
             actions: vec![],
             wrote: true,
             verdict_to_write: Some(std::time::Duration::from_millis(3)),
+            wake_at: None,
         };
         m.observe("bookinfo/reviews", &report);
         m.error("prometheus");

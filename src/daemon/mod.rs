@@ -4,6 +4,7 @@
 //! (gates, alerts, Deployment copies, events) happen only after that write succeeded, so a
 //! crash at any instant either loses nothing or repeats an idempotent read.
 
+pub mod cache;
 mod driver;
 mod effects;
 mod feedback;
@@ -12,9 +13,10 @@ mod kube_effects;
 mod kube_io;
 pub mod leader;
 pub mod metrics;
+pub mod run_loop;
 mod scope;
 
-pub use driver::{CycleReport, DaemonError, Driver};
+pub use driver::{CycleReport, DaemonError, Driver, EVIDENCE_DEADLINE};
 pub use effects::{DaemonEffects, Effects, KubeSecretStore, NoEffects};
 pub use feedback::Feedback;
 pub use kube_io::{pod_template_revision, virtual_service_resource};

@@ -128,7 +128,7 @@ pub async fn run(opts: &DemoOptions) -> Result<DemoOutcome, String> {
 }
 
 /// Runs reconcile cycles until the current release ends; returns its final phase.
-async fn drive<E: Effects>(
+async fn drive<E: Effects + 'static>(
     driver: &Driver<SimulatedMesh, E>,
     policy: &Policy,
     clock: &mut Timestamp,
@@ -148,6 +148,8 @@ async fn drive<E: Effects>(
                 continue;
             }
         };
+        // Compressed time: the gates' answers are due at the next look, so wait for them.
+        driver.settle_gates().await;
         view.cycle(*clock, &report);
         dashboard.update(policy, &report.state, *clock);
         let s: &RolloutState = &report.state;

@@ -16,10 +16,12 @@
 //! `cargo test --test fault_matrix prometheus` prints the summaries of the suites it ran.
 //!
 //! One module per suite (`prometheus_faults`, `kubernetes_api_faults`, `sigkill_restarts`,
-//! `leader_election`); `simulated` and `real_daemon` are the two harnesses, `fake_prometheus`
+//! `leader_election`, `hangs`: peers that accept and never answer — Prometheus, 100 tenants'
+//! gates, a webhook — while an operator abort must land within 2 s); `simulated` and `real_daemon` are the two harnesses, `fake_prometheus`
 //! and `support` (fixtures, invariants, the per-suite tally) serve all four.
 
 mod fake_prometheus;
+mod hangs;
 mod kubernetes_api_faults;
 mod leader_election;
 mod prometheus_faults;

@@ -243,9 +243,29 @@ fn apply(
     commit(inner, t, t.name, old, merged, opts, true)
 }
 
-/// Deletes an object; CRDs take their instances with them, namespaces their contents.
+fn is_deleting(o: &Value) -> bool {
+    o["metadata"].get("deletionTimestamp").is_some_and(|v| !v.is_null())
+}
+
+fn has_finalizers(o: &Value) -> bool {
+    o["metadata"]["finalizers"].as_array().is_some_and(|f| !f.is_empty())
+}
+
+/// Deletes an object; CRDs take their instances with them, namespaces their contents. An
+/// object with finalizers is only marked (`deletionTimestamp`, a MODIFIED event) and goes when
+/// a write removes its last finalizer, as the apiserver does.
 pub fn delete(inner: &mut Inner, t: &Target) -> Result<Value, ApiError> {
     let key = t.key(t.name);
+    if let Some(live) = inner.store.get(&key).cloned() {
+        if has_finalizers(&live) {
+            if is_deleting(&live) {
+                return Ok(live);
+            }
+            let mut marked = live;
+            marked["metadata"]["deletionTimestamp"] = json!(now());
+            return Ok(inner.store.put(key, marked));
+        }
+    }
     let Some(gone) = inner.store.delete(&key) else {
         return Err(ApiError::not_found(&t.subject(t.name)));
     };
@@ -367,8 +387,15 @@ fn commit(
             if !sent_rv.is_empty() && sent_rv != live_rv {
                 return Err(ApiError::conflict(&t.subject(name)));
             }
-            for f in ["uid", "creationTimestamp"] {
-                new["metadata"][f] = o["metadata"][f].clone();
+            for f in ["uid", "creationTimestamp", "deletionTimestamp"] {
+                match o["metadata"].get(f) {
+                    Some(v) => new["metadata"][f] = v.clone(),
+                    None => {
+                        if let Some(m) = new["metadata"].as_object_mut() {
+                            m.remove(f);
+                        }
+                    }
+                }
             }
             let gen = o["metadata"]["generation"].as_i64().unwrap_or(1);
             let bump = spec_changed(o, &new);
@@ -420,6 +447,10 @@ fn commit(
             o["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
         }
         o
+    } else if is_deleting(&new) && !has_finalizers(&new) {
+        // The last finalizer of an object being deleted is gone: the deletion completes.
+        inner.store.put(t.key(name), new);
+        inner.store.delete(&t.key(name)).unwrap_or_default()
     } else {
         inner.store.put(t.key(name), new)
     };

@@ -120,6 +120,35 @@ pub struct Transition {
     pub wake_at: Option<i64>,
 }
 
+/// The traffic a VirtualService should carry when its policy goes away (its RolloutPolicy is
+/// deleted, or its file removed) with `state` recorded: an unfinished rollout (pending,
+/// progressing, paused, promoting) is routed back to stable-only; a finished or idle one keeps
+/// the weights it has (`None`) — after a shift promotion the canary *is* the release.
+pub fn route_on_removal(state: &RolloutState) -> Option<Traffic> {
+    (state.phase.is_active() || state.phase == Phase::Pending).then(Traffic::stable_only)
+}
+
+#[cfg(test)]
+mod removal {
+    use super::*;
+
+    #[test]
+    fn an_unfinished_rollout_goes_back_to_stable_and_a_finished_one_keeps_its_weights() {
+        for phase in [Phase::Pending, Phase::Progressing, Phase::Paused, Phase::Promoting] {
+            let s = RolloutState {
+                phase,
+                traffic: Traffic { canary_weight: 30, ..Traffic::default() },
+                ..RolloutState::default()
+            };
+            assert_eq!(route_on_removal(&s), Some(Traffic::stable_only()), "{phase:?}");
+        }
+        for phase in [Phase::Idle, Phase::Promoted, Phase::Aborted] {
+            let s = RolloutState { phase, traffic: Traffic::canary_only(), ..RolloutState::default() };
+            assert_eq!(route_on_removal(&s), None, "{phase:?}");
+        }
+    }
+}
+
 #[cfg(test)]
 mod command_parsing {
     use super::{Command, UnknownCommand};

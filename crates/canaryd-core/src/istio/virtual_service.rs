@@ -275,6 +275,35 @@ impl RouteView {
         }
         Value::Array(ops)
     }
+
+    /// The JSON patch that retires the policy from this VirtualService (its RolloutPolicy was
+    /// deleted, or its file removed): the route carries `traffic` when one is given (the
+    /// engine's [`route_on_removal`](crate::engine::route_on_removal)), and the state and any
+    /// command annotation are removed. The resourceVersion is tested as for every write, and
+    /// the other writers' fields are untouched.
+    pub fn removal_patch(&self, vs: &Value, policy: &Policy, traffic: Option<&Traffic>) -> Value {
+        let escape = |k: String| k.replace('~', "~0").replace('/', "~1");
+        let mut ops =
+            vec![json!({"op": "test", "path": "/metadata/resourceVersion", "value": self.resource_version})];
+        if let Some(traffic) = traffic {
+            let routed = self.patch(vs, policy, traffic, "");
+            if let Some(replace) =
+                routed.as_array().and_then(|o| o.iter().find(|op| op["path"] == "/spec/http"))
+            {
+                ops.push(replace.clone());
+            }
+        }
+        let annotations = vs.pointer("/metadata/annotations").and_then(Value::as_object);
+        let present = |k: &str| annotations.is_some_and(|a| a.contains_key(k));
+        let mut keys = vec![state_annotation_key(policy), command_annotation_key(policy)];
+        keys.extend(self.legacy_state_key.clone());
+        for key in keys {
+            if present(&key) {
+                ops.push(json!({"op": "remove", "path": format!("/metadata/annotations/{}", escape(key))}));
+            }
+        }
+        Value::Array(ops)
+    }
 }
 
 fn route_name(route: &Value, index: usize) -> String {
@@ -350,6 +379,37 @@ mod tests {
         );
         let back = RouteView::read(&after, &p).unwrap();
         assert_eq!(back.traffic, traffic);
+    }
+
+    #[test]
+    fn removal_routes_back_and_removes_only_canaryds_annotations() {
+        let p = policy();
+        let mut original = vs();
+        original["metadata"]["annotations"]["canaryd.io/state-reviews"] = json!("{}");
+        original["metadata"]["annotations"]["canaryd.io/command-reviews"] = json!("pause");
+        let view = RouteView::read(&original, &p).unwrap();
+        let after = apply(&original, &view.removal_patch(&original, &p, Some(&Traffic::stable_only())));
+        assert_eq!(after["spec"]["http"][0], original["spec"]["http"][0], "other routes untouched");
+        assert_eq!(after["spec"]["http"][1]["retries"], original["spec"]["http"][1]["retries"]);
+        assert_eq!(after["spec"]["http"][1]["route"][0]["weight"], 100);
+        assert_eq!(after["spec"]["http"][1]["route"][1]["weight"], 0);
+        assert_eq!(after["metadata"]["annotations"], json!({"team": "books"}));
+        // A finished rollout keeps its weights; only the annotations go.
+        let kept = apply(&original, &view.removal_patch(&original, &p, None));
+        assert_eq!(kept["spec"], original["spec"]);
+        assert_eq!(kept["metadata"]["annotations"], json!({"team": "books"}));
+        // Nothing of canaryd's left: only the resourceVersion test.
+        let clean = vs();
+        let view = RouteView::read(&clean, &p).unwrap();
+        assert_eq!(view.removal_patch(&clean, &p, None).as_array().unwrap().len(), 1);
+        // Guarded like every write.
+        let mut moved = original.clone();
+        moved["metadata"]["resourceVersion"] = json!("8");
+        let patch: json_patch::Patch = serde_json::from_value(
+            RouteView::read(&original, &p).unwrap().removal_patch(&original, &p, None),
+        )
+        .unwrap();
+        assert!(json_patch::patch(&mut moved, &patch).is_err());
     }
 
     fn named(name: &str) -> Policy {
