@@ -298,7 +298,13 @@ pub fn run() {
         let wall = t0.elapsed().as_secs_f64();
         let sample: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace(0), &canaryd::daemon::virtual_service_resource());
         if let Ok(vs) = sample.get("web").await {
-            eprintln!("  watch: slow tenant 0 state: {}", vs.metadata.annotations.unwrap_or_default().get("canaryd.io/state-web").cloned().unwrap_or_default().chars().take(1500).collect::<String>());
+            let state = vs.metadata.annotations.unwrap_or_default().get("canaryd.io/state-web").cloned();
+            let state: RolloutState = state.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
+            eprintln!(
+                "  watch: a slow tenant at the end: {} with {} consecutive errors",
+                state.phase.as_str(),
+                state.consecutive_errors
+            );
         }
         let stats = emulator.stats();
         let _ = before;

@@ -84,7 +84,7 @@ impl<M: MetricsSource + 'static, E: Effects + 'static> RunLoop<M, E> {
         let mut analysis: Option<tokio::task::JoinHandle<Finished>> = None;
         let analysed = Arc::new(tokio::sync::Notify::new());
         // Policy files seen at the last turn, and removed ones not yet retired.
-        let mut known_files: HashMap<String, (PathBuf, Policy)> = HashMap::new();
+        let mut known_files: HashMap<String, PathBuf> = HashMap::new();
         let mut retiring: HashMap<String, Policy> = HashMap::new();
         let mut parsed = Parsed::default();
         let mut last_renewal: Option<std::time::Instant> = None;
@@ -111,7 +111,7 @@ impl<M: MetricsSource + 'static, E: Effects + 'static> RunLoop<M, E> {
                     &mut parsed,
                 )
                 .await;
-                self.lifecycle(&gathered, &mut known_files, &mut retiring).await;
+                self.lifecycle(&gathered, &parsed, &mut known_files, &mut retiring).await;
                 let Gathered { policies, from_crs, files, .. } = gathered;
                 known_files = files;
                 self.dashboard.retain(&policies.iter().map(Policy::key).collect());
@@ -186,17 +186,21 @@ impl<M: MetricsSource + 'static, E: Effects + 'static> RunLoop<M, E> {
     async fn lifecycle(
         &self,
         gathered: &Gathered,
-        known_files: &mut HashMap<String, (PathBuf, Policy)>,
+        parsed: &Parsed,
+        known_files: &mut HashMap<String, PathBuf>,
         retiring: &mut HashMap<String, Policy>,
     ) {
         if self.elector.as_ref().is_some_and(|e| !e.may_write()) {
             return;
         }
         let current: HashSet<String> = gathered.policies.iter().map(Policy::key).collect();
-        for (key, (path, policy)) in known_files.drain() {
+        for (key, path) in known_files.drain() {
             if !gathered.files.contains_key(&key) && !current.contains(&key) && !path.exists() {
-                tracing::info!(policy = %key, file = %path.display(), "policy file removed; retiring its rollout");
-                retiring.insert(key, policy);
+                // The policy as last parsed from that file.
+                if let Some(policy) = parsed.latest(&path.display().to_string()) {
+                    tracing::info!(policy = %key, file = %path.display(), "policy file removed; retiring its rollout");
+                    retiring.insert(key, policy);
+                }
             }
         }
         let mut done = Vec::new();
@@ -369,7 +373,7 @@ async fn gather(
                     "policy for a namespace this daemon does not manage (--namespace {scope}); not acted on"
                 ),
                 Ok(Ok(p)) => {
-                    file_policies.insert(p.key(), (f.clone(), p.clone()));
+                    file_policies.insert(p.key(), f.clone());
                     out.push(p);
                 }
                 Ok(Err(d)) => tracing::error!(file = %name, "invalid policy, not acted on:\n{d}"),
@@ -483,6 +487,11 @@ impl Parsed {
         self.0.get(id).filter(|(s, _)| !stamp.is_empty() && s == stamp).map(|(_, p)| p.clone())
     }
 
+    /// The last valid parse from `id`, whatever its stamp.
+    fn latest(&self, id: &str) -> Option<Policy> {
+        self.0.get(id).map(|(_, p)| p.clone())
+    }
+
     fn put(&mut self, id: &str, stamp: &str, policy: &Policy) {
         self.0.insert(id.to_string(), (stamp.to_string(), policy.clone()));
     }
@@ -499,7 +508,7 @@ struct Gathered {
     /// Keys of those that are RolloutPolicy resources (they get a status).
     from_crs: Vec<String>,
     /// Valid policy files by key.
-    files: HashMap<String, (PathBuf, Policy)>,
+    files: HashMap<String, PathBuf>,
     /// RolloutPolicies being deleted that still carry [`FINALIZER`] (and their policy if valid).
     deleting: Vec<(RolloutPolicy, Option<Policy>)>,
     /// Valid RolloutPolicies without [`FINALIZER`] yet.
