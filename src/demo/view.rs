@@ -119,7 +119,7 @@ impl View {
         println!(
             "What you saw: the daemon's real reconcile loop wrote weights into the VirtualService through the\n\
              Kubernetes API, judged each interval against the baseline, promoted a healthy release and\n\
-             aborted a faulty one. Against a cluster: `kubectl apply -f deploy/` and commit the policy."
+             aborted a faulty one. Against a cluster: `kubectl apply -k deploy/` and commit the policy."
         );
     }
 }
