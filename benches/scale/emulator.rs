@@ -5,7 +5,7 @@
 use crate::fixtures::fixtures;
 use crate::measure::{cpu_seconds, status_kib};
 use crate::{env_usize, ROLE};
-use kube_emulator::Emulator;
+use kube_emulator::{Emulator, EmulatorHandle, RequestRecord};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -24,6 +24,20 @@ pub fn run() {
             }
         }
     });
+    serve(&emu, empty_kib, |log| {
+        let mut by_verb: BTreeMap<String, u64> = BTreeMap::new();
+        for r in log {
+            let what = if r.status >= 400 { format!("{} {}", r.verb, r.status) } else { r.verb.clone() };
+            *by_verb.entry(what).or_default() += 1;
+        }
+        json!({"requests": log.len(), "by_verb": by_verb, "hwm_kib": status_kib("VmHWM")})
+    });
+}
+
+/// The emulator's end of the protocol, for every emulator role: forgets the requests made so
+/// far (loading fixtures), greets, then answers each `stats` line with `summary` of the
+/// requests since the last one, plus the process's RSS and CPU, until anything else arrives.
+pub fn serve(emu: &EmulatorHandle, empty_kib: u64, summary: impl Fn(&[RequestRecord]) -> Value) {
     emu.clear_requests();
     let mut out = std::io::stdout().lock();
     writeln!(out, "URL {} {empty_kib}", emu.url()).expect("stdout");
@@ -35,18 +49,9 @@ pub fn run() {
         }
         let log = emu.requests();
         emu.clear_requests();
-        let mut by_verb: BTreeMap<String, u64> = BTreeMap::new();
-        for r in &log {
-            let what = if r.status >= 400 { format!("{} {}", r.verb, r.status) } else { r.verb.clone() };
-            *by_verb.entry(what).or_default() += 1;
-        }
-        let stats = json!({
-            "requests": log.len(),
-            "by_verb": by_verb,
-            "rss_kib": status_kib("VmRSS"),
-            "hwm_kib": status_kib("VmHWM"),
-            "cpu_s": cpu_seconds(),
-        });
+        let mut stats = summary(&log);
+        stats["rss_kib"] = json!(status_kib("VmRSS"));
+        stats["cpu_s"] = json!(cpu_seconds());
         writeln!(out, "{stats}").expect("stdout");
         out.flush().expect("stdout");
     }

@@ -37,7 +37,6 @@ use kube::runtime::WatchStreamExt;
 use kube_emulator::Emulator;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
-use std::io::{BufRead, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -89,34 +88,19 @@ pub fn emulator() {
         }
         emu.apply_value(vs).expect("fixture applies");
     }
-    emu.clear_requests();
-    let mut out = std::io::stdout().lock();
-    writeln!(out, "URL {} {empty_kib}", emu.url()).expect("stdout");
-    out.flush().expect("stdout");
-    for line in std::io::stdin().lock().lines() {
-        let Ok(line) = line else { break };
-        if line.trim() != "stats" {
-            break;
-        }
-        let log = emu.requests();
-        emu.clear_requests();
+    crate::emulator::serve(&emu, empty_kib, |log| {
         let mut by_class: BTreeMap<String, u64> = BTreeMap::new();
         let mut by_verb: BTreeMap<String, u64> = BTreeMap::new();
         let mut vs_writes = 0u64;
-        for r in &log {
+        for r in log {
             *by_class.entry(class(&r.path, n, active, probes).to_string()).or_default() += 1;
             *by_verb.entry(r.verb.clone()).or_default() += 1;
             if r.verb == "patch" && r.path.contains("/virtualservices/") && r.status < 300 {
                 vs_writes += 1;
             }
         }
-        let stats = json!({
-            "requests": log.len(), "by_class": by_class, "by_verb": by_verb, "vs_writes": vs_writes,
-            "rss_kib": status_kib("VmRSS"), "cpu_s": cpu_seconds(),
-        });
-        writeln!(out, "{stats}").expect("stdout");
-        out.flush().expect("stdout");
-    }
+        json!({"requests": log.len(), "by_class": by_class, "by_verb": by_verb, "vs_writes": vs_writes})
+    });
 }
 
 /// Healthy counts for every workload; custom queries of the slow tenants answer after 10 s.
