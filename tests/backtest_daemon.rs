@@ -10,12 +10,12 @@ use canaryd::daemon::{Driver, NoEffects};
 use canaryd::demo::FIXTURES;
 use canaryd::engine::Phase;
 use canaryd::judge::Verdict;
-use canaryd::observation::{Histogram, WorkloadKey, ISTIO_DEFAULT_BUCKETS_MS};
+use canaryd::observation::{Histogram, WorkloadKey};
 use canaryd::policy::{parse_policy, Policy};
 use canaryd::prometheus::{PrometheusClient, PrometheusConfig};
 use canaryd_testkit::prometheus::PrometheusServer;
 use canaryd_testkit::state::recorded_state;
-use canaryd_testkit::synthetic::{StepTraffic, SyntheticIstio};
+use canaryd_testkit::synthetic::{istio_histogram, spread_errors, StepTraffic, SyntheticIstio};
 use jiff::Timestamp;
 use kube_emulator::Emulator;
 use std::time::Duration;
@@ -59,11 +59,7 @@ fn weight_at(t: i64) -> u64 {
 }
 
 fn latency(n: u64) -> Histogram {
-    let mut h = Histogram::empty(ISTIO_DEFAULT_BUCKETS_MS);
-    let at = |ms: f64| ISTIO_DEFAULT_BUCKETS_MS.iter().position(|b| ms <= *b).unwrap();
-    h.counts[at(20.0)] = n - n / 10;
-    h.counts[at(80.0)] = n / 10;
-    h
+    istio_histogram(&[(20.0, n - n / 10), (80.0, n / 10)])
 }
 
 async fn prometheus_with(canary_error_rate: f64) -> (PrometheusServer, PrometheusClient) {
@@ -77,9 +73,7 @@ async fn prometheus_with(canary_error_rate: f64) -> (PrometheusServer, Prometheu
         let canary_n = ROUTE_REQUESTS * weight_at(t.as_second()) / 100;
         let (n, rate) =
             if *w == canary { (canary_n, canary_error_rate) } else { (ROUTE_REQUESTS - canary_n, 0.002) };
-        // Deterministic: the errors of steps 1..=k are floor(k · n · rate).
-        let upto = |k: usize| (k as f64 * n as f64 * rate).floor() as u64;
-        let bad = upto(k) - upto(k - 1);
+        let bad = spread_errors(k, n, rate);
         StepTraffic { ok: n - bad, errors: bad, latency: Some(latency(n)) }
     });
     let server = PrometheusServer::start_with_backfill(text)

@@ -8,11 +8,10 @@ use std::process::Command;
 use canaryd::backtest::{self, Decision};
 use canaryd::judge::{Verdict, SUCCESS_RATE};
 use canaryd::observation::Histogram;
-use canaryd::observation::ISTIO_DEFAULT_BUCKETS_MS;
 use canaryd::policy::{parse_policy, Policy};
 use canaryd::prometheus::{PrometheusClient, PrometheusConfig, WorkloadKey};
 use canaryd_testkit::prometheus::PrometheusServer;
-use canaryd_testkit::synthetic::{StepTraffic, SyntheticIstio};
+use canaryd_testkit::synthetic::{istio_histogram, spread_errors, StepTraffic, SyntheticIstio};
 use jiff::Timestamp;
 
 /// 2025-01-01T00:00:00Z: fixed, so the data and the expected decisions never change.
@@ -67,22 +66,10 @@ fn weight_at(t: i64) -> u64 {
     }
 }
 
-/// `n` requests of scrape `k` at error rate `rate`, spread evenly (no randomness): the errors
-/// of steps `1..=k` are `floor(k · n · rate)`.
-fn errors(k: usize, n: u64, rate: f64) -> u64 {
-    let upto = |k: usize| (k as f64 * n as f64 * rate).floor() as u64;
-    upto(k) - upto(k.saturating_sub(1))
-}
-
 /// Healthy latency: 90% at ~20 ms, 9% at ~80 ms, 1% at ~200 ms (Istio's default buckets).
 fn latency(n: u64) -> Histogram {
-    let mut h = Histogram::empty(ISTIO_DEFAULT_BUCKETS_MS);
-    let at = |ms: f64| ISTIO_DEFAULT_BUCKETS_MS.iter().position(|b| ms <= *b).unwrap();
     let (slow, slower) = (n * 9 / 100, n / 100);
-    h.counts[at(20.0)] = n - slow - slower;
-    h.counts[at(80.0)] = slow;
-    h.counts[at(200.0)] = slower;
-    h
+    istio_histogram(&[(20.0, n - slow - slower), (80.0, slow), (200.0, slower)])
 }
 
 /// Starts a Prometheus holding 30 minutes of data in which the canary's error rate is
@@ -94,7 +81,7 @@ async fn prometheus_with(canary_error_rate: f64) -> (PrometheusServer, Prometheu
         let canary_n = ROUTE_REQUESTS * share / 100;
         let (n, rate) =
             if *w == canary() { (canary_n, canary_error_rate) } else { (ROUTE_REQUESTS - canary_n, 0.002) };
-        let bad = errors(k, n, rate);
+        let bad = spread_errors(k, n, rate);
         StepTraffic { ok: n - bad, errors: bad, latency: Some(latency(n)) }
     });
     let server = PrometheusServer::start_with_backfill(text)

@@ -37,6 +37,26 @@ impl StepTraffic {
     }
 }
 
+/// A histogram in Istio's default buckets holding `count` requests at each latency
+/// (milliseconds) of `at`: each in the first bucket whose bound is at least its latency.
+pub fn istio_histogram(at: &[(f64, u64)]) -> Histogram {
+    let mut h = Histogram::empty(ISTIO_DEFAULT_BUCKETS_MS);
+    for &(ms, count) in at {
+        match ISTIO_DEFAULT_BUCKETS_MS.iter().position(|b| ms <= *b) {
+            Some(i) => h.counts[i] += count,
+            None => h.overflow += count,
+        }
+    }
+    h
+}
+
+/// Errors of step `k` (1-based) out of `n` requests at `rate`, spread evenly without
+/// randomness: steps `1..=k` hold `floor(k · n · rate)` errors in all.
+pub fn spread_errors(k: usize, n: u64, rate: f64) -> u64 {
+    let upto = |k: usize| (k as f64 * n as f64 * rate).floor() as u64;
+    upto(k) - upto(k.saturating_sub(1))
+}
+
 /// A synthetic data set: which workloads, from when, how many scrape steps of what length.
 #[derive(Debug, Clone)]
 pub struct SyntheticIstio {
