@@ -7,7 +7,7 @@
 //! `canaryd::policy::Policy` and `canaryd_core::policy::Policy` are the same item.
 
 pub use canaryd_core::{
-    counters, engine, format, istio, judge, observation, plan, policy, promql, schedule, secret,
+    counters, engine, format, istio, judge, observation, plan, policy, promql, schedule, secret, workload,
 };
 
 pub mod alert;

@@ -321,7 +321,7 @@ async fn oversized_answers_are_refused_with_or_without_content_length() {
 }
 
 #[tokio::test]
-async fn observe_sides_sends_two_queries_however_many_workloads() {
+async fn observe_sides_sends_three_queries_however_many_workloads() {
     let (url, seen) = fake(|_, _| matrix(&[])).await;
     let client = client(&url);
     let few = [WorkloadKey::new("a", "w1")];
@@ -329,10 +329,10 @@ async fn observe_sides_sends_two_queries_however_many_workloads() {
         (0..200).map(|i| WorkloadKey::new(format!("ns{}", i % 7), format!("svc-{i}"))).collect();
 
     let got = client.observe_sides(&few, at(), Duration::from_secs(60)).await.unwrap();
-    assert_eq!(seen.calls.load(Ordering::SeqCst), 2);
+    assert_eq!(seen.calls.load(Ordering::SeqCst), 3);
     assert_eq!(got.len(), 1);
     let got = client.observe_sides(&many, at(), Duration::from_secs(60)).await.unwrap();
-    assert_eq!(seen.calls.load(Ordering::SeqCst), 4);
+    assert_eq!(seen.calls.load(Ordering::SeqCst), 6);
     assert_eq!(got.len(), 200);
     assert!(got.values().all(|side| side.requests == 0 && side.latency.is_none()));
 

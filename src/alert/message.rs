@@ -157,6 +157,7 @@ pub fn event_name(event: AlertEvent) -> &'static str {
         AlertEvent::Abort => "abort",
         AlertEvent::Inconclusive => "inconclusive",
         AlertEvent::WindowMissed => "window-missed",
+        AlertEvent::Stuck => "stuck",
     }
 }
 
@@ -168,6 +169,7 @@ fn event_title(event: AlertEvent) -> &'static str {
         AlertEvent::Abort => "ABORTED",
         AlertEvent::Inconclusive => "held (inconclusive)",
         AlertEvent::WindowMissed => "missed its window",
+        AlertEvent::Stuck => "STUCK in promotion",
     }
 }
 
@@ -202,6 +204,9 @@ impl Report {
                     "The schedule window closed at {when}; canaryd holds at canary {now} until the next one."
                 )
             }
+            AlertEvent::Stuck => format!(
+                "The stable Deployment could not roll out the promoted template by {when}; the canary keeps serving (canary {now}) and nothing is routed to the stable's pods until they all run it."
+            ),
         };
         let checks = alert.verdict.as_ref().map(check_lines).unwrap_or_default();
         let graph_link = opts.prometheus_url.as_deref().and_then(|base| {

@@ -254,7 +254,8 @@ fn feed(policy: &Policy, state: &mut RolloutState, input: Input, now: Timestamp)
     // Bounded: each answer moves the rollout forward; the bound guards against a loop.
     for _ in 0..32 {
         let Some(input) = queue.pop() else { return };
-        let Transition { state: next, actions, .. } = engine::step(policy, state, input, now);
+        let Transition { state: next, actions, .. } =
+            engine::step_with(policy, state, input, now, Some(&BACKTEST_WORKLOADS));
         *state = next;
         for action in actions {
             match action {
@@ -262,15 +263,32 @@ fn feed(policy: &Policy, state: &mut RolloutState, input: Input, now: Timestamp)
                 Action::CallGate(kind) => {
                     queue.push(Input::Gate { kind, open: true, detail: "assumed open in a backtest".into() })
                 }
-                Action::CopyCanaryToStable => queue.push(Input::StableRolledOut),
                 _ => {}
             }
+        }
+        if state.phase == Phase::Promoting && queue.is_empty() {
+            queue.push(Input::Tick);
         }
         if state.phase == Phase::Paused && state.step_passed && queue.is_empty() {
             queue.push(Input::Command(Command::Resume));
         }
     }
 }
+
+/// What a backtest assumes of the Deployments (there is no cluster): the canary is ready, and
+/// in copy promotion the stable runs the promoted template at once.
+static BACKTEST_WORKLOADS: std::sync::LazyLock<crate::workload::WorkloadReport> =
+    std::sync::LazyLock::new(|| {
+        use crate::workload::{Capacity, RolloutStatus, WorkloadReport};
+        WorkloadReport {
+            canary_status: Some(RolloutStatus::Complete),
+            canary: Capacity { desired: 1, available: 1 },
+            stable_replicas: 1,
+            copy_target: Some("backtest".into()),
+            stable_template: Some("backtest".into()),
+            stable_status: Some(RolloutStatus::Complete),
+        }
+    });
 
 /// Canary and baseline per window of `every` seconds over `[start, end]`, observed exactly as
 /// the daemon and a backtest observe (the same [`prometheus::observation`] of the same

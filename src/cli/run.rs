@@ -179,6 +179,8 @@ async fn daemon(o: RunOptions) -> Result<(), String> {
     let client = kube::Client::try_default()
         .await
         .map_err(|e| format!("cannot reach the cluster: {e}\n  set KUBECONFIG or run inside a cluster"))?;
+    let istio = crate::daemon::kube_io::discover_istio_version(&client).await?;
+    tracing::info!(version = istio, "talking networking.istio.io/{istio}");
     // Gates and webhooks share one client: blocked destination ranges, no redirects.
     let egress = EgressClient::new(
         std::time::Duration::from_secs(10),

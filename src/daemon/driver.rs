@@ -37,6 +37,10 @@ pub enum DaemonError {
     CanaryMissing(String),
     #[error("no DestinationRule defines subset {subset:?} for host {host:?}; add it before rolling out")]
     MissingSubset { host: String, subset: String },
+    #[error("stable workload {0} not found: copy promotion copies the canary's template into it")]
+    StableMissing(String),
+    #[error("the DestinationRule subsets would misroute: {0}")]
+    Subsets(String),
     #[error("recorded state on the VirtualService is unreadable: {0}")]
     State(String),
 }
@@ -68,6 +72,8 @@ struct Prepared<'p> {
     /// An operator command, drift or an open rollback gate: decided without waiting for
     /// evidence.
     urgent: bool,
+    /// The Deployments as read, when the engine needs them ([`inputs::reads_workloads`]).
+    workloads: Option<crate::workload::WorkloadReport>,
 }
 
 /// How long a cycle waits for its evidence (the grouped Prometheus queries and every custom
@@ -396,13 +402,17 @@ impl<M: MetricsSource, E: Effects + 'static> Driver<M, E> {
             kube.check_subsets(&view).await?;
             warn_if_hosts_disagree(policy, &view);
         }
-        let stable_rolled_out = inputs::awaits_stable(&before) && kube.stable_rolled_out().await?;
+        let workloads = if inputs::reads_workloads(&before, revision.as_deref()) {
+            Some(kube.workload_report(&view).await?)
+        } else {
+            None
+        };
         // Take what effects reported only after the last read that can fail: an error above
         // returns early, and inputs taken before it (delivery acknowledgements, gate answers)
         // would be lost — a lost acknowledgement means the alert is sent again after a restart.
         let queued = self.pending.take(&key);
 
-        let read = Reads { before: &before, view: &view, revision: revision.as_deref(), stable_rolled_out };
+        let read = Reads { before: &before, view: &view, revision: revision.as_deref() };
         let derived = inputs::derive(policy, &read, queued.clone(), now);
         if let Some(e) = &derived.unknown_command {
             tracing::warn!(policy = %key, command = %e.0, "ignoring an unknown command");
@@ -431,6 +441,7 @@ impl<M: MetricsSource, E: Effects + 'static> Driver<M, E> {
             queued,
             observe_from: derived.observe_from,
             urgent,
+            workloads,
         })
     }
 
@@ -442,7 +453,7 @@ impl<M: MetricsSource, E: Effects + 'static> Driver<M, E> {
         evidence: Vec<Input>,
         now: Timestamp,
     ) -> Result<CycleReport, DaemonError> {
-        let Prepared { policy, vs, view, before, mut inputs, queued, .. } = prep;
+        let Prepared { policy, vs, view, before, mut inputs, queued, workloads, .. } = prep;
         let key = policy.key();
         let vs_api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), policy.namespace(), &virtual_service_resource());
@@ -453,7 +464,7 @@ impl<M: MetricsSource, E: Effects + 'static> Driver<M, E> {
         let mut actions = Vec::new();
         let mut wake_at = None;
         for input in inputs {
-            let t = engine::step(policy, &state, input, now);
+            let t = engine::step_with(policy, &state, input, now, workloads.as_ref());
             state = t.state;
             actions.extend(t.actions);
             wake_at = t.wake_at;
@@ -516,9 +527,22 @@ impl<M: MetricsSource, E: Effects + 'static> Driver<M, E> {
                 Action::CallGate(kind) => {
                     self.ask_gates(policy, *kind, state);
                 }
-                Action::CopyCanaryToStable => {
-                    if let Err(e) = kube.copy_canary_to_stable().await {
-                        tracing::warn!(policy = %key, error = %e, "copying the canary template to stable failed; retrying next cycle");
+                Action::CopyCanaryToStable { template_hash } => {
+                    match kube.copy_canary_to_stable(view, template_hash).await {
+                        Ok(true) => {
+                            tracing::info!(policy = %key, template = %template_hash, "stable Deployment given the canary's pod template")
+                        }
+                        Ok(false) => {
+                            tracing::info!(policy = %key, "the canary's template changed since promotion; not copied")
+                        }
+                        Err(e) => {
+                            tracing::warn!(policy = %key, error = %e, "copying the canary template to stable failed; the canary keeps serving and the copy is retried")
+                        }
+                    }
+                }
+                Action::ScaleCanary(replicas) => {
+                    if let Err(e) = kube.scale_canary(*replicas).await {
+                        tracing::warn!(policy = %key, error = %e, replicas, "scaling the canary up failed; retried while the rollout waits for it");
                     }
                 }
                 Action::ScaleCanaryDown => {

@@ -1,5 +1,5 @@
 //! Which engine inputs follow from what a reconcile read: the operator's command, a new canary
-//! revision, drift, the stable Deployment having rolled out, and whether an analysis is due and
+//! revision, drift, whether the Deployments must be read, and whether an analysis is due and
 //! over which window. Pure — the reads are arguments — so these rules are tested here without
 //! an API server; the driver does the reading.
 
@@ -29,9 +29,14 @@ pub(super) fn starts_rollout(before: &RolloutState, revision: Option<&str>) -> b
     !before.phase.is_active() && new_revision(before, revision).is_some()
 }
 
-/// Only a copy promotion waits for the stable Deployment, so only then is it read.
-pub(super) fn awaits_stable(before: &RolloutState) -> bool {
-    before.phase == Phase::Promoting
+/// Whether the engine needs the Deployments ([`WorkloadReport`](crate::workload::WorkloadReport))
+/// this reconcile: a rollout may start or is running (steps wait for the canary's pods, a copy
+/// promotion follows the stable's rollout), or a copy promotion may still owe the canary's
+/// scale-down. Idle and finished policies read nothing more.
+pub(super) fn reads_workloads(before: &RolloutState, revision: Option<&str>) -> bool {
+    starts_rollout(before, revision)
+        || matches!(before.phase, Phase::Pending | Phase::Progressing | Phase::Paused | Phase::Promoting)
+        || (before.phase == Phase::Promoted && before.copy_target.is_some())
 }
 
 /// What a reconcile read about one policy.
@@ -41,8 +46,6 @@ pub(super) struct Reads<'a> {
     pub view: &'a RouteView,
     /// The canary Deployment's pod-template revision.
     pub revision: Option<&'a str>,
-    /// The stable Deployment finished rolling out; read only when [`awaits_stable`].
-    pub stable_rolled_out: bool,
 }
 
 /// The engine's inputs for one reconcile, all but the evidence and the tick.
@@ -58,7 +61,7 @@ pub(super) struct Derived {
 /// Turns what was read into the engine's inputs. `queued` (feedback from earlier effects) comes
 /// first: it was learnt before anything read this cycle.
 pub(super) fn derive(policy: &Policy, read: &Reads<'_>, queued: Vec<Input>, now: Timestamp) -> Derived {
-    let Reads { before, view, revision, stable_rolled_out } = *read;
+    let Reads { before, view, revision } = *read;
     let mut inputs = queued;
     let mut unknown_command = None;
     if let Some(raw) = &view.command {
@@ -72,9 +75,6 @@ pub(super) fn derive(policy: &Policy, read: &Reads<'_>, queued: Vec<Input>, now:
     }
     if before.phase.is_active() && view.traffic != before.traffic {
         inputs.push(Input::Drift { observed: view.traffic.clone() });
-    }
-    if awaits_stable(before) && stable_rolled_out {
-        inputs.push(Input::StableRolledOut);
     }
     Derived { inputs, observe_from: observe_from(policy, before, now), unknown_command }
 }
@@ -125,8 +125,8 @@ mod tests {
         }
     }
 
-    fn derive_at(before: &RolloutState, view: &RouteView, revision: Option<&str>, stable: bool) -> Derived {
-        let read = Reads { before, view, revision, stable_rolled_out: stable };
+    fn derive_at(before: &RolloutState, view: &RouteView, revision: Option<&str>) -> Derived {
+        let read = Reads { before, view, revision };
         derive(&policy(), &read, Vec::new(), Timestamp::from_second(NOW).unwrap())
     }
 
@@ -146,15 +146,15 @@ mod tests {
     #[test]
     fn a_new_revision_is_an_input_and_starts_a_rollout_only_when_none_is_active() {
         let idle = state(Phase::Idle, "r1", 0);
-        let d = derive_at(&idle, &view(0, None), Some("r2"), false);
+        let d = derive_at(&idle, &view(0, None), Some("r2"));
         assert_eq!(d.inputs, vec![Input::NewRevision("r2".into())]);
         assert!(starts_rollout(&idle, Some("r2")));
         assert!(!starts_rollout(&idle, Some("r1")));
         assert!(!starts_rollout(&idle, None));
-        assert!(derive_at(&idle, &view(0, None), Some("r1"), false).inputs.is_empty());
+        assert!(derive_at(&idle, &view(0, None), Some("r1")).inputs.is_empty());
 
         let progressing = state(Phase::Progressing, "r1", 10);
-        let d = derive_at(&progressing, &view(10, None), Some("r2"), false);
+        let d = derive_at(&progressing, &view(10, None), Some("r2"));
         assert_eq!(d.inputs, vec![Input::NewRevision("r2".into())]);
         assert!(!starts_rollout(&progressing, Some("r2")));
     }
@@ -162,36 +162,35 @@ mod tests {
     #[test]
     fn drift_is_reported_only_while_a_rollout_is_active() {
         for phase in [Phase::Progressing, Phase::Paused, Phase::Promoting] {
-            let d = derive_at(&state(phase, "r1", 10), &view(0, None), Some("r1"), false);
+            let d = derive_at(&state(phase, "r1", 10), &view(0, None), Some("r1"));
             assert!(d.inputs.contains(&Input::Drift { observed: view(0, None).traffic }), "{phase:?}");
         }
         for phase in [Phase::Idle, Phase::Pending, Phase::Promoted, Phase::Aborted] {
-            let d = derive_at(&state(phase, "r1", 10), &view(0, None), Some("r1"), false);
+            let d = derive_at(&state(phase, "r1", 10), &view(0, None), Some("r1"));
             assert!(d.inputs.is_empty(), "{phase:?}");
         }
     }
 
     #[test]
-    fn the_stable_rollout_counts_only_while_promoting() {
-        let promoting = state(Phase::Promoting, "r1", 0);
-        assert!(awaits_stable(&promoting));
-        assert_eq!(
-            derive_at(&promoting, &view(0, None), Some("r1"), true).inputs,
-            vec![Input::StableRolledOut]
-        );
-        assert!(derive_at(&promoting, &view(0, None), Some("r1"), false).inputs.is_empty());
-        let progressing = state(Phase::Progressing, "r1", 0);
-        assert!(!awaits_stable(&progressing));
-        assert!(derive_at(&progressing, &view(0, None), Some("r1"), true).inputs.is_empty());
+    fn deployments_are_read_only_while_a_rollout_may_start_or_runs() {
+        for phase in [Phase::Pending, Phase::Progressing, Phase::Paused, Phase::Promoting] {
+            assert!(reads_workloads(&state(phase, "r1", 0), Some("r1")), "{phase:?}");
+        }
+        for phase in [Phase::Idle, Phase::Promoted, Phase::Aborted] {
+            assert!(!reads_workloads(&state(phase, "r1", 0), Some("r1")), "{phase:?}");
+            assert!(reads_workloads(&state(phase, "r1", 0), Some("r2")), "{phase:?}: a new revision");
+        }
+        let copied = RolloutState { copy_target: Some("t".into()), ..state(Phase::Promoted, "r1", 0) };
+        assert!(reads_workloads(&copied, Some("r1")), "the canary's scale-down may be owed");
     }
 
     #[test]
     fn commands_are_parsed_and_unknown_ones_reported_not_fed() {
         let idle = state(Phase::Idle, "r1", 0);
-        let d = derive_at(&idle, &view(0, Some("abort: too slow")), Some("r1"), false);
+        let d = derive_at(&idle, &view(0, Some("abort: too slow")), Some("r1"));
         assert_eq!(d.inputs, vec![Input::Command(Command::Abort("too slow".into()))]);
         assert_eq!(d.unknown_command, None);
-        let d = derive_at(&idle, &view(0, Some("rollback")), Some("r1"), false);
+        let d = derive_at(&idle, &view(0, Some("rollback")), Some("r1"));
         assert!(d.inputs.is_empty());
         assert_eq!(d.unknown_command, Some(UnknownCommand("rollback".into())));
     }
@@ -201,7 +200,7 @@ mod tests {
         let before = state(Phase::Progressing, "r1", 10);
         let queued = vec![Input::AlertDelivered { id: 1, channel: "email".into() }];
         let v = view(0, Some("pause"));
-        let read = Reads { before: &before, view: &v, revision: Some("r2"), stable_rolled_out: false };
+        let read = Reads { before: &before, view: &v, revision: Some("r2") };
         let d = derive(&policy(), &read, queued.clone(), Timestamp::from_second(NOW).unwrap());
         assert_eq!(
             d.inputs,
@@ -218,7 +217,7 @@ mod tests {
     fn analysis_is_due_one_interval_after_the_last_window_while_judged() {
         let at = |phase: Phase, observed_until: Option<i64>| {
             let before = RolloutState { observed_until, ..state(phase, "r1", 10) };
-            derive_at(&before, &view(10, None), Some("r1"), false).observe_from
+            derive_at(&before, &view(10, None), Some("r1")).observe_from
         };
         // First window: the interval before now.
         assert_eq!(at(Phase::Progressing, None), Some(NOW - 30));

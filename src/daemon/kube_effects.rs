@@ -8,6 +8,15 @@ use super::kube_io::{destination_rule_resource, pod_template_revision};
 use super::DaemonError;
 use crate::istio::RouteView;
 use crate::policy::{host_short_name, Policy};
+use crate::workload::{self, Capacity, RolloutStatus, WorkloadReport};
+use std::collections::BTreeMap;
+
+/// A DestinationRule subset's labels.
+pub(super) type Labels = BTreeMap<String, String>;
+
+fn to_json(d: &Deployment) -> Value {
+    serde_json::to_value(d).unwrap_or_default()
+}
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{json, Value};
@@ -44,23 +53,12 @@ impl<'p> KubeSide<'p> {
     pub(super) async fn canary_revision(&self) -> Result<Option<String>, DaemonError> {
         let name = &self.policy.workloads().canary;
         let canary = self.deployment(name).await?.ok_or_else(|| DaemonError::CanaryMissing(name.clone()))?;
-        Ok(pod_template_revision(&serde_json::to_value(&canary).unwrap_or_default()))
+        Ok(pod_template_revision(&to_json(&canary)))
     }
 
-    /// Copy promotion: the stable Deployment has seen its latest spec and updated every replica.
-    pub(super) async fn stable_rolled_out(&self) -> Result<bool, DaemonError> {
-        let Some(d) = self.deployment(&self.policy.workloads().stable).await? else {
-            return Ok(false);
-        };
-        let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        let generation = d.metadata.generation.unwrap_or(0);
-        let status = d.status.unwrap_or_default();
-        Ok(status.observed_generation.unwrap_or(0) >= generation
-            && status.updated_replicas.unwrap_or(0) >= want)
-    }
-
-    /// Before a rollout starts: the DestinationRule for the host must define both subsets.
-    pub(super) async fn check_subsets(&self, view: &RouteView) -> Result<(), DaemonError> {
+    /// The DestinationRule subsets' labels (stable, canary) for the route's hosts; a missing
+    /// subset is an error, because routing to it would send traffic into a 503 black hole.
+    pub(super) async fn subset_labels(&self, view: &RouteView) -> Result<(Labels, Labels), DaemonError> {
         let rules: Vec<DynamicObject> =
             match self.cache.and_then(|c| c.destination_rules(self.policy.namespace())) {
                 Some(cached) => cached.iter().map(|r| (**r).clone()).collect(),
@@ -75,49 +73,106 @@ impl<'p> KubeSide<'p> {
             };
         let short = |h: &str| h.split('.').next().unwrap_or(h).to_string();
         let t = &self.policy.spec().target;
-        for (host, subset) in [(&view.stable_host, &t.stable.subset), (&view.canary_host, &t.canary.subset)] {
-            let found = rules.iter().any(|dr| {
-                let spec = &dr.data["spec"];
-                spec["host"].as_str().is_some_and(|h| short(h) == short(host))
-                    && spec["subsets"]
-                        .as_array()
-                        .is_some_and(|subs| subs.iter().any(|s| s["name"].as_str() == Some(subset.as_str())))
-            });
-            if !found {
-                return Err(DaemonError::MissingSubset { host: host.clone(), subset: subset.clone() });
-            }
-        }
-        Ok(())
+        let find = |host: &String, subset: &String| {
+            rules
+                .iter()
+                .filter(|dr| dr.data["spec"]["host"].as_str().is_some_and(|h| short(h) == short(host)))
+                .filter_map(|dr| dr.data["spec"]["subsets"].as_array())
+                .flatten()
+                .find(|s| s["name"].as_str() == Some(subset.as_str()))
+                .map(|s| {
+                    s["labels"]
+                        .as_object()
+                        .map(|m| {
+                            m.iter()
+                                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                })
+                .ok_or_else(|| DaemonError::MissingSubset { host: host.clone(), subset: subset.clone() })
+        };
+        Ok((find(&view.stable_host, &t.stable.subset)?, find(&view.canary_host, &t.canary.subset)?))
     }
 
-    /// Copy promotion: the stable Deployment gets the canary's pod template.
-    pub(super) async fn copy_canary_to_stable(&self) -> Result<(), kube::Error> {
-        let canary = self.deployments.get(&self.policy.workloads().canary).await?;
-        let stable_name = &self.policy.workloads().stable;
-        let stable = self.deployments.get(stable_name).await?;
-        let mut template = serde_json::to_value(canary.spec.map(|s| s.template)).unwrap_or_default();
-        // The stable selector must keep matching its pods: its labels win over the canary's.
-        let selector = serde_json::to_value(stable.spec.map(|s| s.selector.match_labels)).unwrap_or_default();
-        if let (Some(labels), Some(sel)) =
-            (template.pointer_mut("/metadata/labels").and_then(Value::as_object_mut), selector.as_object())
-        {
-            for (k, v) in sel {
-                labels.insert(k.clone(), v.clone());
+    /// Before a rollout starts: both subsets exist and select the pods they name — the stable
+    /// subset the stable's, the canary subset the canary's and, in copy mode, still not the
+    /// stable's once they run the canary's template ([`workload::check_subset_labels`]).
+    pub(super) async fn check_subsets(&self, view: &RouteView) -> Result<(), DaemonError> {
+        let (stable_subset, canary_subset) = self.subset_labels(view).await?;
+        let w = self.policy.workloads();
+        let copy = self.policy.spec().promotion.mode.copies();
+        let canary =
+            self.deployment(&w.canary).await?.ok_or_else(|| DaemonError::CanaryMissing(w.canary.clone()))?;
+        let stable = match self.deployment(&w.stable).await? {
+            Some(d) => d,
+            None if copy => return Err(DaemonError::StableMissing(w.stable.clone())),
+            // Shift mode needs no stable Deployment of that name (the subset may select pods of
+            // any workload); only the canary's side can be checked.
+            None => return Ok(()),
+        };
+        let (stable, canary) = (to_json(&stable), to_json(&canary));
+        workload::check_subset_labels(&stable, &canary, &stable_subset, &canary_subset, copy)
+            .map_err(DaemonError::Subsets)
+    }
+
+    /// What the engine needs of the Deployments this reconcile ([`WorkloadReport`]).
+    pub(super) async fn workload_report(&self, view: &RouteView) -> Result<WorkloadReport, DaemonError> {
+        let w = self.policy.workloads();
+        let canary =
+            self.deployment(&w.canary).await?.ok_or_else(|| DaemonError::CanaryMissing(w.canary.clone()))?;
+        let canary = to_json(&canary);
+        let stable = self.deployment(&w.stable).await?.map(|d| to_json(&d));
+        let mut report = WorkloadReport {
+            canary_status: Some(RolloutStatus::of(&canary)),
+            canary: Capacity::of(&canary),
+            stable_replicas: stable.as_ref().map(|s| Capacity::of(s).desired).unwrap_or(0),
+            ..WorkloadReport::default()
+        };
+        if self.policy.spec().promotion.mode.copies() {
+            if let Some(stable) = &stable {
+                let (stable_subset, _) = self.subset_labels(view).await?;
+                let target = workload::copy_template(&canary, stable, &stable_subset);
+                report.copy_target = Some(workload::template_hash(&target));
+                report.stable_template = Some(workload::template_hash(&stable["spec"]["template"]));
+                report.stable_status = Some(RolloutStatus::of(stable));
             }
         }
-        self.deployments
-            .patch(
-                stable_name,
-                &PatchParams::default(),
-                &Patch::Merge(&json!({"spec": {"template": template}})),
-            )
-            .await?;
-        Ok(())
+        Ok(report)
+    }
+
+    /// Copy promotion: the stable Deployment gets exactly the canary's pod template (but the
+    /// labels its selector and subset need), by one JSON patch that replaces `spec.template`
+    /// under a `test` of the resourceVersion — read fresh from the API, not the cache, so the
+    /// test guards against a concurrent writer. Nothing is written when the canary's template
+    /// no longer hashes to what the engine promoted.
+    pub(super) async fn copy_canary_to_stable(
+        &self,
+        view: &RouteView,
+        template_hash: &str,
+    ) -> Result<bool, DaemonError> {
+        let w = self.policy.workloads();
+        let canary = to_json(&self.deployments.get(&w.canary).await?);
+        let stable = to_json(&self.deployments.get(&w.stable).await?);
+        let (stable_subset, _) = self.subset_labels(view).await?;
+        let template = workload::copy_template(&canary, &stable, &stable_subset);
+        if workload::template_hash(&template) != template_hash {
+            return Ok(false);
+        }
+        let patch: json_patch::Patch = serde_json::from_value(workload::copy_patch(&stable, &template))
+            .map_err(|e| DaemonError::State(e.to_string()))?;
+        self.deployments.patch(&w.stable, &PatchParams::default(), &Patch::<()>::Json(patch)).await?;
+        Ok(true)
     }
 
     /// Copy promotion: the canary Deployment is no longer needed once stable runs its template.
     pub(super) async fn scale_canary_down(&self) -> Result<(), kube::Error> {
-        let patch = json!({"spec": {"replicas": 0}});
+        self.scale_canary(0).await
+    }
+
+    /// Sets the canary Deployment's replicas (copy mode brings it back for a new revision).
+    pub(super) async fn scale_canary(&self, replicas: u32) -> Result<(), kube::Error> {
+        let patch = json!({"spec": {"replicas": replicas}});
         self.deployments
             .patch(&self.policy.workloads().canary, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;
@@ -137,7 +192,7 @@ impl<'p> KubeSide<'p> {
                 ..Default::default()
             },
             involved_object: ObjectReference {
-                api_version: Some("networking.istio.io/v1".into()),
+                api_version: Some(format!("networking.istio.io/{}", super::kube_io::istio_version())),
                 kind: Some("VirtualService".into()),
                 name: Some(policy.spec().target.virtual_service.clone()),
                 namespace: Some(policy.namespace().to_string()),

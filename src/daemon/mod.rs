@@ -10,7 +10,7 @@ mod effects;
 mod feedback;
 mod inputs;
 mod kube_effects;
-mod kube_io;
+pub mod kube_io;
 pub mod leader;
 pub mod metrics;
 pub mod run_loop;

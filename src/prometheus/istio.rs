@@ -1,5 +1,6 @@
-//! Istio standard metrics → [`SideObservation`]s, grouped: two queries per cycle (requests by
-//! response code, latency buckets) however many rollouts are running, split by workload.
+//! Istio standard metrics → [`SideObservation`]s, grouped: three queries per cycle (requests by
+//! response code, latency buckets, requests no workload answered) however many rollouts are
+//! running, split by workload.
 //!
 //! Requests are read from both reporters: the caller's proxy (`reporter="source"`) counts each
 //! request once with its final response, the workload's proxy (`reporter="destination"`)
@@ -65,6 +66,33 @@ pub(crate) fn latency_query(keys: &[WorkloadKey], window: Duration) -> String {
     )
 }
 
+/// PromQL for the raw counters of requests to services in the keys' namespaces that no
+/// workload answered ([`WorkloadKey::no_upstream`]): reported by the caller only, with
+/// `destination_workload="unknown"` and Envoy's no-upstream response flags.
+pub(crate) fn no_upstream_query(keys: &[WorkloadKey], window: Duration) -> String {
+    let namespaces: BTreeSet<&str> = keys.iter().map(|k| k.namespace.as_str()).collect();
+    let namespaces = namespaces.into_iter().map(escape_regex_value).collect::<Vec<_>>().join("|");
+    format!(
+        r#"istio_requests_total{{reporter="source",destination_workload="unknown",response_flags=~"UH|UF",destination_service_namespace=~"{namespaces}"}}[{}]"#,
+        range(window + counters::MARGIN)
+    )
+}
+
+/// Each service's no-upstream requests over the window, keyed by [`WorkloadKey::no_upstream`].
+fn no_upstream(series: &[Series], w: Window) -> Result<BTreeMap<WorkloadKey, u64>, QueryError> {
+    let mut sums: BTreeMap<WorkloadKey, f64> = BTreeMap::new();
+    for s in series {
+        let (Some(ns), Some(service)) =
+            (s.labels.get("destination_service_namespace"), s.labels.get("destination_service_name"))
+        else {
+            continue;
+        };
+        let value = counters::increment(&points(s)?, w.start_ms, w.end_ms, w.margin_ms);
+        *sums.entry(WorkloadKey::no_upstream(ns.clone(), service)).or_default() += value;
+    }
+    sums.into_iter().map(|(k, v)| Ok((k, to_count(v)?))).filter(|r| !matches!(r, Ok((_, 0)))).collect()
+}
+
 /// See [`PrometheusClient::observe_sides_with_scrape`].
 pub(crate) async fn observe_sides(
     client: &PrometheusClient,
@@ -78,9 +106,13 @@ pub(crate) async fn observe_sides(
     if window.as_millis() == 0 {
         return Err(QueryError::Config("the observation window must be at least 1 ms".into()));
     }
-    let queries = [requests_query(keys, window), latency_query(keys, window)];
-    let (requests, latency) =
-        tokio::try_join!(client.query_matrix(&queries[0], end), client.query_matrix(&queries[1], end))?;
+    let queries =
+        [requests_query(keys, window), latency_query(keys, window), no_upstream_query(keys, window)];
+    let (requests, latency, unanswered) = tokio::try_join!(
+        client.query_matrix(&queries[0], end),
+        client.query_matrix(&queries[1], end),
+        client.query_matrix(&queries[2], end)
+    )?;
     let wanted: BTreeSet<&WorkloadKey> = keys.iter().collect();
     let bounds = Window::ending(end, window);
     let mut out: HashMap<WorkloadKey, SideObservation> =
@@ -94,6 +126,9 @@ pub(crate) async fn observe_sides(
     }
     for (key, histogram) in histograms(&increments(&latency, &wanted, bounds)?)? {
         out.get_mut(&key).expect("filtered to wanted keys").latency = Some(histogram);
+    }
+    for (key, count) in no_upstream(&unanswered, bounds)? {
+        out.insert(key, SideObservation { requests: count, errors: count, latency: None });
     }
     Ok(ObservedSides { sides: out, scrape_intervals: scrape_intervals(&requests, &wanted)?, reporters })
 }
@@ -288,6 +323,36 @@ mod tests {
             [(NAMESPACE.to_string(), "ns".to_string()), (WORKLOAD.to_string(), w.to_string())].into();
         labels.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         Series { labels, points: points.to_vec() }
+    }
+
+    #[test]
+    fn requests_no_workload_answered_are_summed_per_service() {
+        let q = no_upstream_query(&[key("shop", "reviews-v1"), key("pay", "api")], Duration::from_secs(60));
+        assert_eq!(
+            q,
+            r#"istio_requests_total{reporter="source",destination_workload="unknown",response_flags=~"UH|UF",destination_service_namespace=~"pay|shop"}[180s]"#
+        );
+        let uh = |pod: &str, points: &[(f64, f64)]| Series {
+            labels: [
+                ("destination_service_namespace", "shop"),
+                ("destination_service_name", "reviews"),
+                ("destination_workload", "unknown"),
+                ("response_flags", "UH"),
+                ("source_workload", pod),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+            points: points.to_vec(),
+        };
+        // Two callers; the second's series appears mid-window (Istio creates it at its first 503).
+        let series = [
+            uh("productpage-v1", &[(90.0, 10.0), (130.0, 16.0), (160.0, 25.0)]),
+            uh("gateway", &[(130.0, 4.0), (160.0, 7.0)]),
+        ];
+        let got = no_upstream(&series, window()).unwrap();
+        assert_eq!(got.get(&WorkloadKey::no_upstream("shop", "reviews")), Some(&(15 + 7)));
+        assert_eq!(got.len(), 1);
     }
 
     /// The window (100 s, 160 s] with the standard margin.

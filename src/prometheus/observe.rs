@@ -16,6 +16,18 @@ pub fn workload_keys(policy: &Policy) -> (WorkloadKey, WorkloadKey) {
     (WorkloadKey::new(policy.namespace(), &w.canary), WorkloadKey::new(policy.namespace(), &w.stable))
 }
 
+/// The key of the requests to the canary's service that no workload answered
+/// ([`WorkloadKey::no_upstream`]): the service is the canary host's first label, its namespace
+/// the second when the host names one (`reviews.other`, an FQDN), else the policy's.
+pub fn no_upstream_key(policy: &Policy) -> WorkloadKey {
+    let t = &policy.spec().target;
+    let host = t.canary.host.as_deref().unwrap_or(&t.virtual_service);
+    let mut labels = host.split('.');
+    let service = labels.next().unwrap_or(host);
+    let namespace = labels.next().unwrap_or(policy.namespace());
+    WorkloadKey::no_upstream(namespace, service)
+}
+
 /// The observation of `policy` over `[from, now)`: Istio counts and histograms from `sides`
 /// (an answer of [`MetricsSource::observe_sides`] that covers this window, possibly shared with
 /// other policies), plus each custom check queried at `now`.
@@ -52,11 +64,62 @@ pub async fn observation<M: MetricsSource>(
         };
         custom.push(CustomValue { name: check.name.clone(), canary: c, baseline: b });
     }
+    let mut canary = sides.get(&canary).cloned().unwrap_or_default();
+    // Requests to the service that no pod answered (a subset without ready endpoints) are
+    // the canary's: the stable side is the one that was serving before the rollout.
+    if let Some(unanswered) = sides.get(&no_upstream_key(policy)) {
+        canary.requests += unanswered.requests;
+        canary.errors += unanswered.errors;
+    }
     Observation {
         start: from,
         end: now.as_second(),
-        canary: sides.get(&canary).cloned().unwrap_or_default(),
+        canary,
         baseline: sides.get(&baseline).cloned().unwrap_or_default(),
         custom,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prometheus::QueryError;
+    use std::time::Duration;
+
+    /// A source without custom values (the test policy has no custom checks).
+    struct NoCustom;
+
+    impl MetricsSource for NoCustom {
+        async fn observe_sides(
+            &self,
+            _: &[WorkloadKey],
+            _: Timestamp,
+            _: Duration,
+        ) -> Result<HashMap<WorkloadKey, SideObservation>, QueryError> {
+            Ok(HashMap::new())
+        }
+
+        async fn query_scalar(&self, _: &str, _: Timestamp) -> Result<f64, QueryError> {
+            Err(QueryError::EmptyResult)
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_no_pod_answered_count_as_canary_errors() {
+        let doc = "apiVersion: canaryd.io/v1alpha1\nkind: RolloutPolicy\nmetadata: {name: reviews, namespace: shop}\nspec:\n  target: {virtualService: reviews, stable: {subset: v1}, canary: {subset: v2, host: reviews.shop.svc.cluster.local}}\n";
+        let policy = crate::policy::parse_policy("p.yaml", doc).unwrap();
+        let (canary, baseline) = workload_keys(&policy);
+        let side = |requests, errors| SideObservation { requests, errors, latency: None };
+        let sides: HashMap<WorkloadKey, SideObservation> = [
+            (canary, side(100, 1)),
+            (baseline, side(900, 9)),
+            (WorkloadKey::no_upstream("shop", "reviews"), side(40, 40)),
+            (WorkloadKey::no_upstream("shop", "ratings"), side(7, 7)),
+        ]
+        .into();
+        let now = Timestamp::from_second(1_800_000_000).unwrap();
+        let obs = observation(&NoCustom, &policy, &sides, now.as_second() - 60, now, &TenantLabel::default()).await;
+        assert_eq!((obs.canary.requests, obs.canary.errors), (140, 41));
+        assert_eq!((obs.baseline.requests, obs.baseline.errors), (900, 9), "the stable is not blamed");
     }
 }

@@ -18,3 +18,4 @@ pub mod policy;
 pub mod promql;
 pub mod schedule;
 pub mod secret;
+pub mod workload;

@@ -27,6 +27,15 @@ impl WorkloadKey {
     pub fn new(namespace: impl Into<String>, workload: impl Into<String>) -> Self {
         WorkloadKey { namespace: namespace.into(), workload: workload.into() }
     }
+
+    /// The requests to `service` (in `namespace`) that no workload answered: 503s with Envoy's
+    /// no-upstream flags (`UH` no healthy upstream, `UF` connection failure), which only the
+    /// calling proxy reports, with `destination_workload="unknown"`. A subset without ready
+    /// endpoints produces exactly these; they are counted as the canary's errors. The `/`
+    /// cannot occur in a workload name, so the key never names a real workload.
+    pub fn no_upstream(namespace: impl Into<String>, service: &str) -> Self {
+        WorkloadKey { namespace: namespace.into(), workload: format!("{service}/no-upstream") }
+    }
 }
 
 impl std::fmt::Display for WorkloadKey {

@@ -10,12 +10,30 @@ use crate::policy::{
     AlertEvent, DriftAction, GateKind, InconclusiveAction, OutsideWindow, Policy, PromotionMode,
 };
 use crate::schedule::CompiledSchedule;
+use crate::workload::WorkloadReport;
 use jiff::Timestamp;
 
+mod workloads;
+
 /// Applies one input at time `now` and returns the new state and the actions to carry out.
+/// Nothing is known of the Deployments: no step waits for the canary's pods (a backtest).
 pub fn step(policy: &Policy, state: &RolloutState, input: Input, now: Timestamp) -> Transition {
+    step_with(policy, state, input, now, None)
+}
+
+/// [`step`] with what this reconcile read of the canary and stable Deployments: steps wait for
+/// the canary's pods, and a copy promotion follows the stable's rollout. The daemon passes the
+/// same report with every input of one reconcile; it is a fact of the moment, never stored.
+pub fn step_with(
+    policy: &Policy,
+    state: &RolloutState,
+    input: Input,
+    now: Timestamp,
+    workloads: Option<&WorkloadReport>,
+) -> Transition {
     let mut m = Machine {
         policy,
+        workloads,
         plan: policy.plan(),
         schedule: policy.schedule(),
         s: state.clone(),
@@ -35,6 +53,7 @@ pub fn step(policy: &Policy, state: &RolloutState, input: Input, now: Timestamp)
 
 struct Machine<'a> {
     policy: &'a Policy,
+    workloads: Option<&'a WorkloadReport>,
     plan: &'a [PlanStep],
     schedule: Option<&'a CompiledSchedule>,
     s: RolloutState,
@@ -50,13 +69,6 @@ impl Machine<'_> {
             Input::Observed(result) => self.observed(result),
             Input::Gate { kind, open, detail } => self.gate(kind, open, &detail),
             Input::Command(c) => self.command(c),
-            Input::StableRolledOut => {
-                if self.s.phase == Phase::Promoting {
-                    self.set_traffic(Traffic::stable_only());
-                    self.actions.push(Action::ScaleCanaryDown);
-                    self.finish_promoted("stable now runs the canary's pod template");
-                }
-            }
             Input::Drift { observed } => self.drift(observed),
             Input::AlertDelivered { id, channel } => self.delivered(id, channel),
             Input::ScrapeInterval(every) => {
@@ -68,6 +80,7 @@ impl Machine<'_> {
     // ---- inputs -------------------------------------------------------------------------
 
     fn tick(&mut self) {
+        self.workloads_tick();
         match self.s.phase {
             Phase::Pending => {
                 if !self.may_advance() {
@@ -150,6 +163,11 @@ impl Machine<'_> {
         if self.has_gate(GateKind::Rollback) {
             self.actions.push(Action::CallGate(GateKind::Rollback));
         }
+        if self.s.waiting_for_canary.is_some() {
+            // No step is running: this window judged nothing the rollout decided.
+            self.s.observed_until = Some(self.now);
+            return;
+        }
         let obs = match result {
             Ok(obs) => obs,
             Err(msg) => {
@@ -157,6 +175,10 @@ impl Machine<'_> {
                 return self.unreadable(verdict, msg);
             }
         };
+        if let Some(why) = workloads::canary_unreachable(&obs, &self.s.traffic) {
+            self.s.observed_until = Some(self.now);
+            return self.abort(why, None);
+        }
         let end_of_step = self.now >= self.step_deadline();
         let (judge_state, verdict) =
             judge::judge(&self.policy.spec().analysis, &self.s.judge, &obs, end_of_step);
@@ -333,6 +355,9 @@ impl Machine<'_> {
         let Some(step) = self.plan.get(index).cloned() else {
             return self.promote();
         };
+        if self.hold_for_canary(index, &step.traffic) {
+            return;
+        }
         self.s.step = index;
         self.s.step_started = Some(self.now);
         self.s.extensions = 0;
@@ -436,9 +461,24 @@ impl Machine<'_> {
                 self.finish_promoted("the canary serves 100%; the old version can be taken offline")
             }
             PromotionMode::Copy => {
+                // The copy itself is driven by the Deployments as read at each reconcile
+                // (`workloads`), so a failed or interrupted copy is simply done again.
                 self.s.phase = Phase::Promoting;
-                self.actions.push(Action::CopyCanaryToStable);
+                self.s.copy_target = None;
                 self.record("Promoting", "copying the canary pod template to the stable workload".into());
+            }
+            PromotionMode::BlueGreen => {
+                self.s.phase = Phase::Promoting;
+                self.s.copy_target = None;
+                let until = self.now + workloads::rollback_window_secs(self.policy);
+                self.s.switched_until = Some(until);
+                let msg = format!(
+                    "switched: the new version serves 100%; the old one stays ready for an instant rollback (`canaryd abort`) for {}",
+                    crate::format::human_secs((until - self.now) as f64)
+                );
+                // The release ends (and alerts `promote`) when the old version is replaced.
+                self.alert(AlertEvent::Step, msg.clone(), self.s.last_verdict.clone());
+                self.record("Switched", msg);
             }
         }
     }
@@ -463,6 +503,7 @@ impl Machine<'_> {
         self.s.phase = Phase::Aborted;
         self.s.finished = Some(self.now);
         self.s.awaiting_gate = None;
+        self.s.waiting_for_canary = None;
         self.s.reason = Some(reason.clone());
         self.s.archive(Outcome::Aborted, self.now, weight, verdict.as_ref());
         let headline = if was_active {
@@ -590,7 +631,15 @@ impl Machine<'_> {
                 let now = Timestamp::from_second(self.now).ok()?;
                 self.schedule.as_ref()?.next_windows(now, 1).first().map(|w| w.start.as_second())
             }
-            Phase::Pending | Phase::Promoting => Some(self.now + interval),
+            // Waiting on Deployments: look again soon (their watch also wakes the policy).
+            Phase::Promoting => Some(match self.s.switched_until {
+                Some(until) if until > self.now => until.min(self.now + interval),
+                _ => self.now + workloads::RECHECK_SECS,
+            }),
+            Phase::Progressing if self.s.waiting_for_canary.is_some() => {
+                Some(self.now + workloads::RECHECK_SECS)
+            }
+            Phase::Pending => Some(self.now + interval),
             Phase::Progressing | Phase::Paused => Some(self.s.observed_until.unwrap_or(self.now) + interval),
             _ => None,
         }

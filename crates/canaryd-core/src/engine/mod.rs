@@ -17,9 +17,13 @@ mod machine;
 mod state;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod workload_tests;
 
 pub use history::{Outcome, RolloutRecord, TimelineEntry, MAX_HISTORY, MAX_TEXT, MAX_TIMELINE};
-pub use machine::{cadence_secs, channels_for, gate_name, is_warning, step, ALERT_DROPPED, MAX_OUTBOX};
+pub use machine::{
+    cadence_secs, channels_for, gate_name, is_warning, step, step_with, ALERT_DROPPED, MAX_OUTBOX,
+};
 pub use state::{PendingAlert, Phase, RolloutState};
 
 use crate::observation::Observation;
@@ -40,8 +44,6 @@ pub enum Input {
     Gate { kind: GateKind, open: bool, detail: String },
     /// An operator command.
     Command(Command),
-    /// Copy promotion: the stable Deployment finished rolling out the canary's template.
-    StableRolledOut,
     /// Someone else changed the route's routing (GitOps revert, a person).
     Drift { observed: Traffic },
     /// An alert was delivered to a channel.
@@ -101,10 +103,15 @@ pub enum Action {
     SetTraffic(Traffic),
     /// Ask a gate; its answer comes back as [`Input::Gate`].
     CallGate(GateKind),
-    /// Copy promotion: copy the canary pod template to the stable Deployment.
-    CopyCanaryToStable,
+    /// Copy promotion: give the stable Deployment the canary's pod template
+    /// ([`copy_template`](crate::workload::copy_template)) if it still hashes to this (the
+    /// canary may have changed since; then a new revision follows instead).
+    CopyCanaryToStable { template_hash: String },
     /// Copy promotion: scale the canary Deployment to zero.
     ScaleCanaryDown,
+    /// Copy mode, a new revision: scale the canary Deployment (left at zero by the last
+    /// promotion) to this many replicas before it gets traffic.
+    ScaleCanary(u32),
     /// Deliver the outbox alert with this id.
     Deliver(u64),
     /// Record a Kubernetes Event and a log line for this transition.

@@ -149,6 +149,19 @@ pub struct RolloutState {
     /// [`MAX_TIMELINE`](super::MAX_TIMELINE) entries.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub timeline: Vec<TimelineEntry>,
+    /// A step (0-based) to enter once the canary's pods are ready; traffic stays as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for_canary: Option<usize>,
+    /// Copy promotion: the hash of the pod template the stable Deployment must run
+    /// ([`template_hash`](crate::workload::template_hash)), fixed when the copy starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_target: Option<String>,
+    /// Blue-green: until when (Unix seconds) the old version is kept ready after the switch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switched_until: Option<i64>,
+    /// Copy promotion: the stable rollout is stuck and that was alerted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub copy_stuck: bool,
     /// Finished rollouts of this policy, oldest first; at most [`MAX_HISTORY`](super::MAX_HISTORY).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<RolloutRecord>,

@@ -6,18 +6,18 @@ use crate::observation::{Observation, SideObservation};
 use crate::policy::{parse_policy, AlertEvent, Policy};
 use jiff::Timestamp;
 
-const BASE: &str = "apiVersion: canaryd.io/v1alpha1\nkind: RolloutPolicy\nmetadata: {name: reviews, namespace: bookinfo}\nspec:\n  target: {virtualService: reviews, stable: {subset: v1}, canary: {subset: v2}}\n  steps: [{weight: 10, bake: 2m}, {weight: 50, bake: 2m}]\n  analysis: {interval: 1m, latency: {enabled: false}}\n  alerts: {on: [abort, promote], email: {to: [a@example.com]}}\n";
+pub(super) const BASE: &str = "apiVersion: canaryd.io/v1alpha1\nkind: RolloutPolicy\nmetadata: {name: reviews, namespace: bookinfo}\nspec:\n  target: {virtualService: reviews, stable: {subset: v1}, canary: {subset: v2}}\n  steps: [{weight: 10, bake: 2m}, {weight: 50, bake: 2m}]\n  analysis: {interval: 1m, latency: {enabled: false}}\n  alerts: {on: [abort, promote], email: {to: [a@example.com]}}\n";
 
-fn policy(extra: &str) -> Policy {
+pub(super) fn policy(extra: &str) -> Policy {
     parse_policy("test.yaml", &format!("{BASE}{extra}")).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn at(min: i64) -> Timestamp {
+pub(super) fn at(min: i64) -> Timestamp {
     // 2026-11-23 00:00 UTC plus `min` minutes.
     Timestamp::from_second(1_795_392_000 + min * 60).unwrap()
 }
 
-fn obs(min: i64, canary: (u64, u64), baseline: (u64, u64)) -> Observation {
+pub(super) fn obs(min: i64, canary: (u64, u64), baseline: (u64, u64)) -> Observation {
     Observation {
         start: at(min - 1).as_second(),
         end: at(min).as_second(),
@@ -27,12 +27,16 @@ fn obs(min: i64, canary: (u64, u64), baseline: (u64, u64)) -> Observation {
     }
 }
 
-fn healthy(min: i64) -> Input {
+pub(super) fn healthy(min: i64) -> Input {
     Input::Observed(Ok(obs(min, (2000, 1), (8000, 5))))
 }
 
 /// Drives `inputs` (minute, input) from `state`, returning the final transition.
-fn run(p: &Policy, mut state: RolloutState, inputs: Vec<(i64, Input)>) -> (RolloutState, Vec<Action>) {
+pub(super) fn run(
+    p: &Policy,
+    mut state: RolloutState,
+    inputs: Vec<(i64, Input)>,
+) -> (RolloutState, Vec<Action>) {
     let mut actions = Vec::new();
     for (min, input) in inputs {
         let t = step(p, &state, input, at(min));
@@ -42,7 +46,7 @@ fn run(p: &Policy, mut state: RolloutState, inputs: Vec<(i64, Input)>) -> (Rollo
     (state, actions)
 }
 
-fn started(p: &Policy) -> RolloutState {
+pub(super) fn started(p: &Policy) -> RolloutState {
     run(p, RolloutState::default(), vec![(0, Input::NewRevision("rev-2".into()))]).0
 }
 
@@ -156,17 +160,6 @@ fn operator_abort_works_in_every_phase() {
         assert_eq!(s.phase, Phase::Aborted, "abort from {from:?}");
         assert_eq!(s.traffic, crate::plan::Traffic::stable_only(), "abort from {from:?} restores stable");
     }
-}
-
-#[test]
-fn copy_promotion_routes_back_to_stable_after_rollout() {
-    let p = policy("  promotion: {mode: copy}\n");
-    let (s, actions) = run(&p, started(&p), vec![(1, Input::Command(Command::Promote))]);
-    assert!(actions.contains(&Action::CopyCanaryToStable));
-    let (s, actions) = run(&p, s, vec![(3, Input::StableRolledOut)]);
-    assert_eq!(s.phase, Phase::Promoted);
-    assert_eq!(s.traffic.canary_weight, 0);
-    assert!(actions.contains(&Action::ScaleCanaryDown));
 }
 
 #[test]

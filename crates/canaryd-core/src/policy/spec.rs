@@ -149,6 +149,18 @@ pub enum PromotionMode {
     /// Copy the canary pod template to the stable Deployment, route back to stable, scale the
     /// canary down (Flagger style; the next release starts clean).
     Copy,
+    /// Blue-green: the steps judge the new version without live traffic (mirror and header
+    /// steps), then all traffic switches at once; the old version stays ready for
+    /// `rollbackWindow` (an abort switches back instantly), then the release ends as `copy`.
+    #[serde(rename = "blueGreen")]
+    BlueGreen,
+}
+
+impl PromotionMode {
+    /// The release ends with the canary's template copied into the stable Deployment.
+    pub fn copies(self) -> bool {
+        matches!(self, PromotionMode::Copy | PromotionMode::BlueGreen)
+    }
 }
 
 /// Promotion settings.
@@ -158,6 +170,14 @@ pub struct Promotion {
     /// `shift` (default) or `copy`.
     #[serde(default)]
     pub mode: PromotionMode,
+    /// Copy mode: replicas the canary Deployment is scaled to for a new revision (the last
+    /// promotion left it at zero). Default: the stable Deployment's replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_replicas: Option<u32>,
+    /// Blue-green: how long after the switch the old version stays ready for an instant
+    /// rollback before it is replaced. Default: 10m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollback_window: Option<Duration>,
 }
 
 /// What to do when an interval's evidence is not enough for a verdict.
@@ -439,6 +459,8 @@ pub enum AlertEvent {
     Abort,
     Inconclusive,
     WindowMissed,
+    /// Copy promotion: the stable Deployment cannot roll out the promoted template.
+    Stuck,
 }
 
 /// Email alert settings (the SMTP server is the daemon's configuration, not the policy's).
@@ -592,7 +614,7 @@ fn default_window() -> Duration {
     Duration::from_mins(180)
 }
 fn default_alert_events() -> Vec<AlertEvent> {
-    vec![AlertEvent::Abort]
+    vec![AlertEvent::Abort, AlertEvent::Stuck]
 }
 fn default_gate_timeout() -> Duration {
     Duration::from_secs(10)

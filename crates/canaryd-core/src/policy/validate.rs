@@ -256,6 +256,13 @@ impl Validator<'_> {
                     "e.g. `- weight: 10` or `- headerMatch: {header: end-user, exact: jason}`",
                 );
             }
+            if let (Some(_), PromotionMode::BlueGreen) = (step.weight, spec.promotion.mode) {
+                self.err(
+                    &format!("{f}.weight"),
+                    "a blue-green plan judges the new version without live traffic",
+                    "use `mirror: {percent: 100}` or `headerMatch` steps (the switch to 100% is the promotion), or `promotion.mode: shift` or `copy` for a weighted canary",
+                );
+            }
             if let Some(w) = step.weight {
                 let field = format!("{f}.weight");
                 let prev = last_weight.map(|(j, pw)| format!(" (step {j} has {pw})")).unwrap_or_default();

@@ -1,0 +1,184 @@
+//! The engine's rules about the Deployments behind the subsets: traffic reaches the canary only
+//! once its pods are ready, copy mode scales the canary back up for a new revision, a canary
+//! that gets no requests at a weight that should bring them is a fault, and a copy promotion is
+//! finished only when the stable Deployment runs the promoted template on every pod.
+
+use super::{Action, Machine, Phase};
+use crate::observation::Observation;
+use crate::plan::Traffic;
+use crate::policy::{AlertEvent, GateKind, Policy};
+use crate::workload::{RolloutStatus, WorkloadReport};
+
+/// Seconds between reconciles while waiting on Deployments (their watch events also wake the
+/// policy; this bounds a missed event).
+pub(super) const RECHECK_SECS: i64 = 5;
+
+/// Fewest canary requests a window must be expected to bring before none at all is a fault:
+/// P(0 | Poisson(20)) ≈ 2·10⁻⁹, so a healthy canary is never blamed by chance.
+const EXPECTED_BEFORE_UNREACHABLE: f64 = 20.0;
+
+/// The canary got no request in a window where its weight should have brought at least
+/// [`EXPECTED_BEFORE_UNREACHABLE`] (the stable's requests scaled by the weights): its pods are
+/// not reached — no endpoints, a subset that selects nothing, a route that does not lead there.
+/// Holding "inconclusive" would leave users facing 503s indefinitely.
+pub(super) fn canary_unreachable(obs: &Observation, traffic: &Traffic) -> Option<String> {
+    let w = f64::from(traffic.canary_weight.min(100));
+    if obs.canary.requests > 0 || w <= 0.0 || w >= 100.0 {
+        return None;
+    }
+    let expected = obs.baseline.requests as f64 * w / (100.0 - w);
+    (expected >= EXPECTED_BEFORE_UNREACHABLE).then(|| {
+        format!(
+            "the canary received no requests at {w}% while the stable served {} (≈{expected:.0} expected): its pods are not reachable (no ready endpoints in the canary subset, or a route that does not lead to them)",
+            obs.baseline.requests
+        )
+    })
+}
+
+/// Blue-green's rollback window in seconds (`promotion.rollbackWindow`, default 10 minutes).
+pub(super) fn rollback_window_secs(policy: &Policy) -> i64 {
+    policy.spec().promotion.rollback_window.map(|d| d.as_secs_i64()).unwrap_or(600)
+}
+
+/// Whether a step's routing sends any request to the canary (weight, header match or mirror).
+fn reaches_canary(t: &Traffic) -> bool {
+    t.canary_weight > 0 || t.header_match.is_some() || t.mirror_percent.is_some()
+}
+
+impl Machine<'_> {
+    /// At every tick: blue-green's rollback window (no report needed), then what this
+    /// reconcile read of the Deployments (nothing without a report).
+    pub(super) fn workloads_tick(&mut self) {
+        if self.in_rollback_window() {
+            return;
+        }
+        let Some(report) = self.workloads else { return };
+        match self.s.phase {
+            Phase::Progressing => {
+                if let Some(index) = self.s.waiting_for_canary {
+                    self.recheck_canary(index, report);
+                }
+            }
+            Phase::Promoting => self.copy_progress(report),
+            // Copy promotion scales the canary down after routing back; repeated until done so
+            // a crash right after the write does not leave it running.
+            Phase::Promoted
+                if self.policy.spec().promotion.mode.copies()
+                    && self.s.copy_target.is_some()
+                    && report.canary.desired > 0 =>
+            {
+                self.actions.push(Action::ScaleCanaryDown);
+            }
+            _ => {}
+        }
+    }
+
+    /// Blue-green, after the switch: while the rollback window lasts the old version stays
+    /// as it is (rollback gates are asked at every tick); then the release ends like `copy`.
+    /// True while the window lasts.
+    fn in_rollback_window(&mut self) -> bool {
+        match self.s.switched_until {
+            Some(until) if self.s.phase == Phase::Promoting && self.now < until => {
+                if self.has_gate(GateKind::Rollback) {
+                    self.actions.push(Action::CallGate(GateKind::Rollback));
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Replicas copy mode scales a canary at zero to: `promotion.canaryReplicas`, else the
+    /// stable's count, at least one.
+    fn scale_to(&self, report: &WorkloadReport) -> u32 {
+        self.policy.spec().promotion.canary_replicas.unwrap_or(report.stable_replicas).max(1)
+    }
+
+    /// Entering step `index` with `traffic`: held (traffic unchanged) when the step sends more
+    /// requests to a canary whose pods are not all ready. True when held.
+    pub(super) fn hold_for_canary(&mut self, index: usize, traffic: &Traffic) -> bool {
+        let Some(report) = self.workloads else { return false };
+        let rises = traffic.canary_weight > self.s.traffic.canary_weight
+            || (reaches_canary(traffic) && !reaches_canary(&self.s.traffic));
+        if !rises || report.canary_ready() {
+            return false;
+        }
+        let scale_to = self.scale_to(report);
+        if report.canary.desired == 0 && self.policy.spec().promotion.mode.copies() {
+            self.actions.push(Action::ScaleCanary(scale_to));
+        }
+        if self.s.waiting_for_canary != Some(index) {
+            self.s.waiting_for_canary = Some(index);
+            let want = if report.canary.desired == 0 { scale_to } else { report.canary.desired };
+            let msg = format!(
+                "waiting for the canary's pods before step {} ({}): {} of {want} ready",
+                index + 1,
+                traffic.describe(),
+                report.canary.available,
+            );
+            self.s.reason = Some(msg.clone());
+            self.record("WaitingForCanary", msg);
+        }
+        true
+    }
+
+    fn recheck_canary(&mut self, index: usize, report: &WorkloadReport) {
+        if report.canary_ready() {
+            self.s.waiting_for_canary = None;
+            self.s.reason = None;
+            self.enter_step(index, "the canary's pods are ready");
+        } else if let Some(RolloutStatus::Stuck(why)) = &report.canary_status {
+            self.abort(format!("the canary Deployment cannot become ready: {why}"), None);
+        } else if report.canary.desired == 0 && self.policy.spec().promotion.mode.copies() {
+            self.actions.push(Action::ScaleCanary(self.scale_to(report)));
+        }
+    }
+    /// Copy promotion, at every reconcile while `Promoting`: copy until the stable's template
+    /// is the promoted one, then wait for its rollout to complete before routing back to it.
+    /// Until then the canary keeps serving everything.
+    fn copy_progress(&mut self, report: &WorkloadReport) {
+        let target = match (&self.s.copy_target, &report.copy_target) {
+            (Some(t), _) => t.clone(),
+            (None, Some(t)) => {
+                self.s.copy_target = Some(t.clone());
+                t.clone()
+            }
+            (None, None) => return,
+        };
+        if report.copy_target.as_ref() != Some(&target) {
+            // The canary's template changed after promotion started: the new revision supersedes
+            // this one (`new_revision`); copying either template now would be wrong.
+            return;
+        }
+        if report.stable_template.as_ref() != Some(&target) {
+            self.actions.push(Action::CopyCanaryToStable { template_hash: target });
+            return;
+        }
+        match &report.stable_status {
+            Some(RolloutStatus::Complete) => {
+                self.set_traffic(Traffic::stable_only());
+                self.actions.push(Action::ScaleCanaryDown);
+                self.finish_promoted("stable now runs the canary's pod template on every replica");
+            }
+            Some(RolloutStatus::Stuck(why)) if !self.s.copy_stuck => {
+                self.s.copy_stuck = true;
+                let msg = format!(
+                    "the stable Deployment cannot roll out the promoted template ({why}); the canary keeps serving 100% — fix the stable Deployment or `canaryd abort`"
+                );
+                self.s.reason = Some(msg.clone());
+                self.alert(AlertEvent::Stuck, msg.clone(), None);
+                self.record("PromotionStuck", msg);
+            }
+            Some(RolloutStatus::Stuck(_)) => {}
+            Some(RolloutStatus::Progressing(what)) => {
+                let msg =
+                    format!("waiting for the stable Deployment to roll out the promoted template: {what}");
+                if self.s.copy_stuck || self.s.reason.as_ref() != Some(&msg) {
+                    self.s.copy_stuck = false;
+                    self.s.reason = Some(msg);
+                }
+            }
+            None => {}
+        }
+    }
+}
