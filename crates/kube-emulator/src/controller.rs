@@ -112,6 +112,9 @@ fn sync_all(inner: &mut Inner, cfg: &ControllerConfig) -> bool {
         delete_pod(inner, &pod_info, p);
     }
     inner.controller.progress.retain(|uid, _| uids.contains(uid.as_str()));
+    // Pods can also go with their namespace; forget those.
+    let live: HashSet<Key> = inner.store.keys_of("", "pods", None).into_iter().collect();
+    inner.controller.born.retain(|k, _| live.contains(k));
     for d in &deployments {
         if d["metadata"].get("deletionTimestamp").is_some_and(|v| !v.is_null()) {
             continue;
