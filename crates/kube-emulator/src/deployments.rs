@@ -16,6 +16,11 @@ pub enum RolloutMode {
     /// New templates start with 0 updated replicas; advance them with
     /// `EmulatorHandle::set_rollout_progress`.
     Manual,
+    /// A Deployment controller runs pods and computes status from them (rolling updates,
+    /// readiness after `ready_after`, the progress deadline). Writes leave status alone, so
+    /// `observedGeneration` lags until the controller syncs: on every `config.tick` of the
+    /// handle's ticker, or when a test calls `EmulatorHandle::advance_controller`.
+    Controlled(super::controller::ControllerConfig),
 }
 
 fn replicas(d: &Value) -> i64 {
@@ -57,11 +62,15 @@ pub(crate) fn status_with(d: &Value, updated: i64) -> Value {
 /// Sets the status a controller would write after this change.
 pub(crate) fn simulate(new: &mut Value, old: Option<&Value>, mode: RolloutMode) {
     let template_changed = old.is_none_or(|o| o["spec"]["template"] != new["spec"]["template"]);
+    if let RolloutMode::Controlled(_) = mode {
+        // The controller writes status later, through /status; the write keeps the old one.
+        return;
+    }
     let updated = match (mode, template_changed, old) {
         (RolloutMode::Instant, _, _) => replicas(new),
         (RolloutMode::Manual, true, _) => 0,
         (RolloutMode::Manual, false, Some(o)) => o["status"]["updatedReplicas"].as_i64().unwrap_or(0),
-        (RolloutMode::Manual, false, None) => 0,
+        (RolloutMode::Manual, false, None) | (RolloutMode::Controlled(_), _, _) => 0,
     };
     new["status"] = status_with(new, updated);
 }

@@ -1,8 +1,10 @@
 //! Starting the emulator and the handle tests drive it with: clients, kubeconfigs, fixtures,
 //! faults, the request log, RBAC and rollout progress.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
@@ -13,9 +15,11 @@ use super::faults::{Fault, FaultKind, RequestRecord};
 use super::objects::{self, as_version, Target, WriteOpts};
 use super::rbac::Rbac;
 use super::resources::{Registry, ResourceInfo};
+use super::selectors::Selector;
 use super::server::{self, App};
 use super::store::{Key, Store};
 use super::{builtin_crds, parse_yaml_docs, watch, EmulatorError, Inner, Shared};
+use super::{controller, pods};
 
 /// Entry point: `Emulator::start().await`.
 pub struct Emulator;
@@ -25,6 +29,8 @@ pub struct EmulatorHandle {
     shared: Shared,
     url: String,
     task: Option<JoinHandle<()>>,
+    /// The Deployment controller's ticker, while `RolloutMode::Controlled` asks for one.
+    ticker: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// Field manager used for fixtures written through the handle.
@@ -42,6 +48,7 @@ impl Emulator {
             log: vec![],
             rbac: None,
             rollout: RolloutMode::Instant,
+            controller: Default::default(),
             open_watches: vec![],
             next_watch_id: 0,
         };
@@ -54,7 +61,12 @@ impl Emulator {
             // Serving ends only when the task is aborted by shutdown or drop.
             let _ = axum::serve(listener, router).await;
         });
-        let handle = EmulatorHandle { shared, url: format!("http://{addr}"), task: Some(task) };
+        let handle = EmulatorHandle {
+            shared,
+            url: format!("http://{addr}"),
+            task: Some(task),
+            ticker: Mutex::new(None),
+        };
         for ns in ["default", "kube-system", "kube-public"] {
             handle.apply_value(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))?;
         }
@@ -121,6 +133,9 @@ impl EmulatorHandle {
 
     /// Stops serving. Open watch streams end.
     pub async fn shutdown(mut self) {
+        if let Some(t) = self.ticker.get_mut().ok().and_then(Option::take) {
+            t.abort();
+        }
         if let Some(t) = self.task.take() {
             t.abort();
             let _ = t.await;
@@ -278,8 +293,80 @@ impl EmulatorHandle {
     }
 
     /// How the simulated Deployment controller finishes rollouts from now on.
+    ///
+    /// `RolloutMode::Controlled(config)` turns on the Deployment controller (pods, rolling
+    /// updates, status from pods). With a non-zero `config.tick` and a Tokio runtime around, a
+    /// background ticker syncs it every tick with real elapsed time; with `tick` zero only
+    /// `advance_controller` moves it, which makes rollouts deterministic in unit tests.
     pub fn set_rollout_mode(&self, mode: RolloutMode) {
         self.lock().rollout = mode;
+        let mut ticker = self.ticker.lock().expect("ticker lock");
+        if let Some(t) = ticker.take() {
+            t.abort();
+        }
+        let RolloutMode::Controlled(cfg) = mode else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if cfg.tick.is_zero() {
+            return;
+        }
+        let shared = self.shared.clone();
+        *ticker = Some(runtime.spawn(async move {
+            let mut interval = tokio::time::interval(cfg.tick);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last = tokio::time::Instant::now();
+            loop {
+                interval.tick().await;
+                let now = tokio::time::Instant::now();
+                let elapsed = now - last;
+                last = now;
+                controller::advance(&mut shared.lock().expect("emulator lock"), elapsed);
+            }
+        }));
+    }
+
+    /// Moves the Deployment controller's clock by `elapsed` and lets it sync until nothing
+    /// more changes at that instant (pods created, readied, deleted; status written). A no-op
+    /// unless the rollout mode is `Controlled`. `advance_controller(Duration::ZERO)` just syncs.
+    pub fn advance_controller(&self, elapsed: Duration) {
+        controller::advance(&mut self.lock(), elapsed);
+    }
+
+    /// Pods in `namespace` matching `label_selector` (the `labelSelector` query syntax;
+    /// empty for all), ordered by name.
+    ///
+    /// # Panics
+    /// If the selector does not parse (a bug in the calling test).
+    pub fn pods(&self, namespace: &str, label_selector: &str) -> Vec<Value> {
+        let selector = Selector::parse(Some(label_selector).filter(|s| !s.is_empty()), None)
+            .unwrap_or_else(|e| panic!("label selector {label_selector:?}: {}", e.message));
+        let inner = self.lock();
+        inner
+            .store
+            .list("", "pods", Some(namespace))
+            .into_iter()
+            .filter(|p| selector.matches(p))
+            .cloned()
+            .collect()
+    }
+
+    /// The endpoints traffic would reach for a subset: Ready pods (not being deleted) in
+    /// `namespace` whose labels include every entry of `labels` (e.g. a DestinationRule
+    /// subset's labels plus the Service selector). Pods of a template annotated
+    /// `emulator.canaryd.io/never-ready: "true"` never appear. Each item is the pod object;
+    /// its address is `status.podIP`.
+    pub fn ready_endpoints(&self, namespace: &str, labels: &BTreeMap<String, String>) -> Vec<Value> {
+        let inner = self.lock();
+        inner
+            .store
+            .list("", "pods", Some(namespace))
+            .into_iter()
+            .filter(|p| pods::is_ready(p) && pods::has_labels(p, labels))
+            .cloned()
+            .collect()
     }
 
     /// Sets how many replicas of a deployment run the newest template (clamped to
@@ -316,6 +403,9 @@ fn fixture_opts() -> WriteOpts {
 
 impl Drop for EmulatorHandle {
     fn drop(&mut self) {
+        if let Some(t) = self.ticker.get_mut().ok().and_then(Option::take) {
+            t.abort();
+        }
         if let Some(t) = self.task.take() {
             t.abort();
         }

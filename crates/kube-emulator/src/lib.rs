@@ -14,6 +14,7 @@
 //! ```
 
 mod builtin_crds;
+mod controller;
 mod deployments;
 mod discovery;
 mod error;
@@ -23,6 +24,7 @@ mod managed_fields;
 mod objects;
 mod openapi;
 mod patch;
+mod pods;
 mod rbac;
 mod resources;
 mod schema;
@@ -30,6 +32,7 @@ mod selectors;
 mod server;
 mod store;
 mod table;
+mod validation;
 mod watch;
 
 use std::sync::{Arc, Mutex};
@@ -37,10 +40,12 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 
 pub use builtin_crds::{ISTIO_DESTINATIONRULE_CRD, ISTIO_VIRTUALSERVICE_CRD};
+pub use controller::ControllerConfig;
 pub use deployments::RolloutMode;
 pub use error::{ApiError, Cause};
 pub use faults::{Fault, FaultKind, Matcher, RequestRecord};
 pub use handle::{Emulator, EmulatorHandle};
+pub use pods::{NEVER_READY_ANNOTATION, POD_TEMPLATE_HASH};
 pub use rbac::{Rbac, Rule};
 pub use resources::ResourceInfo;
 
@@ -82,6 +87,7 @@ pub(crate) struct Inner {
     pub log: Vec<RequestRecord>,
     pub rbac: Option<Rbac>,
     pub rollout: RolloutMode,
+    pub controller: controller::State,
     pub open_watches: Vec<watch::OpenWatch>,
     pub next_watch_id: u64,
 }

@@ -11,6 +11,7 @@ use super::patch::{self, PatchKind};
 use super::resources::ResourceInfo;
 use super::schema;
 use super::store::Key;
+use super::validation;
 use super::Inner;
 
 /// `fieldValidation` query parameter.
@@ -378,6 +379,13 @@ fn commit(
         if !outcome.causes.is_empty() {
             return Err(ApiError::invalid(&info.group, &info.kind, name, outcome.causes));
         }
+    }
+    let mut causes = validation::metadata(&new);
+    if info.plural == "deployments" && info.group == "apps" && t.subresource != "status" {
+        causes.extend(validation::deployment(&new, old.as_ref()));
+    }
+    if !causes.is_empty() {
+        return Err(ApiError::invalid(&info.group, &info.kind, name, causes));
     }
     let now = now();
     match &old {

@@ -106,3 +106,52 @@ impl Selector {
             })
     }
 }
+
+/// Whether a `metav1.LabelSelector` object (`matchLabels` and `matchExpressions` with `In`,
+/// `NotIn`, `Exists`, `DoesNotExist`) selects `labels`. An unknown operator selects nothing.
+pub(crate) fn label_selector_matches(selector: &Value, labels: &Value) -> bool {
+    let get = |k: &str| labels.get(k).and_then(Value::as_str);
+    let by_labels = selector["matchLabels"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .all(|(k, v)| get(k).is_some() && get(k) == v.as_str());
+    let by_exprs = selector["matchExpressions"].as_array().into_iter().flatten().all(|e| {
+        let key = e["key"].as_str().unwrap_or_default();
+        let values: Vec<&str> =
+            e["values"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        match e["operator"].as_str().unwrap_or_default() {
+            "In" => get(key).is_some_and(|v| values.contains(&v)),
+            "NotIn" => get(key).is_none_or(|v| !values.contains(&v)),
+            "Exists" => get(key).is_some(),
+            "DoesNotExist" => get(key).is_none(),
+            _ => false,
+        }
+    });
+    by_labels && by_exprs
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::label_selector_matches;
+
+    #[test]
+    fn label_selector_operators() {
+        let labels = json!({"app": "reviews", "version": "v2"});
+        let sel = |s: serde_json::Value| label_selector_matches(&s, &labels);
+        assert!(sel(json!({"matchLabels": {"app": "reviews"}})));
+        assert!(!sel(json!({"matchLabels": {"app": "ratings"}})));
+        assert!(sel(
+            json!({"matchExpressions": [{"key": "version", "operator": "In", "values": ["v1", "v2"]}]})
+        ));
+        assert!(!sel(
+            json!({"matchExpressions": [{"key": "version", "operator": "NotIn", "values": ["v2"]}]})
+        ));
+        assert!(sel(json!({"matchExpressions": [{"key": "app", "operator": "Exists"}]})));
+        assert!(sel(json!({"matchExpressions": [{"key": "track", "operator": "DoesNotExist"}]})));
+        assert!(!sel(json!({"matchLabels": {"app": "reviews"},
+            "matchExpressions": [{"key": "version", "operator": "DoesNotExist"}]})));
+    }
+}

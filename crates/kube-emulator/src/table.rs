@@ -95,6 +95,13 @@ fn columns(info: &ResourceInfo) -> (Vec<Value>, CellFn) {
                 ]
             }),
         ),
+        ("", "pods") => (
+            ["Name", "Ready", "Status", "Restarts", "Age"]
+                .iter()
+                .map(|c| column(c, if *c == "Restarts" { "integer" } else { "string" }))
+                .collect(),
+            Box::new(move |o| super::pods::table_cells(o, age(&o["metadata"]["creationTimestamp"]))),
+        ),
         ("", "namespaces") => (
             vec![column("Name", "string"), column("Status", "string"), column("Age", "string")],
             Box::new(move |o| vec![name(o), json!("Active"), created(o)]),
