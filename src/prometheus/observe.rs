@@ -118,7 +118,8 @@ mod tests {
         ]
         .into();
         let now = Timestamp::from_second(1_800_000_000).unwrap();
-        let obs = observation(&NoCustom, &policy, &sides, now.as_second() - 60, now, &TenantLabel::default()).await;
+        let obs =
+            observation(&NoCustom, &policy, &sides, now.as_second() - 60, now, &TenantLabel::default()).await;
         assert_eq!((obs.canary.requests, obs.canary.errors), (140, 41));
         assert_eq!((obs.baseline.requests, obs.baseline.errors), (900, 9), "the stable is not blamed");
     }
