@@ -1,9 +1,24 @@
 //! Pure functions over a VirtualService's JSON: find the policy's route, read its traffic,
 //! and build the JSON patch that changes only that route (and canaryd's managed header-match
-//! route) plus the state annotation, guarded by a `test` of the resourceVersion.
+//! route) plus canaryd's annotations, guarded by a `test` of the resourceVersion.
+//!
+//! Rules (see [`route_patch`](super::route_patch) for the arithmetic):
+//! - Weights are relative, as in Istio. The canary weight is the canary's share of the
+//!   stable+canary pair (`round(100·canary/(stable+canary))`, 0 when both weigh 0); other
+//!   destinations of the route keep their weights (scaled together with the pair only when the
+//!   pair is too light to express a percentage exactly).
+//! - A header-match step inserts `canaryd-<policy>-header` directly before the policy route: a
+//!   clone of it (its matches ANDed with the header condition) sending to the canary.
+//! - The first write of non-stable-only traffic records the policy route's `route` array as
+//!   found in the `canaryd.io/route-<policy>` annotation; writing stable-only traffic (abort,
+//!   removal) puts that array back byte for byte and drops the record; promotion (canary 100%)
+//!   drops it too. A record that no longer fits the route is ignored.
 
+use super::route_patch::{
+    canary_share, effective_weights, header_clone, header_conflicts, read_header_match, record_base,
+    set_canary_weight, usable_record,
+};
 use crate::plan::Traffic;
-use crate::policy::HeaderMatch;
 use crate::policy::Policy;
 use serde_json::{json, Value};
 
@@ -18,8 +33,20 @@ pub enum VsError {
     AmbiguousRoute(usize, String),
     #[error("route {route:?} has no destination with subset {subset:?} (the stable side)")]
     StableNotFound { route: String, subset: String },
-    #[error("route {route:?} weights sum to {sum}, not 100")]
-    BadWeights { route: String, sum: i64 },
+    /// A weight that is negative or not an integer.
+    #[error(
+        "route {route:?}: destination {destination} has weight {weight}; weights are non-negative integers (relative shares)"
+    )]
+    BadWeight { route: String, destination: String, weight: String },
+    /// Every destination of the route weighs 0.
+    #[error("route {route:?}: every destination has weight 0, so the route sends no traffic; give the stable destination a weight")]
+    ZeroWeights { route: String },
+    /// The policy route already matches the step's header with another condition in some
+    /// match blocks (0-based); Istio cannot AND two conditions on one header in one block.
+    #[error(
+        "route {route:?} already matches header {header:?} in match block(s) {blocks:?} with another condition, so the header step cannot be added to them; use another header for the step, or move those blocks to a route of their own"
+    )]
+    HeaderConflict { route: String, header: String, blocks: Vec<usize> },
     #[error("the state annotation is not canaryd state: {0}")]
     BadState(String),
 }
@@ -35,11 +62,17 @@ pub fn command_annotation_key(policy: &Policy) -> String {
     annotation_key("command", policy.name())
 }
 
-/// The name part of an annotation key is at most 63 characters and must end with a letter or
-/// digit. A policy name (a DNS label, up to 63 characters) that does not fit keeps a readable prefix and
-/// gets a hash of the whole name, so two long names sharing a prefix never share state and the
-/// key is always valid.
-fn annotation_key(kind: &str, policy_name: &str) -> String {
+/// Annotation that records the policy route's `route` array (JSON) as it was before the
+/// rollout, so an abort restores it exactly.
+pub fn route_record_annotation_key(policy: &Policy) -> String {
+    annotation_key("route", policy.name())
+}
+
+/// The annotation key `canaryd.io/<kind>-<name>`. The name part of an annotation key is at
+/// most 63 characters and must end with a letter or digit. A policy name (a DNS label, up to
+/// 63 characters) that does not fit keeps a readable prefix and gets a hash of the whole name,
+/// so two long names sharing a prefix never share a key and the key is always valid.
+pub fn annotation_key(kind: &str, policy_name: &str) -> String {
     const MAX_NAME: usize = 63;
     let name = format!("{kind}-{policy_name}");
     if name.len() <= MAX_NAME {
@@ -65,6 +98,14 @@ fn legacy_state_annotation_key(policy: &Policy) -> String {
 
 fn managed_route_name(policy: &Policy) -> String {
     format!("canaryd-{}-header", policy.name())
+}
+
+fn escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+fn annotation<'a>(vs: &'a Value, key: &str) -> Option<&'a str> {
+    vs.pointer("/metadata/annotations").and_then(|a| a.get(key)).and_then(Value::as_str)
 }
 
 /// The policy's view of one VirtualService.
@@ -122,18 +163,13 @@ impl RouteView {
             })?;
         let stable_host = dest_host(&dests[stable_pos]).unwrap_or_default().to_string();
         let canary_host = t.canary.host.clone().unwrap_or_else(|| stable_host.clone());
-        let weight_of = |d: &Value| d.get("weight").and_then(Value::as_i64);
-        let sum: i64 = dests.iter().map(|d| weight_of(d).unwrap_or(0)).sum();
-        if dests.len() > 1 && sum != 100 {
-            return Err(VsError::BadWeights { route: names[index].clone(), sum });
-        }
+        let weights = effective_weights(&names[index], &dests)?;
         let canary_weight = dests
             .iter()
-            .find(|d| {
+            .position(|d| {
                 dest_subset(d) == Some(t.canary.subset.as_str()) && dest_host(d) == Some(canary_host.as_str())
             })
-            .map(|d| weight_of(d).unwrap_or(if dests.len() == 1 { 100 } else { 0 }))
-            .unwrap_or(0);
+            .map_or(0, |c| canary_share(weights[stable_pos], weights[c]));
         let mirror_percent =
             route.get("mirror").filter(|m| dest_subset(m) == Some(t.canary.subset.as_str())).map(|_| {
                 route.pointer("/mirrorPercentage/value").and_then(Value::as_f64).unwrap_or(100.0).round()
@@ -142,42 +178,20 @@ impl RouteView {
         let header_match = http
             .iter()
             .find(|r| route_name(r, usize::MAX) == managed)
-            .and_then(|r| r.pointer("/match/0/headers"))
-            .and_then(Value::as_object)
-            .and_then(|h| h.iter().next())
-            .map(|(header, cond)| HeaderMatch {
-                header: header.clone(),
-                exact: cond.get("exact").and_then(Value::as_str).map(str::to_string),
-                prefix: cond.get("prefix").and_then(Value::as_str).map(str::to_string),
-                regex: cond.get("regex").and_then(Value::as_str).map(str::to_string),
-            });
-        let annotation = |key: &str| {
-            vs.pointer("/metadata/annotations")
-                .and_then(|a| a.get(key))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        };
+            .and_then(|r| read_header_match(r, route));
         let (current_key, legacy_key) = (state_annotation_key(policy), legacy_state_annotation_key(policy));
-        let legacy_state = annotation(&legacy_key).filter(|_| legacy_key != current_key);
-        let state = annotation(&current_key);
+        let legacy_state = annotation(vs, &legacy_key).filter(|_| legacy_key != current_key);
+        let state = annotation(vs, &current_key);
         let legacy_state_key = legacy_state.is_some().then_some(legacy_key);
-        let state = state.or(legacy_state);
-        let command = vs
-            .pointer("/metadata/annotations")
-            .and_then(|a| a.get(command_annotation_key(policy)))
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        let state = state.or(legacy_state).map(str::to_string);
+        let command = annotation(vs, &command_annotation_key(policy)).map(str::to_string);
         Ok(RouteView {
             command,
             index,
             name: names[index].clone(),
             stable_host,
             canary_host,
-            traffic: Traffic {
-                canary_weight: u32::try_from(canary_weight.clamp(0, 100)).unwrap_or(0),
-                header_match,
-                mirror_percent,
-            },
+            traffic: Traffic { canary_weight, header_match, mirror_percent },
             state,
             legacy_state_key,
             resource_version: vs
@@ -188,45 +202,105 @@ impl RouteView {
         })
     }
 
+    /// Whether `traffic` can be written to this route as Istio would apply it. Call before
+    /// [`patch`](Self::patch) for a header-match step: [`VsError::HeaderConflict`] when the
+    /// policy route already matches the step's header with another condition (`patch` would
+    /// then leave those match blocks out of the managed route).
+    pub fn check_traffic(&self, vs: &Value, traffic: &Traffic) -> Result<(), VsError> {
+        let (Some(h), Some(route)) =
+            (&traffic.header_match, vs.pointer(&format!("/spec/http/{}", self.index)))
+        else {
+            return Ok(());
+        };
+        let blocks = header_conflicts(route, h);
+        if blocks.is_empty() {
+            return Ok(());
+        }
+        Err(VsError::HeaderConflict { route: self.name.clone(), header: h.header.clone(), blocks })
+    }
+
     /// The JSON patch that makes the route carry `traffic` and stores `state` — one atomic
-    /// write, rejected by the API server if anyone changed the object since it was read.
+    /// write, rejected by the API server if anyone changed the object since it was read. It
+    /// also keeps the route record (see the module docs): added with the first
+    /// non-stable-only traffic, put back and removed with stable-only traffic, removed on
+    /// promotion (canary weight 100).
     pub fn patch(&self, vs: &Value, policy: &Policy, traffic: &Traffic, state: &str) -> Value {
+        let mut ops = vec![
+            json!({"op": "test", "path": "/metadata/resourceVersion", "value": self.resource_version}),
+            json!({"op": "replace", "path": "/spec/http", "value": self.routes(vs, policy, traffic)}),
+        ];
+        if vs.pointer("/metadata/annotations").and_then(Value::as_object).is_none() {
+            ops.push(json!({"op": "add", "path": "/metadata/annotations", "value": {}}));
+        }
+        let key = escape(&state_annotation_key(policy));
+        ops.push(json!({"op": "add", "path": format!("/metadata/annotations/{key}"), "value": state}));
+        let record_key = route_record_annotation_key(policy);
+        let recorded = annotation(vs, &record_key).is_some();
+        let ends = *traffic == Traffic::stable_only() || traffic.canary_weight >= 100;
+        if !recorded && !ends {
+            let found = vs.pointer(&format!("/spec/http/{}/route", self.index)).cloned().unwrap_or(json!([]));
+            ops.push(json!({
+                "op": "add",
+                "path": format!("/metadata/annotations/{}", escape(&record_key)),
+                "value": found.to_string(),
+            }));
+        }
+        if recorded && ends {
+            ops.push(
+                json!({"op": "remove", "path": format!("/metadata/annotations/{}", escape(&record_key))}),
+            );
+        }
+        if let Some(legacy) = &self.legacy_state_key {
+            ops.push(json!({"op": "remove", "path": format!("/metadata/annotations/{}", escape(legacy))}));
+        }
+        if self.command.is_some() {
+            let ckey = escape(&command_annotation_key(policy));
+            ops.push(json!({"op": "remove", "path": format!("/metadata/annotations/{ckey}")}));
+        }
+        Value::Array(ops)
+    }
+
+    /// `spec.http` carrying `traffic`.
+    fn routes(&self, vs: &Value, policy: &Policy, traffic: &Traffic) -> Vec<Value> {
         let mut http = vs.pointer("/spec/http").and_then(Value::as_array).cloned().unwrap_or_default();
+        if self.index >= http.len() {
+            return http;
+        }
         let t = &policy.spec().target;
         let managed = managed_route_name(policy);
-        let stable_dest = json!({"host": self.stable_host, "subset": t.stable.subset});
         let canary_dest = json!({"host": self.canary_host, "subset": t.canary.subset});
-        {
+        let is_stable = |d: &Value| {
+            dest_subset(d) == Some(t.stable.subset.as_str())
+                && dest_host(d) == Some(self.stable_host.as_str())
+        };
+        let is_canary = |d: &Value| {
+            dest_subset(d) == Some(t.canary.subset.as_str())
+                && dest_host(d) == Some(self.canary_host.as_str())
+        };
+        let original = http[self.index].clone();
+        let stable_rd = {
             let route = &mut http[self.index];
-            let dests = route.get("route").and_then(Value::as_array).cloned().unwrap_or_default();
-            // Keep the user's destination objects (ports, headers) and change weights only.
-            let find = |subset: &str, host: &str| {
-                dests.iter().find(|d| dest_subset(d) == Some(subset) && dest_host(d) == Some(host)).cloned()
-            };
-            let mut stable = find(&t.stable.subset, &self.stable_host)
-                .unwrap_or_else(|| json!({"destination": stable_dest}));
-            let mut canary = find(&t.canary.subset, &self.canary_host).unwrap_or_else(|| {
-                let mut c = stable.clone();
-                c["destination"] = json!({"host": self.canary_host, "subset": t.canary.subset});
-                if let Some(port) = stable.pointer("/destination/port") {
-                    c["destination"]["port"] = port.clone();
+            let mut dests = route.get("route").and_then(Value::as_array).cloned().unwrap_or_default();
+            let record = annotation(vs, &route_record_annotation_key(policy));
+            let restored = (*traffic == Traffic::stable_only())
+                .then_some(record)
+                .flatten()
+                .and_then(|r| usable_record(r, &self.name, &dests, is_stable, is_canary));
+            match restored {
+                Some(r) => route["route"] = Value::Array(r),
+                None => {
+                    if let Some(base) =
+                        record.and_then(|r| record_base(r, &self.name, &dests, is_stable, is_canary))
+                    {
+                        dests = base;
+                    }
+                    if let Some(s) = dests.iter().position(is_stable) {
+                        let c = dests.iter().position(is_canary);
+                        set_canary_weight(&self.name, &mut dests, s, c, &canary_dest, traffic.canary_weight);
+                        route["route"] = Value::Array(dests.clone());
+                    }
                 }
-                c
-            });
-            stable["weight"] = json!(100 - traffic.canary_weight.min(100));
-            canary["weight"] = json!(traffic.canary_weight.min(100));
-            let is = |d: &Value, subset: &str, host: &str| {
-                dest_subset(d) == Some(subset) && dest_host(d) == Some(host)
-            };
-            let others = dests.iter().filter(|d| {
-                !is(d, &t.stable.subset, &self.stable_host) && !is(d, &t.canary.subset, &self.canary_host)
-            });
-            let mut new_dests = vec![stable, canary];
-            new_dests.extend(others.cloned().map(|mut d| {
-                d["weight"] = json!(0);
-                d
-            }));
-            route["route"] = Value::Array(new_dests);
+            }
             let obj = route.as_object_mut().expect("route is an object");
             match traffic.mirror_percent {
                 Some(p) => {
@@ -240,66 +314,51 @@ impl RouteView {
                     }
                 }
             }
-        }
-        http.retain(|r| route_name(r, usize::MAX) != managed);
-        if let Some(h) = &traffic.header_match {
-            let mut cond = serde_json::Map::new();
-            for (k, v) in [("exact", &h.exact), ("prefix", &h.prefix), ("regex", &h.regex)] {
-                if let Some(v) = v {
-                    cond.insert(k.into(), json!(v));
-                }
+            dests.into_iter().find(is_stable)
+        };
+        let mut index = self.index;
+        let mut i = 0;
+        http.retain(|r| {
+            let keep = route_name(r, usize::MAX) != managed;
+            if !keep && i < self.index {
+                index -= 1;
             }
-            let route = json!({
-                "name": managed,
-                "match": [{"headers": {h.header.clone(): cond}}],
-                "route": [{"destination": canary_dest, "weight": 100}],
-            });
-            http.insert(0, route);
+            i += 1;
+            keep
+        });
+        if let Some(h) = &traffic.header_match {
+            if let Some(clone) = header_clone(&original, h, &managed, stable_rd.as_ref(), &canary_dest) {
+                http.insert(index, clone);
+            }
         }
-        let key = state_annotation_key(policy).replace('~', "~0").replace('/', "~1");
-        let mut ops = vec![
-            json!({"op": "test", "path": "/metadata/resourceVersion", "value": self.resource_version}),
-            json!({"op": "replace", "path": "/spec/http", "value": http}),
-        ];
-        if vs.pointer("/metadata/annotations").and_then(Value::as_object).is_none() {
-            ops.push(json!({"op": "add", "path": "/metadata/annotations", "value": {}}));
-        }
-        ops.push(json!({"op": "add", "path": format!("/metadata/annotations/{key}"), "value": state}));
-        if let Some(legacy) = &self.legacy_state_key {
-            let legacy = legacy.replace('~', "~0").replace('/', "~1");
-            ops.push(json!({"op": "remove", "path": format!("/metadata/annotations/{legacy}")}));
-        }
-        if self.command.is_some() {
-            let ckey = command_annotation_key(policy).replace('~', "~0").replace('/', "~1");
-            ops.push(json!({"op": "remove", "path": format!("/metadata/annotations/{ckey}")}));
-        }
-        Value::Array(ops)
+        http
     }
 
     /// The JSON patch that retires the policy from this VirtualService (its RolloutPolicy was
     /// deleted, or its file removed): the route carries `traffic` when one is given (the
-    /// engine's [`route_on_removal`](crate::engine::route_on_removal)), and the state and any
-    /// command annotation are removed. The resourceVersion is tested as for every write, and
-    /// the other writers' fields are untouched.
+    /// engine's [`route_on_removal`](crate::engine::route_on_removal); stable-only traffic puts
+    /// the recorded route back), and the state, route record and any command annotation are
+    /// removed. The resourceVersion is tested as for every write, and the other writers'
+    /// fields are untouched.
     pub fn removal_patch(&self, vs: &Value, policy: &Policy, traffic: Option<&Traffic>) -> Value {
-        let escape = |k: String| k.replace('~', "~0").replace('/', "~1");
         let mut ops =
             vec![json!({"op": "test", "path": "/metadata/resourceVersion", "value": self.resource_version})];
         if let Some(traffic) = traffic {
-            let routed = self.patch(vs, policy, traffic, "");
-            if let Some(replace) =
-                routed.as_array().and_then(|o| o.iter().find(|op| op["path"] == "/spec/http"))
-            {
-                ops.push(replace.clone());
-            }
+            ops.push(
+                json!({"op": "replace", "path": "/spec/http", "value": self.routes(vs, policy, traffic)}),
+            );
         }
         let annotations = vs.pointer("/metadata/annotations").and_then(Value::as_object);
         let present = |k: &str| annotations.is_some_and(|a| a.contains_key(k));
-        let mut keys = vec![state_annotation_key(policy), command_annotation_key(policy)];
+        let mut keys = vec![
+            state_annotation_key(policy),
+            command_annotation_key(policy),
+            route_record_annotation_key(policy),
+        ];
         keys.extend(self.legacy_state_key.clone());
         for key in keys {
             if present(&key) {
-                ops.push(json!({"op": "remove", "path": format!("/metadata/annotations/{}", escape(key))}));
+                ops.push(json!({"op": "remove", "path": format!("/metadata/annotations/{}", escape(&key))}));
             }
         }
         Value::Array(ops)
@@ -310,11 +369,11 @@ fn route_name(route: &Value, index: usize) -> String {
     route.get("name").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| format!("#{index}"))
 }
 
-fn dest_subset(d: &Value) -> Option<&str> {
+pub(super) fn dest_subset(d: &Value) -> Option<&str> {
     d.pointer("/destination/subset").or_else(|| d.get("subset")).and_then(Value::as_str)
 }
 
-fn dest_host(d: &Value) -> Option<&str> {
+pub(super) fn dest_host(d: &Value) -> Option<&str> {
     d.pointer("/destination/host").or_else(|| d.get("host")).and_then(Value::as_str)
 }
 
@@ -325,7 +384,7 @@ fn host_ok(d: &Value, want: Option<&str>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::parse_policy;
+    use crate::policy::{parse_policy, HeaderMatch};
 
     fn policy() -> Policy {
         parse_policy("p.yaml", "apiVersion: canaryd.io/v1alpha1\nkind: RolloutPolicy\nmetadata: {name: reviews, namespace: bookinfo}\nspec:\n  target: {virtualService: reviews, route: main, stable: {subset: v1}, canary: {subset: v2}}\n").unwrap()
@@ -482,7 +541,7 @@ mod tests {
             mirror_percent: Some(50),
         };
         let with = apply(&original, &view.patch(&original, &p, &traffic, "{}"));
-        assert_eq!(with["spec"]["http"][0]["name"], "canaryd-reviews-header");
+        assert_eq!(with["spec"]["http"][1]["name"], "canaryd-reviews-header");
         assert_eq!(with["spec"]["http"][2]["mirrorPercentage"]["value"], 50.0);
         let view2 = RouteView::read(&with, &p).unwrap();
         assert_eq!(view2.traffic, traffic);
@@ -510,8 +569,11 @@ mod tests {
     fn malformed_virtual_services_are_clear_errors() {
         let p = policy();
         let mut bad = vs();
+        bad["spec"]["http"][1]["route"][0]["weight"] = json!(-95);
+        assert!(matches!(RouteView::read(&bad, &p), Err(VsError::BadWeight { .. })));
+        // Weights are relative: a sum other than 100 is fine.
         bad["spec"]["http"][1]["route"][0]["weight"] = json!(95);
-        assert!(matches!(RouteView::read(&bad, &p), Err(VsError::BadWeights { sum: 105, .. })));
+        assert_eq!(RouteView::read(&bad, &p).unwrap().traffic.canary_weight, 10);
         let mut no_route = vs();
         no_route["spec"]["http"][1]["name"] = json!("other");
         assert!(matches!(RouteView::read(&no_route, &p), Err(VsError::RouteNotFound(..))));
@@ -519,5 +581,270 @@ mod tests {
         no_stable["spec"]["http"][1]["route"][0]["destination"]["subset"] = json!("v9");
         assert!(matches!(RouteView::read(&no_stable, &p), Err(VsError::StableNotFound { .. })));
         assert!(matches!(RouteView::read(&json!({}), &p), Err(VsError::NoHttpRoutes)));
+    }
+
+    fn gateway_vs() -> Value {
+        json!({
+            "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
+            "metadata": {"name": "shop", "namespace": "bookinfo", "resourceVersion": "7"},
+            "spec": {"hosts": ["shop.example.com"], "gateways": ["bookinfo/public"], "http": [
+                {"name": "api", "match": [{"uri": {"prefix": "/api"}}], "route": [{"destination": {"host": "api", "subset": "v1"}}]},
+                {"name": "main",
+                 "match": [{"uri": {"prefix": "/shop"}, "gateways": ["bookinfo/public"]}, {"uri": {"exact": "/cart"}, "headers": {"x-tenant": {"exact": "a"}}}],
+                 "retries": {"attempts": 3, "perTryTimeout": "2s"}, "timeout": "10s",
+                 "headers": {"request": {"set": {"x-via": "shop"}}},
+                 "rewrite": {"uri": "/"},
+                 "mirror": {"host": "audit"}, "mirrorPercentage": {"value": 5.0},
+                 "route": [
+                    {"destination": {"host": "reviews", "subset": "v1", "port": {"number": 9080}}, "weight": 100, "headers": {"response": {"add": {"x-side": "stable"}}}}]},
+                {"route": [{"destination": {"host": "reviews", "subset": "v1"}}]}
+            ]}
+        })
+    }
+
+    fn jason() -> HeaderMatch {
+        HeaderMatch { header: "end-user".into(), exact: Some("jason".into()), prefix: None, regex: None }
+    }
+
+    #[test]
+    fn header_step_clones_the_policy_route_directly_before_it() {
+        let p = policy();
+        let original = gateway_vs();
+        let view = RouteView::read(&original, &p).unwrap();
+        let traffic = Traffic { header_match: Some(jason()), ..Traffic::default() };
+        let after = apply(&original, &view.patch(&original, &p, &traffic, "{}"));
+        let http = after["spec"]["http"].as_array().unwrap();
+        assert_eq!(http.len(), 4);
+        assert_eq!(http[0], original["spec"]["http"][0], "the route above is untouched");
+        assert_eq!(http[3], original["spec"]["http"][2], "the default route is untouched");
+        assert_eq!(http[2]["match"], original["spec"]["http"][1]["match"]);
+        assert_eq!(http[2]["route"], original["spec"]["http"][1]["route"]);
+        let clone = &http[1];
+        assert_eq!(clone["name"], "canaryd-reviews-header");
+        assert_eq!(
+            clone["match"],
+            json!([
+                {"uri": {"prefix": "/shop"}, "gateways": ["bookinfo/public"], "headers": {"end-user": {"exact": "jason"}}},
+                {"uri": {"exact": "/cart"}, "headers": {"x-tenant": {"exact": "a"}, "end-user": {"exact": "jason"}}}
+            ])
+        );
+        for field in ["retries", "timeout", "headers", "rewrite"] {
+            assert_eq!(clone[field], original["spec"]["http"][1][field], "{field}");
+        }
+        assert!(clone.get("mirror").is_none() && clone.get("mirrorPercentage").is_none());
+        assert_eq!(
+            clone["route"],
+            json!([{"destination": {"host": "reviews", "subset": "v2", "port": {"number": 9080}}, "weight": 100, "headers": {"response": {"add": {"x-side": "stable"}}}}])
+        );
+        let back = RouteView::read(&after, &p).unwrap();
+        assert_eq!(back.index, 2);
+        assert_eq!(back.traffic.header_match, Some(jason()));
+        let removed = apply(&after, &back.patch(&after, &p, &Traffic::stable_only(), "{}"));
+        assert_eq!(removed["spec"], original["spec"], "removing the step restores the spec");
+    }
+
+    #[test]
+    fn header_step_on_a_route_without_match_matches_only_the_header() {
+        let p = policy();
+        let original = vs();
+        let view = RouteView::read(&original, &p).unwrap();
+        let traffic = Traffic { canary_weight: 10, header_match: Some(jason()), ..Traffic::default() };
+        let after = apply(&original, &view.patch(&original, &p, &traffic, "{}"));
+        let http = after["spec"]["http"].as_array().unwrap();
+        assert_eq!(http[0], original["spec"]["http"][0]);
+        assert_eq!(http[1]["name"], "canaryd-reviews-header");
+        assert_eq!(http[1]["match"], json!([{"headers": {"end-user": {"exact": "jason"}}}]));
+        assert_eq!(http[1]["retries"], json!({"attempts": 3}));
+        assert_eq!(RouteView::read(&after, &p).unwrap().traffic, traffic);
+    }
+
+    #[test]
+    fn header_step_on_a_route_matching_the_same_header_is_refused() {
+        let p = policy();
+        let mut original = gateway_vs();
+        original["spec"]["http"][1]["match"][1]["headers"]["end-user"] = json!({"prefix": "j"});
+        let view = RouteView::read(&original, &p).unwrap();
+        let traffic = Traffic { header_match: Some(jason()), ..Traffic::default() };
+        let err = view.check_traffic(&original, &traffic).unwrap_err();
+        assert!(matches!(err, VsError::HeaderConflict { .. }), "{err}");
+        assert!(err.to_string().contains("end-user"), "{err}");
+        // Patched anyway, the managed route never matches more than the policy route would.
+        let after = apply(&original, &view.patch(&original, &p, &traffic, "{}"));
+        let clone = &after["spec"]["http"][1];
+        assert_eq!(clone["match"].as_array().unwrap().len(), 1, "{clone}");
+        assert_eq!(clone["match"][0]["uri"], json!({"prefix": "/shop"}));
+        // The same condition as the step's is no conflict.
+        original["spec"]["http"][1]["match"][1]["headers"]["end-user"] = json!({"exact": "jason"});
+        assert!(view.check_traffic(&original, &traffic).is_ok());
+    }
+
+    fn weighted(weights: &[(&str, Option<i64>)]) -> Value {
+        let mut v = vs();
+        let dests: Vec<Value> = weights
+            .iter()
+            .map(|(subset, w)| {
+                let mut d = json!({"destination": {"host": "reviews", "subset": subset}});
+                if let Some(w) = w {
+                    d["weight"] = json!(w);
+                }
+                d
+            })
+            .collect();
+        v["spec"]["http"][1]["route"] = json!(dests);
+        v
+    }
+
+    #[test]
+    fn weights_are_relative_and_other_destinations_keep_theirs() {
+        let p = policy();
+        let original = weighted(&[("v3", Some(60)), ("v1", Some(30)), ("v2", Some(10))]);
+        let view = RouteView::read(&original, &p).unwrap();
+        assert_eq!(view.traffic.canary_weight, 25);
+        let traffic = Traffic { canary_weight: 50, ..Traffic::default() };
+        let after = apply(&original, &view.patch(&original, &p, &traffic, "{}"));
+        assert_eq!(
+            after["spec"]["http"][1]["route"],
+            json!([
+                {"destination": {"host": "reviews", "subset": "v3"}, "weight": 60},
+                {"destination": {"host": "reviews", "subset": "v1"}, "weight": 20},
+                {"destination": {"host": "reviews", "subset": "v2"}, "weight": 20}
+            ])
+        );
+        // Weights that do not sum to 100 are fine: Istio treats them as relative.
+        let small = weighted(&[("v1", Some(1)), ("v2", Some(1)), ("v3", Some(1))]);
+        assert_eq!(RouteView::read(&small, &p).unwrap().traffic.canary_weight, 50);
+        let single = weighted(&[("v1", None)]);
+        assert_eq!(RouteView::read(&single, &p).unwrap().traffic.canary_weight, 0);
+        let only_canary = weighted(&[("v1", Some(0)), ("v2", Some(0)), ("v3", Some(5))]);
+        assert_eq!(RouteView::read(&only_canary, &p).unwrap().traffic.canary_weight, 0);
+    }
+
+    #[test]
+    fn every_canary_weight_reads_back_exactly() {
+        let p = policy();
+        let cases = [
+            weighted(&[("v1", Some(90)), ("v2", Some(10))]),
+            weighted(&[("v1", None)]),
+            weighted(&[("v1", Some(3)), ("v3", Some(1))]),
+            weighted(&[("v1", Some(7)), ("v2", Some(0)), ("v3", Some(3))]),
+            weighted(&[("v3", Some(60)), ("v1", Some(30)), ("v2", Some(10))]),
+            weighted(&[("v1", Some(1000)), ("v3", Some(1))]),
+        ];
+        for original in cases {
+            let view = RouteView::read(&original, &p).unwrap();
+            let others: Vec<Value> = original["spec"]["http"][1]["route"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|d| d["destination"]["subset"] == "v3")
+                .cloned()
+                .collect();
+            for w in 0..=100 {
+                let traffic = Traffic { canary_weight: w, ..Traffic::default() };
+                let after = apply(&original, &view.patch(&original, &p, &traffic, "{}"));
+                let back = RouteView::read(&after, &p).unwrap();
+                assert_eq!(back.traffic.canary_weight, w, "{original} at {w}: {}", after["spec"]["http"][1]);
+                // Other destinations keep their relative share of the whole route.
+                let route = after["spec"]["http"][1]["route"].as_array().unwrap();
+                let total: i64 = route.iter().map(|d| d["weight"].as_i64().unwrap_or(0)).sum();
+                let before: i64 = original["spec"]["http"][1]["route"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d["weight"].as_i64().unwrap_or(if route.len() == 1 { 100 } else { 0 }))
+                    .sum();
+                for (o, n) in others.iter().zip(route.iter().filter(|d| d["destination"]["subset"] == "v3")) {
+                    let (o, n) = (o["weight"].as_i64().unwrap(), n["weight"].as_i64().unwrap());
+                    assert_eq!(o * total, n * before, "{original} at {w}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn abort_restores_the_recorded_route_byte_for_byte() {
+        let p = policy();
+        let original = weighted(&[("v1", Some(3)), ("v3", Some(1))]);
+        let recorded = original["spec"]["http"][1]["route"].clone();
+        let view = RouteView::read(&original, &p).unwrap();
+        let ten = Traffic { canary_weight: 10, ..Traffic::default() };
+        let step1 = apply(&original, &view.patch(&original, &p, &ten, "{}"));
+        let record = step1["metadata"]["annotations"]["canaryd.io/route-reviews"].as_str().unwrap();
+        assert_eq!(serde_json::from_str::<Value>(record).unwrap(), recorded);
+        // A later step keeps the first record.
+        let view = RouteView::read(&step1, &p).unwrap();
+        let thirty = Traffic { canary_weight: 30, ..Traffic::default() };
+        let step2 = apply(&step1, &view.patch(&step1, &p, &thirty, "{}"));
+        assert_eq!(step2["metadata"]["annotations"]["canaryd.io/route-reviews"], record);
+        // Abort: the route is exactly what it was, and the record is gone.
+        let view = RouteView::read(&step2, &p).unwrap();
+        let aborted = apply(&step2, &view.patch(&step2, &p, &Traffic::stable_only(), "{}"));
+        assert_eq!(aborted["spec"], original["spec"]);
+        assert!(aborted["metadata"]["annotations"].get("canaryd.io/route-reviews").is_none());
+        // Removal restores too.
+        let view = RouteView::read(&step2, &p).unwrap();
+        let removed = apply(&step2, &view.removal_patch(&step2, &p, Some(&Traffic::stable_only())));
+        assert_eq!(removed["spec"], original["spec"]);
+        assert!(removed["metadata"]["annotations"].get("canaryd.io/route-reviews").is_none());
+        // Promotion ends the rollout: the record goes, other destinations keep their share.
+        let promoted = apply(&step2, &view.patch(&step2, &p, &Traffic::canary_only(), "{}"));
+        assert!(promoted["metadata"]["annotations"].get("canaryd.io/route-reviews").is_none());
+        assert_eq!(RouteView::read(&promoted, &p).unwrap().traffic.canary_weight, 100);
+        let route = promoted["spec"]["http"][1]["route"].as_array().unwrap();
+        let weight =
+            |s: &str| route.iter().find(|d| d["destination"]["subset"] == s).unwrap()["weight"].clone();
+        assert_eq!((weight("v1"), weight("v2"), weight("v3")), (json!(0), json!(3), json!(1)));
+    }
+
+    #[test]
+    fn scaling_for_exact_weights_does_not_compound_over_steps() {
+        let p = policy();
+        let mut doc = weighted(&[("v1", Some(3)), ("v3", Some(1))]);
+        for w in 1..=99 {
+            let view = RouteView::read(&doc, &p).unwrap();
+            let traffic = Traffic { canary_weight: w, ..Traffic::default() };
+            doc = apply(&doc, &view.patch(&doc, &p, &traffic, "{}"));
+            doc["metadata"]["resourceVersion"] = json!("7");
+            assert_eq!(RouteView::read(&doc, &p).unwrap().traffic.canary_weight, w);
+            let max = doc["spec"]["http"][1]["route"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d["weight"].as_i64().unwrap())
+                .max();
+            assert!(max.unwrap() <= 400, "{w}: {}", doc["spec"]["http"][1]["route"]);
+        }
+    }
+
+    #[test]
+    fn a_record_that_no_longer_fits_is_ignored() {
+        let p = policy();
+        let mut running = weighted(&[("v1", Some(70)), ("v2", Some(30))]);
+        running["metadata"]["annotations"]["canaryd.io/route-reviews"] =
+            json!(r#"[{"destination":{"host":"reviews","subset":"v9"},"weight":100}]"#);
+        let view = RouteView::read(&running, &p).unwrap();
+        let aborted = apply(&running, &view.patch(&running, &p, &Traffic::stable_only(), "{}"));
+        assert_eq!(
+            aborted["spec"]["http"][1]["route"],
+            json!([
+                {"destination": {"host": "reviews", "subset": "v1"}, "weight": 100},
+                {"destination": {"host": "reviews", "subset": "v2"}, "weight": 0}
+            ])
+        );
+        assert!(aborted["metadata"]["annotations"].get("canaryd.io/route-reviews").is_none());
+        running["metadata"]["annotations"]["canaryd.io/route-reviews"] = json!("{not json");
+        let view = RouteView::read(&running, &p).unwrap();
+        let aborted = apply(&running, &view.patch(&running, &p, &Traffic::stable_only(), "{}"));
+        assert_eq!(aborted["spec"]["http"][1]["route"][0]["weight"], 100);
+    }
+
+    #[test]
+    fn negative_or_all_zero_weights_are_clear_errors() {
+        let p = policy();
+        let negative = weighted(&[("v1", Some(-1)), ("v2", Some(10))]);
+        assert!(matches!(RouteView::read(&negative, &p), Err(VsError::BadWeight { .. })));
+        let zero = weighted(&[("v1", Some(0)), ("v2", Some(0))]);
+        let err = RouteView::read(&zero, &p).unwrap_err();
+        assert!(matches!(err, VsError::ZeroWeights { .. }), "{err}");
     }
 }
