@@ -12,7 +12,9 @@
 //! - The first write of non-stable-only traffic records the policy route's `route` array as
 //!   found in the `canaryd.io/route-<policy>` annotation; writing stable-only traffic (abort,
 //!   removal) puts that array back byte for byte and drops the record; promotion (canary 100%)
-//!   drops it too. A record that no longer fits the route is ignored.
+//!   drops it too. While the record fits the route (same destinations), weights are computed
+//!   from it rather than from the current ones, so exactness scaling never compounds; a record
+//!   that no longer fits the route is ignored.
 
 use super::route_patch::{
     canary_share, effective_weights, header_clone, header_conflicts, read_header_match, record_base,
@@ -47,6 +49,9 @@ pub enum VsError {
         "route {route:?} already matches header {header:?} in match block(s) {blocks:?} with another condition, so the header step cannot be added to them; use another header for the step, or move those blocks to a route of their own"
     )]
     HeaderConflict { route: String, header: String, blocks: Vec<usize> },
+    /// The canary should get a share of the stable+canary pair, but the pair weighs 0.
+    #[error("route {route:?}: the stable and canary destinations both have weight 0, so there is no traffic to shift to the canary; give the stable destination a weight")]
+    NothingToShift { route: String },
     #[error("the state annotation is not canaryd state: {0}")]
     BadState(String),
 }
@@ -203,20 +208,40 @@ impl RouteView {
     }
 
     /// Whether `traffic` can be written to this route as Istio would apply it. Call before
-    /// [`patch`](Self::patch) for a header-match step: [`VsError::HeaderConflict`] when the
-    /// policy route already matches the step's header with another condition (`patch` would
-    /// then leave those match blocks out of the managed route).
-    pub fn check_traffic(&self, vs: &Value, traffic: &Traffic) -> Result<(), VsError> {
-        let (Some(h), Some(route)) =
-            (&traffic.header_match, vs.pointer(&format!("/spec/http/{}", self.index)))
-        else {
+    /// [`patch`](Self::patch): [`VsError::HeaderConflict`] when the policy route already matches
+    /// a header step's header with another condition (`patch` would then leave those match
+    /// blocks out of the managed route); [`VsError::NothingToShift`] when the canary should get
+    /// traffic but the stable and canary destinations both weigh 0 (`patch` would leave the
+    /// weights as they are).
+    pub fn check_traffic(&self, vs: &Value, policy: &Policy, traffic: &Traffic) -> Result<(), VsError> {
+        let Some(route) = vs.pointer(&format!("/spec/http/{}", self.index)) else {
             return Ok(());
         };
-        let blocks = header_conflicts(route, h);
-        if blocks.is_empty() {
-            return Ok(());
+        if let Some(h) = &traffic.header_match {
+            let blocks = header_conflicts(route, h);
+            if !blocks.is_empty() {
+                let (route, header) = (self.name.clone(), h.header.clone());
+                return Err(VsError::HeaderConflict { route, header, blocks });
+            }
         }
-        Err(VsError::HeaderConflict { route: self.name.clone(), header: h.header.clone(), blocks })
+        if traffic.canary_weight > 0 {
+            let t = &policy.spec().target;
+            let is_stable = |d: &Value| is_dest(d, &t.stable.subset, &self.stable_host);
+            let is_canary = |d: &Value| is_dest(d, &t.canary.subset, &self.canary_host);
+            let mut dests = route.get("route").and_then(Value::as_array).cloned().unwrap_or_default();
+            if let Some(base) = annotation(vs, &route_record_annotation_key(policy))
+                .and_then(|r| record_base(r, &self.name, &dests, is_stable, is_canary))
+            {
+                dests = base;
+            }
+            let eff = effective_weights(&self.name, &dests)?;
+            let pair: i64 =
+                dests.iter().zip(&eff).filter(|(d, _)| is_stable(d) || is_canary(d)).map(|(_, w)| w).sum();
+            if pair == 0 {
+                return Err(VsError::NothingToShift { route: self.name.clone() });
+            }
+        }
+        Ok(())
     }
 
     /// The JSON patch that makes the route carry `traffic` and stores `state` — one atomic
@@ -269,14 +294,8 @@ impl RouteView {
         let t = &policy.spec().target;
         let managed = managed_route_name(policy);
         let canary_dest = json!({"host": self.canary_host, "subset": t.canary.subset});
-        let is_stable = |d: &Value| {
-            dest_subset(d) == Some(t.stable.subset.as_str())
-                && dest_host(d) == Some(self.stable_host.as_str())
-        };
-        let is_canary = |d: &Value| {
-            dest_subset(d) == Some(t.canary.subset.as_str())
-                && dest_host(d) == Some(self.canary_host.as_str())
-        };
+        let is_stable = |d: &Value| is_dest(d, &t.stable.subset, &self.stable_host);
+        let is_canary = |d: &Value| is_dest(d, &t.canary.subset, &self.canary_host);
         let original = http[self.index].clone();
         let stable_rd = {
             let route = &mut http[self.index];
@@ -343,10 +362,16 @@ impl RouteView {
     pub fn removal_patch(&self, vs: &Value, policy: &Policy, traffic: Option<&Traffic>) -> Value {
         let mut ops =
             vec![json!({"op": "test", "path": "/metadata/resourceVersion", "value": self.resource_version})];
+        let http = vs.pointer("/spec/http").and_then(Value::as_array).cloned().unwrap_or_default();
+        let managed = managed_route_name(policy);
         if let Some(traffic) = traffic {
             ops.push(
                 json!({"op": "replace", "path": "/spec/http", "value": self.routes(vs, policy, traffic)}),
             );
+        } else if http.iter().any(|r| route_name(r, usize::MAX) == managed) {
+            // The weights stay, but canaryd's header route goes with the policy.
+            let kept: Vec<&Value> = http.iter().filter(|r| route_name(r, usize::MAX) != managed).collect();
+            ops.push(json!({"op": "replace", "path": "/spec/http", "value": kept}));
         }
         let annotations = vs.pointer("/metadata/annotations").and_then(Value::as_object);
         let present = |k: &str| annotations.is_some_and(|a| a.contains_key(k));
@@ -375,6 +400,10 @@ pub(super) fn dest_subset(d: &Value) -> Option<&str> {
 
 pub(super) fn dest_host(d: &Value) -> Option<&str> {
     d.pointer("/destination/host").or_else(|| d.get("host")).and_then(Value::as_str)
+}
+
+fn is_dest(d: &Value, subset: &str, host: &str) -> bool {
+    dest_subset(d) == Some(subset) && dest_host(d) == Some(host)
 }
 
 fn host_ok(d: &Value, want: Option<&str>) -> bool {

@@ -278,7 +278,7 @@ fn header_step_on_a_route_matching_the_same_header_is_refused() {
     original["spec"]["http"][1]["match"][1]["headers"]["end-user"] = json!({"prefix": "j"});
     let view = RouteView::read(&original, &p).unwrap();
     let traffic = Traffic { header_match: Some(jason()), ..Traffic::default() };
-    let err = view.check_traffic(&original, &traffic).unwrap_err();
+    let err = view.check_traffic(&original, &p, &traffic).unwrap_err();
     assert!(matches!(err, VsError::HeaderConflict { .. }), "{err}");
     assert!(err.to_string().contains("end-user"), "{err}");
     // Patched anyway, the managed route never matches more than the policy route would.
@@ -288,7 +288,7 @@ fn header_step_on_a_route_matching_the_same_header_is_refused() {
     assert_eq!(clone["match"][0]["uri"], json!({"prefix": "/shop"}));
     // The same condition as the step's is no conflict.
     original["spec"]["http"][1]["match"][1]["headers"]["end-user"] = json!({"exact": "jason"});
-    assert!(view.check_traffic(&original, &traffic).is_ok());
+    assert!(view.check_traffic(&original, &p, &traffic).is_ok());
 }
 
 fn weighted(weights: &[(&str, Option<i64>)]) -> Value {
@@ -458,4 +458,30 @@ fn negative_or_all_zero_weights_are_clear_errors() {
     let zero = weighted(&[("v1", Some(0)), ("v2", Some(0))]);
     let err = RouteView::read(&zero, &p).unwrap_err();
     assert!(matches!(err, VsError::ZeroWeights { .. }), "{err}");
+}
+
+#[test]
+fn a_pair_without_weight_cannot_shift_traffic() {
+    let p = policy();
+    let original = weighted(&[("v1", Some(0)), ("v2", Some(0)), ("v3", Some(5))]);
+    let view = RouteView::read(&original, &p).unwrap();
+    let ten = Traffic { canary_weight: 10, ..Traffic::default() };
+    let err = view.check_traffic(&original, &p, &ten).unwrap_err();
+    assert!(matches!(err, VsError::NothingToShift { .. }), "{err}");
+    assert!(view.check_traffic(&original, &p, &Traffic::stable_only()).is_ok());
+    let after = apply(&original, &view.patch(&original, &p, &ten, "{}"));
+    assert_eq!(after["spec"]["http"][1]["route"], original["spec"]["http"][1]["route"]);
+}
+
+#[test]
+fn removal_without_traffic_still_removes_the_header_route() {
+    let p = policy();
+    let original = vs();
+    let view = RouteView::read(&original, &p).unwrap();
+    let traffic = Traffic { canary_weight: 10, header_match: Some(jason()), ..Traffic::default() };
+    let with = apply(&original, &view.patch(&original, &p, &traffic, "{}"));
+    let view = RouteView::read(&with, &p).unwrap();
+    let removed = apply(&with, &view.removal_patch(&with, &p, None));
+    assert_eq!(removed["spec"], original["spec"]);
+    assert_eq!(removed["metadata"]["annotations"], json!({"team": "books"}));
 }
