@@ -199,15 +199,20 @@ pub(super) fn header_clone(
     Some(Value::Object(out))
 }
 
-/// The step's header condition read back from the managed route: the header in its first match
-/// block that the policy route's first block does not have.
+/// The step's header condition read back from the managed route: a header every match block
+/// of it has with the same condition, preferring one that no block of the policy route has
+/// with that condition (the policy route may share other headers with its clone).
 pub(super) fn read_header_match(managed: &Value, policy_route: &Value) -> Option<HeaderMatch> {
-    let headers = managed.pointer("/match/0/headers").and_then(Value::as_object)?;
-    let own = policy_route.pointer("/match/0/headers").and_then(Value::as_object);
-    let (header, cond) = headers
+    let blocks = managed.get("match").and_then(Value::as_array)?;
+    let first = blocks.first()?.get("headers").and_then(Value::as_object)?;
+    let everywhere: Vec<(&String, &Value)> =
+        first.iter().filter(|(k, c)| blocks.iter().all(|b| header_entry(b, k) == Some(*c))).collect();
+    let own = policy_route.get("match").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let (header, cond) = everywhere
         .iter()
-        .find(|(k, _)| !own.is_some_and(|o| o.contains_key(*k)))
-        .or_else(|| headers.iter().next())?;
+        .find(|(k, c)| !own.iter().any(|b| header_entry(b, k) == Some(*c)))
+        .or_else(|| everywhere.first())
+        .copied()?;
     let get = |k: &str| cond.get(k).and_then(Value::as_str).map(str::to_string);
     Some(HeaderMatch {
         header: header.clone(),
@@ -273,5 +278,20 @@ mod tests {
                 assert_eq!(canary_share(s, c), w, "{pair} {w}");
             }
         }
+    }
+
+    #[test]
+    fn the_step_header_is_told_apart_from_the_routes_own_headers() {
+        let policy_route = json!({"match": [
+            {"headers": {"zz-user": {"prefix": "j"}}},
+            {"uri": {"prefix": "/a"}, "headers": {"a-tenant": {"exact": "x"}}},
+            {"uri": {"prefix": "/b"}, "headers": {"a-tenant": {"exact": "x"}}}
+        ]});
+        let step =
+            HeaderMatch { header: "zz-user".into(), exact: Some("jason".into()), prefix: None, regex: None };
+        let clone =
+            header_clone(&policy_route, &step, "m", None, &json!({"host": "r", "subset": "v2"})).unwrap();
+        assert_eq!(clone["match"].as_array().unwrap().len(), 2);
+        assert_eq!(read_header_match(&clone, &policy_route), Some(step));
     }
 }
