@@ -15,8 +15,12 @@ use super::virtual_service::{dest_host, dest_subset, VsError};
 use crate::policy::HeaderMatch;
 use serde_json::{json, Map, Value};
 
+/// Istio's weights are `int32`.
+pub(super) const MAX_WEIGHT: i64 = i32::MAX as i64;
+
 /// The effective weight of each destination of a route: its `weight`, 0 when absent, or the
-/// whole route (100) for a route's only destination. Negative or non-integer weights, and a
+/// whole route (100) for a route's only destination. Negative, non-integer or over-`int32`
+/// weights, and a
 /// route whose weights are all 0, are errors.
 pub(super) fn effective_weights(route: &str, dests: &[Value]) -> Result<Vec<i64>, VsError> {
     let mut out = Vec::with_capacity(dests.len());
@@ -24,7 +28,7 @@ pub(super) fn effective_weights(route: &str, dests: &[Value]) -> Result<Vec<i64>
         match d.get("weight") {
             None | Some(Value::Null) => out.push(if dests.len() == 1 { 100 } else { 0 }),
             Some(w) => match w.as_i64() {
-                Some(n) if n >= 0 => out.push(n),
+                Some(n) if (0..=MAX_WEIGHT).contains(&n) => out.push(n),
                 _ => {
                     return Err(VsError::BadWeight {
                         route: route.to_string(),
@@ -56,24 +60,27 @@ pub(super) fn canary_share(stable: i64, canary: i64) -> u32 {
 }
 
 /// How to give the canary `w`% of a pair weighing `pair`: `(factor, stable, canary)`, where
-/// `factor` is the smallest integer every weight of the route is multiplied by so that the
-/// split reads back as exactly `w` (1 when `pair` is large enough). `None` when the pair weighs
-/// 0: there is no share to move.
-pub(super) fn split(pair: i64, w: u32) -> Option<(i64, i64, i64)> {
+/// `factor` (at most `max_factor`, and at most 100, which always suffices) is the smallest
+/// integer every weight of the route is multiplied by so that the split reads back as exactly
+/// `w` (1 when `pair` is large enough). When no allowed factor is exact, the nearest split at
+/// factor 1. `None` when the pair weighs 0: there is no share to move.
+pub(super) fn split(pair: i64, w: u32, max_factor: i64) -> Option<(i64, i64, i64)> {
     if pair <= 0 {
         return None;
     }
-    let w = i64::from(w.min(100));
-    // factor 100 always works exactly (100 * pair * w / 100 is an integer), so the loop ends.
-    (1..=100).find_map(|k| {
-        let total = pair * k;
-        let nearest = (total * w + 50) / 100;
-        [nearest, nearest - 1, nearest + 1]
-            .into_iter()
-            .filter(|c| (0..=total).contains(c))
-            .find(|c| canary_share(total - c, *c) == w as u32)
-            .map(|c| (k, total - c, c))
-    })
+    let w = w.min(100);
+    let nearest = |total: i64| (total * i64::from(w) + 50) / 100;
+    (1..=max_factor.clamp(1, 100))
+        .find_map(|k| {
+            let total = pair * k;
+            let c = nearest(total);
+            [c, c - 1, c + 1]
+                .into_iter()
+                .filter(|c| (0..=total).contains(c))
+                .find(|c| canary_share(total - c, *c) == w)
+                .map(|c| (k, total - c, c))
+        })
+        .or_else(|| Some((1, pair - nearest(pair), nearest(pair))))
 }
 
 /// Sets the route's destinations so the canary gets `w`% of the stable+canary pair. The other
@@ -96,7 +103,13 @@ pub(super) fn set_canary_weight(
     if canary_pos.is_none() && w == 0 {
         return;
     }
-    let Some((k, stable, canary)) = split(pair, w) else { return };
+    // Scaled weights stay within int32, for every destination and for their sum.
+    let sum: i64 = eff.iter().sum();
+    let Some((k, stable, canary)) = split(pair, w, MAX_WEIGHT / sum.max(1)) else { return };
+    if k == 1 && stable == eff[stable_pos] && canary_pos.is_some_and(|c| eff[c] == canary) {
+        // Already so: leave the objects as written (an absent weight stays absent).
+        return;
+    }
     if k > 1 {
         for (i, d) in dests.iter_mut().enumerate() {
             if Some(i) != canary_pos && i != stable_pos && d.get("weight").is_some_and(|w| !w.is_null()) {
@@ -119,8 +132,13 @@ pub(super) fn set_canary_weight(
 /// host and subset.
 pub(super) fn canary_route_destination(stable: &Value, canary_dest: &Value) -> Value {
     let mut c = stable.clone();
-    for key in ["host", "subset"] {
-        c["destination"][key] = canary_dest[key].clone();
+    match c.get_mut("destination").and_then(Value::as_object_mut) {
+        Some(d) => {
+            for key in ["host", "subset"] {
+                d.insert(key.into(), canary_dest[key].clone());
+            }
+        }
+        None => c = json!({"destination": canary_dest}),
     }
     c
 }
@@ -173,10 +191,13 @@ pub(super) fn header_clone(
             .filter_map(|mut b| match header_entry(&b, &h.header) {
                 Some(c) => (*c == cond).then_some(b),
                 None => {
-                    if !b.get("headers").is_some_and(Value::is_object) {
-                        b["headers"] = json!({});
+                    // A block that is not an object is not valid Istio; it is left out.
+                    let block = b.as_object_mut()?;
+                    let headers = block.entry("headers").or_insert_with(|| json!({}));
+                    if !headers.is_object() {
+                        *headers = json!({});
                     }
-                    b["headers"][h.header.as_str()] = cond.clone();
+                    headers.as_object_mut()?.insert(h.header.clone(), cond.clone());
                     Some(b)
                 }
             })
@@ -247,18 +268,19 @@ pub(super) fn record_base(
 }
 
 /// The recorded `route` array to put back for stable-only traffic: a [`record_base`] that
-/// also gives the canary no traffic.
+/// reads back as stable-only (canary share rounds to 0).
 pub(super) fn usable_record(
     record: &str,
     route: &str,
     current: &[Value],
-    is_stable: impl Fn(&Value) -> bool,
+    is_stable: impl Fn(&Value) -> bool + Copy,
     is_canary: impl Fn(&Value) -> bool + Copy,
 ) -> Option<Vec<Value>> {
     let dests = record_base(record, route, current, is_stable, is_canary)?;
     let eff = effective_weights(route, &dests).ok()?;
+    let stable = dests.iter().position(&is_stable).map_or(0, |s| eff[s]);
     let canary = dests.iter().position(is_canary).map_or(0, |c| eff[c]);
-    (canary == 0).then_some(dests)
+    (canary_share(stable, canary) == 0).then_some(dests)
 }
 
 #[cfg(test)]
@@ -267,13 +289,13 @@ mod tests {
 
     #[test]
     fn split_is_exact_and_uses_the_smallest_factor() {
-        assert_eq!(split(100, 30), Some((1, 70, 30)));
-        assert_eq!(split(3, 10), Some((7, 19, 2)));
-        assert_eq!(split(150, 33), Some((1, 100, 50)));
-        assert_eq!(split(0, 10), None);
+        assert_eq!(split(100, 30, 100), Some((1, 70, 30)));
+        assert_eq!(split(3, 10, 100), Some((7, 19, 2)));
+        assert_eq!(split(150, 33, 100), Some((1, 100, 50)));
+        assert_eq!(split(0, 10, 100), None);
         for pair in 1..300 {
             for w in 0..=100 {
-                let (k, s, c) = split(pair, w).unwrap();
+                let (k, s, c) = split(pair, w, 100).unwrap();
                 assert_eq!(s + c, pair * k);
                 assert_eq!(canary_share(s, c), w, "{pair} {w}");
             }
@@ -293,5 +315,36 @@ mod tests {
             header_clone(&policy_route, &step, "m", None, &json!({"host": "r", "subset": "v2"})).unwrap();
         assert_eq!(clone["match"].as_array().unwrap().len(), 2);
         assert_eq!(read_header_match(&clone, &policy_route), Some(step));
+    }
+
+    #[test]
+    fn odd_shapes_do_not_panic() {
+        let canary = json!({"host": "r", "subset": "v2"});
+        assert_eq!(
+            canary_route_destination(&json!({"subset": "v1", "destination": 5}), &canary),
+            json!({"destination": canary})
+        );
+        let step = HeaderMatch { header: "u".into(), exact: Some("j".into()), prefix: None, regex: None };
+        let route = json!({"match": ["x", {"headers": 3}]});
+        let clone = header_clone(&route, &step, "m", Some(&json!({"destination": "v1"})), &canary).unwrap();
+        assert_eq!(clone["match"], json!([{"headers": {"u": {"exact": "j"}}}]));
+        let mut dests = vec![json!({"subset": "v1", "destination": 5, "weight": 1}), json!({"weight": 1})];
+        set_canary_weight("r", &mut dests, 0, None, &canary, 50);
+        assert_eq!(dests.len(), 3);
+    }
+
+    #[test]
+    fn huge_weights_stay_within_int32() {
+        assert!(matches!(
+            effective_weights("r", &[json!({"weight": i64::MAX})]),
+            Err(VsError::BadWeight { .. })
+        ));
+        let canary = json!({"host": "r", "subset": "v2"});
+        let mut dests =
+            vec![json!({"destination": {"subset": "v1"}, "weight": MAX_WEIGHT - 1}), json!({"weight": 1})];
+        set_canary_weight("r", &mut dests, 0, None, &canary, 33);
+        let sum: i64 = dests.iter().map(|d| d["weight"].as_i64().unwrap()).sum();
+        assert!(sum <= MAX_WEIGHT, "{dests:?}");
+        assert_eq!(split(3, 10, 1), Some((1, 3, 0)));
     }
 }

@@ -49,6 +49,9 @@ pub enum VsError {
         "route {route:?} already matches header {header:?} in match block(s) {blocks:?} with another condition, so the header step cannot be added to them; use another header for the step, or move those blocks to a route of their own"
     )]
     HeaderConflict { route: String, header: String, blocks: Vec<usize> },
+    /// The stable or canary destination is listed more than once in the route.
+    #[error("route {route:?} lists destination {destination} {times} times; list it once so canaryd knows which weight to change")]
+    DuplicateDestination { route: String, destination: String, times: usize },
     /// The canary should get a share of the stable+canary pair, but the pair weighs 0.
     #[error("route {route:?}: the stable and canary destinations both have weight 0, so there is no traffic to shift to the canary; give the stable destination a weight")]
     NothingToShift { route: String },
@@ -168,6 +171,17 @@ impl RouteView {
             })?;
         let stable_host = dest_host(&dests[stable_pos]).unwrap_or_default().to_string();
         let canary_host = t.canary.host.clone().unwrap_or_else(|| stable_host.clone());
+        for (subset, host) in [(&t.stable.subset, &stable_host), (&t.canary.subset, &canary_host)] {
+            let times = dests.iter().filter(|d| is_dest(d, subset, host)).count();
+            if times > 1 {
+                let destination = format!("{host}/{subset}");
+                return Err(VsError::DuplicateDestination {
+                    route: names[index].clone(),
+                    destination,
+                    times,
+                });
+            }
+        }
         let weights = effective_weights(&names[index], &dests)?;
         let canary_weight = dests
             .iter()

@@ -455,6 +455,9 @@ fn negative_or_all_zero_weights_are_clear_errors() {
     let p = policy();
     let negative = weighted(&[("v1", Some(-1)), ("v2", Some(10))]);
     assert!(matches!(RouteView::read(&negative, &p), Err(VsError::BadWeight { .. })));
+    let twice = weighted(&[("v1", Some(50)), ("v1", Some(50))]);
+    let err = RouteView::read(&twice, &p).unwrap_err();
+    assert!(matches!(err, VsError::DuplicateDestination { times: 2, .. }), "{err}");
     let zero = weighted(&[("v1", Some(0)), ("v2", Some(0))]);
     let err = RouteView::read(&zero, &p).unwrap_err();
     assert!(matches!(err, VsError::ZeroWeights { .. }), "{err}");
@@ -484,4 +487,197 @@ fn removal_without_traffic_still_removes_the_header_route() {
     let removed = apply(&with, &view.removal_patch(&with, &p, None));
     assert_eq!(removed["spec"], original["spec"]);
     assert_eq!(removed["metadata"]["annotations"], json!({"team": "books"}));
+}
+
+mod arbitrary {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<i64>().prop_map(Value::from),
+            (0i64..200).prop_map(Value::from),
+            (-1e3f64..1e3).prop_map(Value::from),
+            prop_oneof![Just("v1"), Just("v2"), Just("reviews"), Just("main"), Just("end-user"), Just("x")]
+                .prop_map(Value::from),
+        ];
+        leaf.prop_recursive(5, 64, 5, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(
+                    prop_oneof![
+                        Just("http"),
+                        Just("route"),
+                        Just("destination"),
+                        Just("subset"),
+                        Just("host"),
+                        Just("weight"),
+                        Just("name"),
+                        Just("match"),
+                        Just("headers"),
+                        Just("end-user"),
+                        Just("exact"),
+                        Just("mirror"),
+                        Just("port"),
+                    ]
+                    .prop_map(str::to_string),
+                    inner,
+                    0..4,
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        #[test]
+        fn whatever_reads_patches_without_panicking(spec in json_value(), record in json_value(), w in 0u32..=100) {
+            let p = policy();
+            let mut vs = json!({"metadata": {"name": "reviews", "resourceVersion": "1", "annotations": {}}, "spec": spec});
+            vs["metadata"]["annotations"]["canaryd.io/route-reviews"] = json!(record.to_string());
+            if let Ok(view) = RouteView::read(&vs, &p) {
+                for traffic in [
+                    Traffic { canary_weight: w, ..Traffic::default() },
+                    Traffic { canary_weight: w, header_match: Some(jason()), mirror_percent: Some(w) },
+                    Traffic::stable_only(),
+                    Traffic::canary_only(),
+                ] {
+                    let _ = view.check_traffic(&vs, &p, &traffic);
+                    let patch = view.patch(&vs, &p, &traffic, "{}");
+                    prop_assert_eq!(&patch[0]["op"], "test");
+                    let after = apply(&vs, &patch);
+                    if let Ok(back) = RouteView::read(&after, &p) {
+                        if view.check_traffic(&vs, &p, &traffic).is_ok() && traffic.mirror_percent.is_none() {
+                            prop_assert_eq!(back.traffic.canary_weight, traffic.canary_weight, "{}", after);
+                        }
+                    }
+                    let _ = view.removal_patch(&vs, &p, Some(&traffic));
+                }
+            }
+        }
+    }
+}
+
+mod generated {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn destination() -> impl Strategy<Value = Value> {
+        (
+            prop_oneof![Just("v1"), Just("v2"), Just("v3"), Just("v4")],
+            proptest::option::of(0i64..500),
+            any::<bool>(),
+        )
+            .prop_map(|(subset, weight, port)| {
+                let mut d = json!({"destination": {"host": "reviews", "subset": subset}});
+                if port {
+                    d["destination"]["port"] = json!({"number": 9080});
+                }
+                if let Some(w) = weight {
+                    d["weight"] = json!(w);
+                }
+                d
+            })
+    }
+
+    fn block() -> impl Strategy<Value = Value> {
+        (any::<bool>(), prop_oneof![Just(None), Just(Some("jason")), Just(Some("ann"))]).prop_map(
+            |(uri, user)| {
+                let mut b = json!({});
+                if uri {
+                    b["uri"] = json!({"prefix": "/shop"});
+                }
+                if let Some(u) = user {
+                    b["headers"] = json!({"end-user": {"exact": u}});
+                }
+                b
+            },
+        )
+    }
+
+    fn virtual_service() -> impl Strategy<Value = Value> {
+        (
+            proptest::collection::vec(destination(), 1..5),
+            proptest::collection::vec(block(), 0..3),
+            any::<bool>(),
+        )
+            .prop_map(|(dests, blocks, above)| {
+                let mut main = json!({"name": "main", "retries": {"attempts": 2}, "route": dests});
+                if !blocks.is_empty() {
+                    main["match"] = json!(blocks);
+                }
+                let mut http = vec![main, json!({"route": [{"destination": {"host": "reviews", "subset": "v1"}}]})];
+                if above {
+                    http.insert(0, json!({"name": "api", "match": [{"uri": {"prefix": "/api"}}], "route": [{"destination": {"host": "api"}}]}));
+                }
+                json!({"metadata": {"name": "reviews", "resourceVersion": "7"}, "spec": {"hosts": ["reviews"], "http": http}})
+            })
+    }
+
+    fn others(vs: &Value, index: usize) -> Vec<(Value, i64)> {
+        let route = vs["spec"]["http"][index]["route"].as_array().unwrap();
+        route
+            .iter()
+            .filter(|d| !matches!(d["destination"]["subset"].as_str(), Some("v1" | "v2")))
+            .map(|d| (d["destination"].clone(), d["weight"].as_i64().unwrap_or(0)))
+            .collect()
+    }
+
+    fn total(vs: &Value, index: usize) -> i64 {
+        let route = vs["spec"]["http"][index]["route"].as_array().unwrap();
+        let single = route.len() == 1;
+        route.iter().map(|d| d["weight"].as_i64().unwrap_or(if single { 100 } else { 0 })).sum()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1500, ..ProptestConfig::default() })]
+
+        #[test]
+        fn rollouts_round_trip_keep_other_shares_and_abort_exactly(
+            original in virtual_service(),
+            steps in proptest::collection::vec(0u32..=100, 1..4),
+            header in any::<bool>(),
+        ) {
+            let p = policy();
+            let Ok(first) = RouteView::read(&original, &p) else { return Ok(()) };
+            let mut doc = original.clone();
+            for (i, w) in steps.iter().enumerate() {
+                let view = RouteView::read(&doc, &p).unwrap();
+                let traffic = Traffic {
+                    canary_weight: *w,
+                    header_match: (header && i == 0).then(jason),
+                    mirror_percent: None,
+                };
+                if view.check_traffic(&doc, &p, &traffic).is_err() {
+                    return Ok(());
+                }
+                doc = apply(&doc, &view.patch(&doc, &p, &traffic, "{}"));
+                let back = RouteView::read(&doc, &p).unwrap();
+                prop_assert_eq!(&back.traffic, &traffic, "{}", doc["spec"]);
+                let (a, b) = (others(&original, first.index), others(&doc, back.index));
+                prop_assert_eq!(a.len(), b.len());
+                for ((da, wa), (db, wb)) in a.iter().zip(&b) {
+                    prop_assert_eq!(da, db);
+                    prop_assert_eq!(wa * total(&doc, back.index), wb * total(&original, first.index), "{}", doc["spec"]);
+                }
+                for (j, r) in original["spec"]["http"].as_array().unwrap().iter().enumerate() {
+                    if j != first.index {
+                        let shift = usize::from(back.traffic.header_match.is_some() && j > first.index);
+                        prop_assert_eq!(r, &doc["spec"]["http"][j + shift]);
+                    }
+                }
+            }
+            let view = RouteView::read(&doc, &p).unwrap();
+            let aborted = apply(&doc, &view.patch(&doc, &p, &Traffic::stable_only(), "{}"));
+            prop_assert_eq!(RouteView::read(&aborted, &p).unwrap().traffic, Traffic::stable_only());
+            prop_assert!(aborted["metadata"]["annotations"].get("canaryd.io/route-reviews").is_none());
+            // Promotion (100%) ends the rollout and drops the record; otherwise abort is exact.
+            if first.traffic.canary_weight == 0 && first.traffic.header_match.is_none() && !steps.contains(&100) {
+                prop_assert_eq!(&aborted["spec"], &original["spec"]);
+            }
+        }
+    }
 }
