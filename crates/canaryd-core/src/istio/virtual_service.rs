@@ -35,9 +35,9 @@ pub enum VsError {
     AmbiguousRoute(usize, String),
     #[error("route {route:?} has no destination with subset {subset:?} (the stable side)")]
     StableNotFound { route: String, subset: String },
-    /// A weight that is negative or not an integer.
+    /// A weight that is negative, not an integer, or beyond Istio's `int32`.
     #[error(
-        "route {route:?}: destination {destination} has weight {weight}; weights are non-negative integers (relative shares)"
+        "route {route:?}: destination {destination} has weight {weight}; weights are whole numbers from 0 to 2147483647 (relative shares)"
     )]
     BadWeight { route: String, destination: String, weight: String },
     /// Every destination of the route weighs 0.
