@@ -1,9 +1,26 @@
 //! Pure functions over a VirtualService's JSON: find the policy's route, read its traffic,
 //! and build the JSON patch that changes only that route (and canaryd's managed header-match
-//! route) plus the state annotation, guarded by a `test` of the resourceVersion.
+//! route) plus canaryd's annotations, guarded by a `test` of the resourceVersion.
+//!
+//! Rules (see [`route_patch`](super::route_patch) for the arithmetic):
+//! - Weights are relative, as in Istio. The canary weight is the canary's share of the
+//!   stable+canary pair (`round(100·canary/(stable+canary))`, 0 when both weigh 0); other
+//!   destinations of the route keep their weights (scaled together with the pair only when the
+//!   pair is too light to express a percentage exactly).
+//! - A header-match step inserts `canaryd-<policy>-header` directly before the policy route: a
+//!   clone of it (its matches ANDed with the header condition) sending to the canary.
+//! - The first write of non-stable-only traffic records the policy route's `route` array as
+//!   found in the `canaryd.io/route-<policy>` annotation; writing stable-only traffic (abort,
+//!   removal) puts that array back byte for byte and drops the record; promotion (canary 100%)
+//!   drops it too. While the record fits the route (same destinations), weights are computed
+//!   from it rather than from the current ones, so exactness scaling never compounds; a record
+//!   that no longer fits the route is ignored.
 
+use super::route_patch::{
+    canary_share, effective_weights, header_clone, header_conflicts, read_header_match, record_base,
+    set_canary_weight, usable_record,
+};
 use crate::plan::Traffic;
-use crate::policy::HeaderMatch;
 use crate::policy::Policy;
 use serde_json::{json, Value};
 
@@ -18,8 +35,26 @@ pub enum VsError {
     AmbiguousRoute(usize, String),
     #[error("route {route:?} has no destination with subset {subset:?} (the stable side)")]
     StableNotFound { route: String, subset: String },
-    #[error("route {route:?} weights sum to {sum}, not 100")]
-    BadWeights { route: String, sum: i64 },
+    /// A weight that is negative, not an integer, or beyond Istio's `int32`.
+    #[error(
+        "route {route:?}: destination {destination} has weight {weight}; weights are whole numbers from 0 to 2147483647 (relative shares)"
+    )]
+    BadWeight { route: String, destination: String, weight: String },
+    /// Every destination of the route weighs 0.
+    #[error("route {route:?}: every destination has weight 0, so the route sends no traffic; give the stable destination a weight")]
+    ZeroWeights { route: String },
+    /// The policy route already matches the step's header with another condition in some
+    /// match blocks (0-based); Istio cannot AND two conditions on one header in one block.
+    #[error(
+        "route {route:?} already matches header {header:?} in match block(s) {blocks:?} with another condition, so the header step cannot be added to them; use another header for the step, or move those blocks to a route of their own"
+    )]
+    HeaderConflict { route: String, header: String, blocks: Vec<usize> },
+    /// The stable or canary destination is listed more than once in the route.
+    #[error("route {route:?} lists destination {destination} {times} times; list it once so canaryd knows which weight to change")]
+    DuplicateDestination { route: String, destination: String, times: usize },
+    /// The canary should get a share of the stable+canary pair, but the pair weighs 0.
+    #[error("route {route:?}: the stable and canary destinations both have weight 0, so there is no traffic to shift to the canary; give the stable destination a weight")]
+    NothingToShift { route: String },
     #[error("the state annotation is not canaryd state: {0}")]
     BadState(String),
 }
@@ -35,11 +70,17 @@ pub fn command_annotation_key(policy: &Policy) -> String {
     annotation_key("command", policy.name())
 }
 
-/// The name part of an annotation key is at most 63 characters and must end with a letter or
-/// digit. A policy name (a DNS label, up to 63 characters) that does not fit keeps a readable prefix and
-/// gets a hash of the whole name, so two long names sharing a prefix never share state and the
-/// key is always valid.
-fn annotation_key(kind: &str, policy_name: &str) -> String {
+/// Annotation that records the policy route's `route` array (JSON) as it was before the
+/// rollout, so an abort restores it exactly.
+pub fn route_record_annotation_key(policy: &Policy) -> String {
+    annotation_key("route", policy.name())
+}
+
+/// The annotation key `canaryd.io/<kind>-<name>`. The name part of an annotation key is at
+/// most 63 characters and must end with a letter or digit. A policy name (a DNS label, up to
+/// 63 characters) that does not fit keeps a readable prefix and gets a hash of the whole name,
+/// so two long names sharing a prefix never share a key and the key is always valid.
+pub fn annotation_key(kind: &str, policy_name: &str) -> String {
     const MAX_NAME: usize = 63;
     let name = format!("{kind}-{policy_name}");
     if name.len() <= MAX_NAME {
@@ -65,6 +106,14 @@ fn legacy_state_annotation_key(policy: &Policy) -> String {
 
 fn managed_route_name(policy: &Policy) -> String {
     format!("canaryd-{}-header", policy.name())
+}
+
+fn escape(key: &str) -> String {
+    key.replace('~', "~0").replace('/', "~1")
+}
+
+fn annotation<'a>(vs: &'a Value, key: &str) -> Option<&'a str> {
+    vs.pointer("/metadata/annotations").and_then(|a| a.get(key)).and_then(Value::as_str)
 }
 
 /// The policy's view of one VirtualService.
@@ -122,18 +171,24 @@ impl RouteView {
             })?;
         let stable_host = dest_host(&dests[stable_pos]).unwrap_or_default().to_string();
         let canary_host = t.canary.host.clone().unwrap_or_else(|| stable_host.clone());
-        let weight_of = |d: &Value| d.get("weight").and_then(Value::as_i64);
-        let sum: i64 = dests.iter().map(|d| weight_of(d).unwrap_or(0)).sum();
-        if dests.len() > 1 && sum != 100 {
-            return Err(VsError::BadWeights { route: names[index].clone(), sum });
+        for (subset, host) in [(&t.stable.subset, &stable_host), (&t.canary.subset, &canary_host)] {
+            let times = dests.iter().filter(|d| is_dest(d, subset, host)).count();
+            if times > 1 {
+                let destination = format!("{host}/{subset}");
+                return Err(VsError::DuplicateDestination {
+                    route: names[index].clone(),
+                    destination,
+                    times,
+                });
+            }
         }
+        let weights = effective_weights(&names[index], &dests)?;
         let canary_weight = dests
             .iter()
-            .find(|d| {
+            .position(|d| {
                 dest_subset(d) == Some(t.canary.subset.as_str()) && dest_host(d) == Some(canary_host.as_str())
             })
-            .map(|d| weight_of(d).unwrap_or(if dests.len() == 1 { 100 } else { 0 }))
-            .unwrap_or(0);
+            .map_or(0, |c| canary_share(weights[stable_pos], weights[c]));
         let mirror_percent =
             route.get("mirror").filter(|m| dest_subset(m) == Some(t.canary.subset.as_str())).map(|_| {
                 route.pointer("/mirrorPercentage/value").and_then(Value::as_f64).unwrap_or(100.0).round()
@@ -142,42 +197,20 @@ impl RouteView {
         let header_match = http
             .iter()
             .find(|r| route_name(r, usize::MAX) == managed)
-            .and_then(|r| r.pointer("/match/0/headers"))
-            .and_then(Value::as_object)
-            .and_then(|h| h.iter().next())
-            .map(|(header, cond)| HeaderMatch {
-                header: header.clone(),
-                exact: cond.get("exact").and_then(Value::as_str).map(str::to_string),
-                prefix: cond.get("prefix").and_then(Value::as_str).map(str::to_string),
-                regex: cond.get("regex").and_then(Value::as_str).map(str::to_string),
-            });
-        let annotation = |key: &str| {
-            vs.pointer("/metadata/annotations")
-                .and_then(|a| a.get(key))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        };
+            .and_then(|r| read_header_match(r, route));
         let (current_key, legacy_key) = (state_annotation_key(policy), legacy_state_annotation_key(policy));
-        let legacy_state = annotation(&legacy_key).filter(|_| legacy_key != current_key);
-        let state = annotation(&current_key);
+        let legacy_state = annotation(vs, &legacy_key).filter(|_| legacy_key != current_key);
+        let state = annotation(vs, &current_key);
         let legacy_state_key = legacy_state.is_some().then_some(legacy_key);
-        let state = state.or(legacy_state);
-        let command = vs
-            .pointer("/metadata/annotations")
-            .and_then(|a| a.get(command_annotation_key(policy)))
-            .and_then(Value::as_str)
-            .map(str::to_string);
+        let state = state.or(legacy_state).map(str::to_string);
+        let command = annotation(vs, &command_annotation_key(policy)).map(str::to_string);
         Ok(RouteView {
             command,
             index,
             name: names[index].clone(),
             stable_host,
             canary_host,
-            traffic: Traffic {
-                canary_weight: u32::try_from(canary_weight.clamp(0, 100)).unwrap_or(0),
-                header_match,
-                mirror_percent,
-            },
+            traffic: Traffic { canary_weight, header_match, mirror_percent },
             state,
             legacy_state_key,
             resource_version: vs
@@ -188,45 +221,119 @@ impl RouteView {
         })
     }
 
+    /// Whether `traffic` can be written to this route as Istio would apply it. Call before
+    /// [`patch`](Self::patch): [`VsError::HeaderConflict`] when the policy route already matches
+    /// a header step's header with another condition (`patch` would then leave those match
+    /// blocks out of the managed route); [`VsError::NothingToShift`] when the canary should get
+    /// traffic but the stable and canary destinations both weigh 0 (`patch` would leave the
+    /// weights as they are).
+    pub fn check_traffic(&self, vs: &Value, policy: &Policy, traffic: &Traffic) -> Result<(), VsError> {
+        let Some(route) = vs.pointer(&format!("/spec/http/{}", self.index)) else {
+            return Ok(());
+        };
+        if let Some(h) = &traffic.header_match {
+            let blocks = header_conflicts(route, h);
+            if !blocks.is_empty() {
+                let (route, header) = (self.name.clone(), h.header.clone());
+                return Err(VsError::HeaderConflict { route, header, blocks });
+            }
+        }
+        if traffic.canary_weight > 0 {
+            let t = &policy.spec().target;
+            let is_stable = |d: &Value| is_dest(d, &t.stable.subset, &self.stable_host);
+            let is_canary = |d: &Value| is_dest(d, &t.canary.subset, &self.canary_host);
+            let mut dests = route.get("route").and_then(Value::as_array).cloned().unwrap_or_default();
+            if let Some(base) = annotation(vs, &route_record_annotation_key(policy))
+                .and_then(|r| record_base(r, &self.name, &dests, is_stable, is_canary))
+            {
+                dests = base;
+            }
+            let eff = effective_weights(&self.name, &dests)?;
+            let pair: i64 =
+                dests.iter().zip(&eff).filter(|(d, _)| is_stable(d) || is_canary(d)).map(|(_, w)| w).sum();
+            if pair == 0 {
+                return Err(VsError::NothingToShift { route: self.name.clone() });
+            }
+        }
+        Ok(())
+    }
+
     /// The JSON patch that makes the route carry `traffic` and stores `state` — one atomic
-    /// write, rejected by the API server if anyone changed the object since it was read.
+    /// write, rejected by the API server if anyone changed the object since it was read. It
+    /// also keeps the route record (see the module docs): added with the first
+    /// non-stable-only traffic, put back and removed with stable-only traffic, removed on
+    /// promotion (canary weight 100).
     pub fn patch(&self, vs: &Value, policy: &Policy, traffic: &Traffic, state: &str) -> Value {
+        let mut ops = vec![
+            json!({"op": "test", "path": "/metadata/resourceVersion", "value": self.resource_version}),
+            json!({"op": "replace", "path": "/spec/http", "value": self.routes(vs, policy, traffic)}),
+        ];
+        if vs.pointer("/metadata/annotations").and_then(Value::as_object).is_none() {
+            ops.push(json!({"op": "add", "path": "/metadata/annotations", "value": {}}));
+        }
+        let key = escape(&state_annotation_key(policy));
+        ops.push(json!({"op": "add", "path": format!("/metadata/annotations/{key}"), "value": state}));
+        let record_key = route_record_annotation_key(policy);
+        let recorded = annotation(vs, &record_key).is_some();
+        let ends = *traffic == Traffic::stable_only() || traffic.canary_weight >= 100;
+        if !recorded && !ends {
+            let found = vs.pointer(&format!("/spec/http/{}/route", self.index)).cloned().unwrap_or(json!([]));
+            ops.push(json!({
+                "op": "add",
+                "path": format!("/metadata/annotations/{}", escape(&record_key)),
+                "value": found.to_string(),
+            }));
+        }
+        if recorded && ends {
+            ops.push(
+                json!({"op": "remove", "path": format!("/metadata/annotations/{}", escape(&record_key))}),
+            );
+        }
+        if let Some(legacy) = &self.legacy_state_key {
+            ops.push(json!({"op": "remove", "path": format!("/metadata/annotations/{}", escape(legacy))}));
+        }
+        if self.command.is_some() {
+            let ckey = escape(&command_annotation_key(policy));
+            ops.push(json!({"op": "remove", "path": format!("/metadata/annotations/{ckey}")}));
+        }
+        Value::Array(ops)
+    }
+
+    /// `spec.http` carrying `traffic`.
+    fn routes(&self, vs: &Value, policy: &Policy, traffic: &Traffic) -> Vec<Value> {
         let mut http = vs.pointer("/spec/http").and_then(Value::as_array).cloned().unwrap_or_default();
+        if self.index >= http.len() {
+            return http;
+        }
         let t = &policy.spec().target;
         let managed = managed_route_name(policy);
-        let stable_dest = json!({"host": self.stable_host, "subset": t.stable.subset});
         let canary_dest = json!({"host": self.canary_host, "subset": t.canary.subset});
-        {
+        let is_stable = |d: &Value| is_dest(d, &t.stable.subset, &self.stable_host);
+        let is_canary = |d: &Value| is_dest(d, &t.canary.subset, &self.canary_host);
+        let original = http[self.index].clone();
+        let stable_rd = {
             let route = &mut http[self.index];
-            let dests = route.get("route").and_then(Value::as_array).cloned().unwrap_or_default();
-            // Keep the user's destination objects (ports, headers) and change weights only.
-            let find = |subset: &str, host: &str| {
-                dests.iter().find(|d| dest_subset(d) == Some(subset) && dest_host(d) == Some(host)).cloned()
-            };
-            let mut stable = find(&t.stable.subset, &self.stable_host)
-                .unwrap_or_else(|| json!({"destination": stable_dest}));
-            let mut canary = find(&t.canary.subset, &self.canary_host).unwrap_or_else(|| {
-                let mut c = stable.clone();
-                c["destination"] = json!({"host": self.canary_host, "subset": t.canary.subset});
-                if let Some(port) = stable.pointer("/destination/port") {
-                    c["destination"]["port"] = port.clone();
+            let mut dests = route.get("route").and_then(Value::as_array).cloned().unwrap_or_default();
+            let record = annotation(vs, &route_record_annotation_key(policy));
+            let restored = (*traffic == Traffic::stable_only())
+                .then_some(record)
+                .flatten()
+                .and_then(|r| usable_record(r, &self.name, &dests, is_stable, is_canary));
+            match restored {
+                Some(r) => route["route"] = Value::Array(r),
+                None => {
+                    if let Some(base) =
+                        record.and_then(|r| record_base(r, &self.name, &dests, is_stable, is_canary))
+                    {
+                        dests = base;
+                    }
+                    if let Some(s) = dests.iter().position(is_stable) {
+                        let c = dests.iter().position(is_canary);
+                        set_canary_weight(&self.name, &mut dests, s, c, &canary_dest, traffic.canary_weight);
+                        route["route"] = Value::Array(dests.clone());
+                    }
                 }
-                c
-            });
-            stable["weight"] = json!(100 - traffic.canary_weight.min(100));
-            canary["weight"] = json!(traffic.canary_weight.min(100));
-            let is = |d: &Value, subset: &str, host: &str| {
-                dest_subset(d) == Some(subset) && dest_host(d) == Some(host)
-            };
-            let others = dests.iter().filter(|d| {
-                !is(d, &t.stable.subset, &self.stable_host) && !is(d, &t.canary.subset, &self.canary_host)
-            });
-            let mut new_dests = vec![stable, canary];
-            new_dests.extend(others.cloned().map(|mut d| {
-                d["weight"] = json!(0);
-                d
-            }));
-            route["route"] = Value::Array(new_dests);
+            }
             let obj = route.as_object_mut().expect("route is an object");
             match traffic.mirror_percent {
                 Some(p) => {
@@ -240,66 +347,57 @@ impl RouteView {
                     }
                 }
             }
-        }
-        http.retain(|r| route_name(r, usize::MAX) != managed);
-        if let Some(h) = &traffic.header_match {
-            let mut cond = serde_json::Map::new();
-            for (k, v) in [("exact", &h.exact), ("prefix", &h.prefix), ("regex", &h.regex)] {
-                if let Some(v) = v {
-                    cond.insert(k.into(), json!(v));
-                }
+            dests.into_iter().find(is_stable)
+        };
+        let mut index = self.index;
+        let mut i = 0;
+        http.retain(|r| {
+            let keep = route_name(r, usize::MAX) != managed;
+            if !keep && i < self.index {
+                index -= 1;
             }
-            let route = json!({
-                "name": managed,
-                "match": [{"headers": {h.header.clone(): cond}}],
-                "route": [{"destination": canary_dest, "weight": 100}],
-            });
-            http.insert(0, route);
+            i += 1;
+            keep
+        });
+        if let Some(h) = &traffic.header_match {
+            if let Some(clone) = header_clone(&original, h, &managed, stable_rd.as_ref(), &canary_dest) {
+                http.insert(index, clone);
+            }
         }
-        let key = state_annotation_key(policy).replace('~', "~0").replace('/', "~1");
-        let mut ops = vec![
-            json!({"op": "test", "path": "/metadata/resourceVersion", "value": self.resource_version}),
-            json!({"op": "replace", "path": "/spec/http", "value": http}),
-        ];
-        if vs.pointer("/metadata/annotations").and_then(Value::as_object).is_none() {
-            ops.push(json!({"op": "add", "path": "/metadata/annotations", "value": {}}));
-        }
-        ops.push(json!({"op": "add", "path": format!("/metadata/annotations/{key}"), "value": state}));
-        if let Some(legacy) = &self.legacy_state_key {
-            let legacy = legacy.replace('~', "~0").replace('/', "~1");
-            ops.push(json!({"op": "remove", "path": format!("/metadata/annotations/{legacy}")}));
-        }
-        if self.command.is_some() {
-            let ckey = command_annotation_key(policy).replace('~', "~0").replace('/', "~1");
-            ops.push(json!({"op": "remove", "path": format!("/metadata/annotations/{ckey}")}));
-        }
-        Value::Array(ops)
+        http
     }
 
     /// The JSON patch that retires the policy from this VirtualService (its RolloutPolicy was
     /// deleted, or its file removed): the route carries `traffic` when one is given (the
-    /// engine's [`route_on_removal`](crate::engine::route_on_removal)), and the state and any
-    /// command annotation are removed. The resourceVersion is tested as for every write, and
-    /// the other writers' fields are untouched.
+    /// engine's [`route_on_removal`](crate::engine::route_on_removal); stable-only traffic puts
+    /// the recorded route back), and the state, route record and any command annotation are
+    /// removed. The resourceVersion is tested as for every write, and the other writers'
+    /// fields are untouched.
     pub fn removal_patch(&self, vs: &Value, policy: &Policy, traffic: Option<&Traffic>) -> Value {
-        let escape = |k: String| k.replace('~', "~0").replace('/', "~1");
         let mut ops =
             vec![json!({"op": "test", "path": "/metadata/resourceVersion", "value": self.resource_version})];
+        let http = vs.pointer("/spec/http").and_then(Value::as_array).cloned().unwrap_or_default();
+        let managed = managed_route_name(policy);
         if let Some(traffic) = traffic {
-            let routed = self.patch(vs, policy, traffic, "");
-            if let Some(replace) =
-                routed.as_array().and_then(|o| o.iter().find(|op| op["path"] == "/spec/http"))
-            {
-                ops.push(replace.clone());
-            }
+            ops.push(
+                json!({"op": "replace", "path": "/spec/http", "value": self.routes(vs, policy, traffic)}),
+            );
+        } else if http.iter().any(|r| route_name(r, usize::MAX) == managed) {
+            // The weights stay, but canaryd's header route goes with the policy.
+            let kept: Vec<&Value> = http.iter().filter(|r| route_name(r, usize::MAX) != managed).collect();
+            ops.push(json!({"op": "replace", "path": "/spec/http", "value": kept}));
         }
         let annotations = vs.pointer("/metadata/annotations").and_then(Value::as_object);
         let present = |k: &str| annotations.is_some_and(|a| a.contains_key(k));
-        let mut keys = vec![state_annotation_key(policy), command_annotation_key(policy)];
+        let mut keys = vec![
+            state_annotation_key(policy),
+            command_annotation_key(policy),
+            route_record_annotation_key(policy),
+        ];
         keys.extend(self.legacy_state_key.clone());
         for key in keys {
             if present(&key) {
-                ops.push(json!({"op": "remove", "path": format!("/metadata/annotations/{}", escape(key))}));
+                ops.push(json!({"op": "remove", "path": format!("/metadata/annotations/{}", escape(&key))}));
             }
         }
         Value::Array(ops)
@@ -310,12 +408,16 @@ fn route_name(route: &Value, index: usize) -> String {
     route.get("name").and_then(Value::as_str).map(str::to_string).unwrap_or_else(|| format!("#{index}"))
 }
 
-fn dest_subset(d: &Value) -> Option<&str> {
+pub(super) fn dest_subset(d: &Value) -> Option<&str> {
     d.pointer("/destination/subset").or_else(|| d.get("subset")).and_then(Value::as_str)
 }
 
-fn dest_host(d: &Value) -> Option<&str> {
+pub(super) fn dest_host(d: &Value) -> Option<&str> {
     d.pointer("/destination/host").or_else(|| d.get("host")).and_then(Value::as_str)
+}
+
+fn is_dest(d: &Value, subset: &str, host: &str) -> bool {
+    dest_subset(d) == Some(subset) && dest_host(d) == Some(host)
 }
 
 fn host_ok(d: &Value, want: Option<&str>) -> bool {
@@ -323,201 +425,5 @@ fn host_ok(d: &Value, want: Option<&str>) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::policy::parse_policy;
-
-    fn policy() -> Policy {
-        parse_policy("p.yaml", "apiVersion: canaryd.io/v1alpha1\nkind: RolloutPolicy\nmetadata: {name: reviews, namespace: bookinfo}\nspec:\n  target: {virtualService: reviews, route: main, stable: {subset: v1}, canary: {subset: v2}}\n").unwrap()
-    }
-
-    fn vs() -> Value {
-        json!({
-            "apiVersion": "networking.istio.io/v1", "kind": "VirtualService",
-            "metadata": {"name": "reviews", "namespace": "bookinfo", "resourceVersion": "7", "annotations": {"team": "books"}},
-            "spec": {"hosts": ["reviews"], "gateways": ["mesh"], "http": [
-                {"name": "debug", "match": [{"headers": {"x-debug": {"exact": "1"}}}], "route": [{"destination": {"host": "reviews", "subset": "v3"}}], "timeout": "3s"},
-                {"name": "main", "retries": {"attempts": 3}, "route": [
-                    {"destination": {"host": "reviews", "subset": "v1", "port": {"number": 9080}}, "weight": 90},
-                    {"destination": {"host": "reviews", "subset": "v2", "port": {"number": 9080}}, "weight": 10}]}
-            ]}
-        })
-    }
-
-    fn apply(vs: &Value, patch: &Value) -> Value {
-        let mut doc = vs.clone();
-        let p: json_patch::Patch = serde_json::from_value(patch.clone()).unwrap();
-        json_patch::patch(&mut doc, &p).unwrap();
-        doc
-    }
-
-    #[test]
-    fn reads_weights_of_the_named_route() {
-        let view = RouteView::read(&vs(), &policy()).unwrap();
-        assert_eq!(view.index, 1);
-        assert_eq!(view.traffic.canary_weight, 10);
-        assert_eq!(view.stable_host, "reviews");
-    }
-
-    #[test]
-    fn patch_changes_only_weights_and_the_state_annotation() {
-        let p = policy();
-        let original = vs();
-        let view = RouteView::read(&original, &p).unwrap();
-        let traffic = Traffic { canary_weight: 30, ..Traffic::default() };
-        let after = apply(&original, &view.patch(&original, &p, &traffic, "{\"phase\":\"Progressing\"}"));
-        assert_eq!(after["spec"]["http"][0], original["spec"]["http"][0], "other routes untouched");
-        assert_eq!(after["spec"]["http"][1]["retries"], original["spec"]["http"][1]["retries"]);
-        assert_eq!(after["spec"]["http"][1]["route"][0]["weight"], 70);
-        assert_eq!(after["spec"]["http"][1]["route"][1]["weight"], 30);
-        assert_eq!(after["spec"]["http"][1]["route"][1]["destination"]["port"]["number"], 9080);
-        assert_eq!(after["spec"]["gateways"], original["spec"]["gateways"]);
-        assert_eq!(after["metadata"]["annotations"]["team"], "books");
-        assert_eq!(
-            after["metadata"]["annotations"]["canaryd.io/state-reviews"],
-            "{\"phase\":\"Progressing\"}"
-        );
-        let back = RouteView::read(&after, &p).unwrap();
-        assert_eq!(back.traffic, traffic);
-    }
-
-    #[test]
-    fn removal_routes_back_and_removes_only_canaryds_annotations() {
-        let p = policy();
-        let mut original = vs();
-        original["metadata"]["annotations"]["canaryd.io/state-reviews"] = json!("{}");
-        original["metadata"]["annotations"]["canaryd.io/command-reviews"] = json!("pause");
-        let view = RouteView::read(&original, &p).unwrap();
-        let after = apply(&original, &view.removal_patch(&original, &p, Some(&Traffic::stable_only())));
-        assert_eq!(after["spec"]["http"][0], original["spec"]["http"][0], "other routes untouched");
-        assert_eq!(after["spec"]["http"][1]["retries"], original["spec"]["http"][1]["retries"]);
-        assert_eq!(after["spec"]["http"][1]["route"][0]["weight"], 100);
-        assert_eq!(after["spec"]["http"][1]["route"][1]["weight"], 0);
-        assert_eq!(after["metadata"]["annotations"], json!({"team": "books"}));
-        // A finished rollout keeps its weights; only the annotations go.
-        let kept = apply(&original, &view.removal_patch(&original, &p, None));
-        assert_eq!(kept["spec"], original["spec"]);
-        assert_eq!(kept["metadata"]["annotations"], json!({"team": "books"}));
-        // Nothing of canaryd's left: only the resourceVersion test.
-        let clean = vs();
-        let view = RouteView::read(&clean, &p).unwrap();
-        assert_eq!(view.removal_patch(&clean, &p, None).as_array().unwrap().len(), 1);
-        // Guarded like every write.
-        let mut moved = original.clone();
-        moved["metadata"]["resourceVersion"] = json!("8");
-        let patch: json_patch::Patch = serde_json::from_value(
-            RouteView::read(&original, &p).unwrap().removal_patch(&original, &p, None),
-        )
-        .unwrap();
-        assert!(json_patch::patch(&mut moved, &patch).is_err());
-    }
-
-    fn named(name: &str) -> Policy {
-        parse_policy("p.yaml", &format!("apiVersion: canaryd.io/v1alpha1\nkind: RolloutPolicy\nmetadata: {{name: {name}, namespace: bookinfo}}\nspec:\n  target: {{virtualService: reviews, route: main, stable: {{subset: v1}}, canary: {{subset: v2}}}}\n")).unwrap()
-    }
-
-    /// The API server's rule for an annotation key's name part.
-    fn valid_annotation_name(key: &str) -> bool {
-        let name = key.strip_prefix("canaryd.io/").unwrap();
-        name.len() <= 63
-            && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && name.ends_with(|c: char| c.is_ascii_alphanumeric())
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-    }
-
-    #[test]
-    fn annotation_keys_are_valid_and_distinct_for_every_policy_name() {
-        let prefix = "a".repeat(49);
-        // A cut at 50 characters used to end in '-' here, and the two names shared a key.
-        let names = [
-            "reviews".to_string(),
-            format!("{prefix}-x"),
-            format!("{prefix}-y"),
-            "x".repeat(57),
-            "x".repeat(58),
-            "c".repeat(63),
-            format!("{}-{}", "c".repeat(61), "d"),
-        ];
-        let mut keys = std::collections::BTreeSet::new();
-        for n in &names {
-            let p = named(n);
-            for key in [state_annotation_key(&p), command_annotation_key(&p)] {
-                assert!(valid_annotation_name(&key), "{n}: {key}");
-                assert!(keys.insert(key.clone()), "{n}: {key} is shared");
-            }
-        }
-        assert_eq!(state_annotation_key(&named("reviews")), "canaryd.io/state-reviews");
-    }
-
-    #[test]
-    fn state_under_the_legacy_key_is_read_and_moved() {
-        let long = format!("{}-{}", "a".repeat(49), "tail");
-        let p = named(&long);
-        let legacy = format!("canaryd.io/state-{}", &long[..50]);
-        assert_ne!(legacy, state_annotation_key(&p));
-        let mut original = vs();
-        original["metadata"]["annotations"][&legacy] = json!("{\"phase\":\"Progressing\"}");
-        let view = RouteView::read(&original, &p).unwrap();
-        assert_eq!(view.state.as_deref(), Some("{\"phase\":\"Progressing\"}"));
-        let after = apply(&original, &view.patch(&original, &p, &view.traffic, "{\"phase\":\"Promoted\"}"));
-        let annotations = after["metadata"]["annotations"].as_object().unwrap();
-        assert!(!annotations.contains_key(&legacy), "{annotations:?}");
-        assert_eq!(annotations[&state_annotation_key(&p)], "{\"phase\":\"Promoted\"}");
-        assert!(RouteView::read(&after, &p).unwrap().legacy_state_key.is_none());
-    }
-
-    #[test]
-    fn header_match_and_mirror_routes_are_added_and_removed() {
-        let p = policy();
-        let original = vs();
-        let view = RouteView::read(&original, &p).unwrap();
-        let traffic = Traffic {
-            canary_weight: 0,
-            header_match: Some(HeaderMatch {
-                header: "end-user".into(),
-                exact: Some("jason".into()),
-                prefix: None,
-                regex: None,
-            }),
-            mirror_percent: Some(50),
-        };
-        let with = apply(&original, &view.patch(&original, &p, &traffic, "{}"));
-        assert_eq!(with["spec"]["http"][0]["name"], "canaryd-reviews-header");
-        assert_eq!(with["spec"]["http"][2]["mirrorPercentage"]["value"], 50.0);
-        let view2 = RouteView::read(&with, &p).unwrap();
-        assert_eq!(view2.traffic, traffic);
-        let mut with_rv = with.clone();
-        with_rv["metadata"]["resourceVersion"] = json!("7");
-        let without = apply(&with_rv, &view2.patch(&with_rv, &p, &Traffic::stable_only(), "{}"));
-        assert_eq!(without["spec"]["http"].as_array().unwrap().len(), 2);
-        assert!(without["spec"]["http"][1].get("mirror").is_none());
-        assert_eq!(without["spec"]["http"][0], original["spec"]["http"][0]);
-    }
-
-    #[test]
-    fn stale_resource_version_fails_the_patch() {
-        let p = policy();
-        let original = vs();
-        let view = RouteView::read(&original, &p).unwrap();
-        let mut moved = original.clone();
-        moved["metadata"]["resourceVersion"] = json!("8");
-        let patch: json_patch::Patch =
-            serde_json::from_value(view.patch(&original, &p, &Traffic::canary_only(), "{}")).unwrap();
-        assert!(json_patch::patch(&mut moved, &patch).is_err());
-    }
-
-    #[test]
-    fn malformed_virtual_services_are_clear_errors() {
-        let p = policy();
-        let mut bad = vs();
-        bad["spec"]["http"][1]["route"][0]["weight"] = json!(95);
-        assert!(matches!(RouteView::read(&bad, &p), Err(VsError::BadWeights { sum: 105, .. })));
-        let mut no_route = vs();
-        no_route["spec"]["http"][1]["name"] = json!("other");
-        assert!(matches!(RouteView::read(&no_route, &p), Err(VsError::RouteNotFound(..))));
-        let mut no_stable = vs();
-        no_stable["spec"]["http"][1]["route"][0]["destination"]["subset"] = json!("v9");
-        assert!(matches!(RouteView::read(&no_stable, &p), Err(VsError::StableNotFound { .. })));
-        assert!(matches!(RouteView::read(&json!({}), &p), Err(VsError::NoHttpRoutes)));
-    }
-}
+#[path = "virtual_service_tests.rs"]
+mod tests;
