@@ -207,8 +207,9 @@ async fn daemon(o: RunOptions) -> Result<(), String> {
     });
     // Watches replace per-policy reads in steady state; `--once` reads the API directly.
     let cache = (!o.once).then(|| Caches::start(&client, &scope, o.crds));
-    let mut driver =
-        Driver::new(client.clone(), metrics_source, effects).with_tenant_label(o.tenant_label.clone());
+    let mut driver = Driver::new(client.clone(), metrics_source, effects)
+        .with_tenant_label(o.tenant_label.clone())
+        .with_scope(scope.clone());
     if let Some(c) = &cache {
         driver = driver.with_cache(c.clone());
     }

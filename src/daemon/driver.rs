@@ -21,7 +21,7 @@ use std::collections::HashMap;
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
     #[error("VirtualService {namespace}/{name}: {source}")]
-    VirtualService { namespace: String, name: String, source: VsError },
+    VirtualService { namespace: String, name: String, source: Box<VsError> },
     #[error("Kubernetes API: {0}")]
     Kube(#[from] kube::Error),
     #[error("the VirtualService changed while we decided (409/422); re-reading")]
@@ -35,8 +35,8 @@ pub enum DaemonError {
     Rejected { namespace: String, name: String, code: u16, message: String },
     #[error("canary workload {0} not found")]
     CanaryMissing(String),
-    #[error("no DestinationRule defines subset {subset:?} for host {host:?}; add it before rolling out")]
-    MissingSubset { host: String, subset: String },
+    #[error("no DestinationRule defines subset {subset:?} for host {host:?} ({detail}); add it before rolling out")]
+    MissingSubset { host: String, subset: String, detail: String },
     #[error("stable workload {0} not found: copy promotion copies the canary's template into it")]
     StableMissing(String),
     #[error("the DestinationRule subsets would misroute: {0}")]
@@ -106,6 +106,9 @@ pub struct Driver<M, E> {
     gate_calls: GateCalls,
     /// Watch caches to read from instead of GETting each object (the daemon's).
     cache: Option<std::sync::Arc<Caches>>,
+    /// The namespaces the daemon may read (`--namespace`): DestinationRules are looked up
+    /// only there.
+    scope: super::NamespaceScope,
 }
 
 impl<M: MetricsSource, E: Effects + 'static> Driver<M, E> {
@@ -120,7 +123,15 @@ impl<M: MetricsSource, E: Effects + 'static> Driver<M, E> {
             evidence_deadline: EVIDENCE_DEADLINE,
             gate_calls: Default::default(),
             cache: None,
+            scope: super::NamespaceScope::All,
         }
+    }
+
+    /// Limits reads outside the policy's namespace (DestinationRules in the host's and Istio's
+    /// root namespace) to `scope`.
+    pub fn with_scope(mut self, scope: super::NamespaceScope) -> Self {
+        self.scope = scope;
+        self
     }
 
     /// Reads objects from the watch caches once they are ready (the API before that); writes
@@ -356,7 +367,7 @@ impl<M: MetricsSource, E: Effects + 'static> Driver<M, E> {
         let view = RouteView::read(&vs, policy).map_err(|source| DaemonError::VirtualService {
             namespace: policy.namespace().to_string(),
             name: vs_name.clone(),
-            source,
+            source: Box::new(source),
         })?;
         let state = inputs::recorded_state(&view).map_err(|e| DaemonError::State(e.to_string()))?;
         let traffic = if view.state.is_some() { engine::route_on_removal(&state) } else { None };
@@ -383,7 +394,7 @@ impl<M: MetricsSource, E: Effects + 'static> Driver<M, E> {
     async fn prepare<'p>(&self, policy: &'p Policy, now: Timestamp) -> Result<Prepared<'p>, DaemonError> {
         let vs_api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), policy.namespace(), &virtual_service_resource());
-        let kube = KubeSide::new(&self.client, policy, self.cache.as_deref());
+        let kube = KubeSide::new(&self.client, policy, self.cache.as_deref(), &self.scope);
         let vs_name = &policy.spec().target.virtual_service;
         let vs = match self.cache.as_ref().and_then(|c| c.virtual_service(policy.namespace(), vs_name)) {
             Some(Some(cached)) => serde_json::to_value(&*cached).unwrap_or_default(),
@@ -393,12 +404,22 @@ impl<M: MetricsSource, E: Effects + 'static> Driver<M, E> {
         let view = RouteView::read(&vs, policy).map_err(|source| DaemonError::VirtualService {
             namespace: policy.namespace().to_string(),
             name: vs_name.clone(),
-            source,
+            source: Box::new(source),
         })?;
         let before = inputs::recorded_state(&view).map_err(|e| DaemonError::State(e.to_string()))?;
         let revision = kube.canary_revision().await?;
         let key = policy.key();
         if inputs::starts_rollout(&before, revision.as_deref()) {
+            // Every step's routing must be writable before any of it is written.
+            for step in policy.plan() {
+                view.check_traffic(&vs, policy, &step.traffic).map_err(|source| {
+                    DaemonError::VirtualService {
+                        namespace: policy.namespace().to_string(),
+                        name: vs_name.clone(),
+                        source: Box::new(source),
+                    }
+                })?;
+            }
             kube.check_subsets(&view).await?;
             warn_if_hosts_disagree(policy, &view);
         }
@@ -473,6 +494,13 @@ impl<M: MetricsSource, E: Effects + 'static> Driver<M, E> {
         let mut wrote = false;
         if state != before || view.command.is_some() {
             let body = serde_json::to_string(&state).map_err(|e| DaemonError::State(e.to_string()))?;
+            view.check_traffic(&vs, policy, &state.traffic).map_err(|source| {
+                DaemonError::VirtualService {
+                    namespace: policy.namespace().to_string(),
+                    name: policy.spec().target.virtual_service.clone(),
+                    source: Box::new(source),
+                }
+            })?;
             let patch = view.patch(&vs, policy, &state.traffic, &body);
             let patch: json_patch::Patch =
                 serde_json::from_value(patch).map_err(|e| DaemonError::State(e.to_string()))?;
@@ -521,7 +549,7 @@ impl<M: MetricsSource, E: Effects + 'static> Driver<M, E> {
     /// (gates are asked again, undelivered outbox alerts are sent again).
     async fn carry_out(&self, policy: &Policy, state: &RolloutState, actions: &[Action], view: &RouteView) {
         let key = policy.key();
-        let kube = KubeSide::new(&self.client, policy, self.cache.as_deref());
+        let kube = KubeSide::new(&self.client, policy, self.cache.as_deref(), &self.scope);
         for action in actions {
             match action {
                 Action::CallGate(kind) => {

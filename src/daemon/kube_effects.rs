@@ -6,7 +6,8 @@
 use super::cache::Caches;
 use super::kube_io::{destination_rule_resource, pod_template_revision};
 use super::DaemonError;
-use crate::istio::RouteView;
+use super::NamespaceScope;
+use crate::istio::{self, RouteView};
 use crate::policy::{host_short_name, Policy};
 use crate::workload::{self, Capacity, RolloutStatus, WorkloadReport};
 use std::collections::BTreeMap;
@@ -28,15 +29,23 @@ pub(super) struct KubeSide<'p> {
     policy: &'p Policy,
     /// The watch caches, read instead of the API once they are ready.
     cache: Option<&'p Caches>,
+    /// Where reads outside the policy's namespace may go.
+    scope: &'p NamespaceScope,
 }
 
 impl<'p> KubeSide<'p> {
-    pub(super) fn new(client: &kube::Client, policy: &'p Policy, cache: Option<&'p Caches>) -> Self {
+    pub(super) fn new(
+        client: &kube::Client,
+        policy: &'p Policy,
+        cache: Option<&'p Caches>,
+        scope: &'p NamespaceScope,
+    ) -> Self {
         KubeSide {
             client: client.clone(),
             deployments: Api::namespaced(client.clone(), policy.namespace()),
             policy,
             cache,
+            scope,
         }
     }
 
@@ -56,41 +65,59 @@ impl<'p> KubeSide<'p> {
         Ok(pod_template_revision(&to_json(&canary)))
     }
 
-    /// The DestinationRule subsets' labels (stable, canary) for the route's hosts; a missing
-    /// subset is an error, because routing to it would send traffic into a 503 black hole.
-    pub(super) async fn subset_labels(&self, view: &RouteView) -> Result<(Labels, Labels), DaemonError> {
-        let rules: Vec<DynamicObject> =
-            match self.cache.and_then(|c| c.destination_rules(self.policy.namespace())) {
+    /// The DestinationRules Istio would consult for this policy's route: those of the policy's
+    /// namespace (the VirtualService's, where its callers' sidecars look first), of each host's
+    /// namespace and of Istio's root namespace — those in [`NamespaceScope`] only.
+    async fn destination_rules(&self, view: &RouteView) -> Result<Vec<Value>, DaemonError> {
+        let own = self.policy.namespace();
+        let mut namespaces = vec![own.to_string()];
+        for host in [&view.stable_host, &view.canary_host] {
+            if let Some((ns, _)) = istio::service_namespace(&istio::fqdn(host, own, istio::DEFAULT_DOMAIN)) {
+                namespaces.push(ns.to_string());
+            }
+        }
+        namespaces.push(istio::DEFAULT_ROOT_NAMESPACE.to_string());
+        let mut seen = std::collections::BTreeSet::new();
+        namespaces.retain(|ns| seen.insert(ns.clone()));
+        let mut rules = Vec::new();
+        for ns in namespaces.iter().filter(|ns| self.scope.contains(ns)) {
+            let found: Vec<DynamicObject> = match self.cache.and_then(|c| c.destination_rules(ns)) {
                 Some(cached) => cached.iter().map(|r| (**r).clone()).collect(),
                 None => {
-                    let api: Api<DynamicObject> = Api::namespaced_with(
-                        self.client.clone(),
-                        self.policy.namespace(),
-                        &destination_rule_resource(),
-                    );
-                    api.list(&Default::default()).await?.items
+                    let api: Api<DynamicObject> =
+                        Api::namespaced_with(self.client.clone(), ns, &destination_rule_resource());
+                    match api.list(&Default::default()).await {
+                        Ok(list) => list.items,
+                        // Another namespace may be closed to this install (RBAC): only the
+                        // policy's own must be readable.
+                        Err(kube::Error::Api(e)) if ns != own && (e.code == 403 || e.code == 404) => {
+                            Vec::new()
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
                 }
             };
-        let short = |h: &str| h.split('.').next().unwrap_or(h).to_string();
+            rules.extend(found.into_iter().map(|r| serde_json::to_value(r).unwrap_or_default()));
+        }
+        Ok(rules)
+    }
+
+    /// The DestinationRule subsets' labels (stable, canary) for the route's hosts, found as
+    /// Istio finds them ([`istio::find_subset`]); a missing subset is an error, because routing
+    /// to it would send traffic into a 503 black hole.
+    pub(super) async fn subset_labels(&self, view: &RouteView) -> Result<(Labels, Labels), DaemonError> {
+        let rules = self.destination_rules(view).await?;
         let t = &self.policy.spec().target;
+        let own = self.policy.namespace();
         let find = |host: &String, subset: &String| {
-            rules
-                .iter()
-                .filter(|dr| dr.data["spec"]["host"].as_str().is_some_and(|h| short(h) == short(host)))
-                .filter_map(|dr| dr.data["spec"]["subsets"].as_array())
-                .flatten()
-                .find(|s| s["name"].as_str() == Some(subset.as_str()))
-                .map(|s| {
-                    s["labels"]
-                        .as_object()
-                        .map(|m| {
-                            m.iter()
-                                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
-                                .collect()
-                        })
-                        .unwrap_or_default()
+            let fqdn = istio::fqdn(host, own, istio::DEFAULT_DOMAIN);
+            istio::find_subset(&rules, &fqdn, own, istio::DEFAULT_ROOT_NAMESPACE, subset)
+                .map(|found| found.labels)
+                .map_err(|e| DaemonError::MissingSubset {
+                    host: host.clone(),
+                    subset: subset.clone(),
+                    detail: e.to_string(),
                 })
-                .ok_or_else(|| DaemonError::MissingSubset { host: host.clone(), subset: subset.clone() })
         };
         Ok((find(&view.stable_host, &t.stable.subset)?, find(&view.canary_host, &t.canary.subset)?))
     }
