@@ -47,3 +47,13 @@ async fn version_test_starts_inside_its_nightly_window() {
 async fn micro_api_starts() {
     starts("micro-api", "2026-11-23T10:00:00Z").await;
 }
+
+#[tokio::test]
+async fn blue_green_starts_with_mirrored_traffic_only() {
+    starts("blue-green", "2026-11-23T10:00:00Z").await;
+}
+
+#[tokio::test]
+async fn gateway_starts_with_its_header_step() {
+    starts("gateway", "2026-11-23T10:00:00Z").await;
+}

@@ -5,13 +5,14 @@ use crate::policy::{Duration, HeaderMatch, RolloutPolicySpec};
 use serde::{Deserialize, Serialize};
 
 /// What the route should look like: the canary's share of the main route, and the optional
-/// managed header-match and mirror routes canaryd inserts above the user's routes.
+/// managed header-match route (a copy of the policy route, placed right before it) and mirror.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Traffic {
     /// Percent of the policy route's traffic sent to the canary (the stable side gets the rest).
     pub canary_weight: u32,
-    /// Requests matching this header go to the canary (managed route above the user's routes).
+    /// Requests the policy route would take that also match this header go to the canary (a
+    /// copy of the policy route with the header ANDed into its matches, right before it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header_match: Option<HeaderMatch>,
     /// Percent of the route's requests mirrored to the canary.
