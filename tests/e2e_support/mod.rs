@@ -332,3 +332,63 @@ fn exposition(c: &Counters, namespace: &str) -> String {
     }
     out
 }
+
+/// A subset routed traffic without pods: those requests are 503 UH, in the exposition only as
+/// the caller's series with the destination workload unknown; the served ones from both sides.
+#[tokio::test]
+async fn no_healthy_upstream_is_reported_by_the_source_only() {
+    let emu = kube_emulator::Emulator::start().await.expect("emulator");
+    emu.apply_yaml(canaryd::demo::FIXTURES).expect("fixtures");
+    let ns = "bookinfo";
+    let mut vs = emu.get("networking.istio.io", "v1", "virtualservices", ns, "reviews").expect("vs");
+    vs["spec"]["http"][0]["route"][0]["weight"] = 3.into();
+    vs["spec"]["http"][0]["route"][1]["weight"] = 1.into();
+    emu.apply_value(vs).expect("3:1");
+    let mut d = emu.get("apps", "v1", "deployments", ns, "reviews-v2").expect("reviews-v2");
+    d["spec"]["replicas"] = 0.into();
+    emu.apply_value(d).expect("scaled to 0");
+    let config = SimConfig {
+        namespace: ns.into(),
+        service: "reviews".into(),
+        rps: 0.0,
+        behaviours: BTreeMap::new(),
+        seed: 1,
+    };
+    let routing = routing(&emu, &config);
+    let shares: Vec<(Routed, f64)> = routing.into_iter().map(|(r, s, _)| (r, s)).collect();
+    assert_eq!(shares.len(), 2, "{shares:?}");
+    assert!(
+        matches!(&shares[0], (Routed::Pod { workload, .. }, s) if workload == "reviews-v1" && *s == 0.75)
+    );
+    let fqdn = "reviews.bookinfo.svc.cluster.local";
+    assert_eq!(shares[1], (Routed::Unhealthy(fqdn.into()), 0.25), "no re-balancing to v1");
+
+    let mut c = Counters::default();
+    c.ensure("reviews-v1");
+    *c.requests.get_mut(&("reviews-v1".to_string(), 200)).unwrap() += 30;
+    c.unhealthy.insert(fqdn.into(), 10);
+    let text = exposition(&c, ns);
+    let lines = |needle: &str| text.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(lines(r#"response_flags="UH""#), 1, "{text}");
+    let uh = text.lines().find(|l| l.contains(r#"response_flags="UH""#)).unwrap();
+    for want in [
+        r#"reporter="source""#,
+        r#"destination_workload="unknown""#,
+        r#"response_code="503""#,
+        r#"destination_service="reviews.bookinfo.svc.cluster.local""#,
+    ] {
+        assert!(uh.contains(want), "{uh}");
+    }
+    assert!(uh.ends_with(" 10"), "{uh}");
+    for reporter in ["source", "destination"] {
+        let served = format!(r#"reporter="{reporter}",source_workload="productpage-v1""#);
+        assert!(
+            text.lines().any(|l| l.starts_with("istio_requests_total")
+                && l.contains(&served)
+                && l.contains(r#"destination_workload="reviews-v1""#)
+                && l.contains(r#"response_code="200""#)
+                && l.ends_with(" 30")),
+            "{reporter}: {text}"
+        );
+    }
+}
