@@ -40,6 +40,9 @@ impl Behaviour {
     pub const HEALTHY: Behaviour = Behaviour { error_rate: 0.003, median_ms: 30.0, sigma: 0.45 };
 }
 
+/// One outcome of the mesh's routing, its share of the requests, and how the pod behaves.
+type Routed = (Outcome, f64, Behaviour);
+
 /// The simulated mesh.
 pub struct SimulatedMesh {
     emulator: Arc<EmulatorHandle>,
@@ -77,13 +80,13 @@ impl SimulatedMesh {
     /// Where requests to the policy's VirtualService host from its namespace go right now, as
     /// [`mesh::shares`] computes it: (outcome, share, behaviour of the pod's image); and the
     /// (namespace, workload) pairs that have pods at all (served or not, they export series).
-    fn routing(&self) -> (Vec<(Outcome, f64, Behaviour)>, BTreeSet<(String, String)>) {
+    fn routing(&self) -> (Vec<Routed>, BTreeSet<(String, String)>) {
         let ns = self.policy.namespace();
         let Some(vs) = self.emulator.get(
             "networking.istio.io",
             "v1",
             "virtualservices",
-            &ns,
+            ns,
             &self.policy.spec().target.virtual_service,
         ) else {
             return Default::default();
@@ -108,7 +111,7 @@ impl SimulatedMesh {
                 .into();
         let request = Request {
             host,
-            client_namespace: &ns,
+            client_namespace: ns,
             path: "/",
             headers: &headers,
             port: None,
