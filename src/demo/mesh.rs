@@ -1,16 +1,24 @@
-//! A simulated service mesh: requests split by the weights in the emulator's VirtualService,
-//! each version with its own error rate and latency, reported as Istio would (per workload
-//! counts and latency histograms). It implements [`MetricsSource`], so the daemon's real
-//! reconcile code reads it exactly as it reads Prometheus.
+//! A simulated service mesh: requests to the policy's VirtualService host, routed by
+//! [`kube_emulator::mesh`] over the emulator's VirtualServices, DestinationRules and Pods (one
+//! stand-in pod per Deployment with replicas while the emulator runs no pods), each pod with
+//! the error rate and latency of its image, reported as Istio would (per workload counts and
+//! latency histograms). It implements [`MetricsSource`], so the daemon's real reconcile code
+//! reads it exactly as it reads Prometheus.
+//!
+//! Requests that find no healthy upstream (a routed subset without ready pods: Envoy's 503
+//! UH) reach no workload: Istio reports them from the caller only, with
+//! `destination_workload="unknown"`, so they are in no workload's observation here either —
+//! as with the daemon's Prometheus queries, which select series by `destination_workload`.
 
-use crate::istio::RouteView;
 use crate::observation::{Histogram, SideObservation};
 use crate::policy::Policy;
 use crate::prometheus::{MetricsSource, QueryError, WorkloadKey};
+use kube_emulator::mesh::{self, MeshObjects, Outcome, Request};
 use kube_emulator::EmulatorHandle;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, LogNormal};
-use std::collections::HashMap;
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,6 +39,9 @@ pub struct Behaviour {
 impl Behaviour {
     pub const HEALTHY: Behaviour = Behaviour { error_rate: 0.003, median_ms: 30.0, sigma: 0.45 };
 }
+
+/// One outcome of the mesh's routing, its share of the requests, and how the pod behaves.
+type Routed = (Outcome, f64, Behaviour);
 
 /// The simulated mesh.
 pub struct SimulatedMesh {
@@ -61,28 +72,76 @@ impl SimulatedMesh {
         }
     }
 
-    fn behaviour_of(&self, namespace: &str, workload: &str) -> Option<Behaviour> {
-        let d = self.emulator.get("apps", "v1", "deployments", namespace, workload)?;
-        if d.pointer("/spec/replicas").and_then(serde_json::Value::as_i64) == Some(0) {
-            return None;
-        }
-        let image = d.pointer("/spec/template/spec/containers/0/image")?.as_str()?.to_string();
-        Some(self.behaviours.lock().ok()?.get(&image).copied().unwrap_or(Behaviour::HEALTHY))
+    fn behaviour_of(&self, image: Option<&str>) -> Behaviour {
+        let known = self.behaviours.lock().ok().and_then(|m| m.get(image?).copied());
+        known.unwrap_or(Behaviour::HEALTHY)
     }
 
-    /// The canary's share of the route as the VirtualService says right now.
-    fn canary_share(&self) -> f64 {
-        let ns = &self.policy.namespace();
-        let vs = self.emulator.get(
+    /// Where requests to the policy's VirtualService host from its namespace go right now, as
+    /// [`mesh::shares`] computes it: (outcome, share, behaviour of the pod's image); and the
+    /// (namespace, workload) pairs that have pods at all (served or not, they export series).
+    fn routing(&self) -> (Vec<Routed>, BTreeSet<(String, String)>) {
+        let ns = self.policy.namespace();
+        let Some(vs) = self.emulator.get(
             "networking.istio.io",
             "v1",
             "virtualservices",
             ns,
             &self.policy.spec().target.virtual_service,
+        ) else {
+            return Default::default();
+        };
+        let Some(host) = vs.pointer("/spec/hosts/0").and_then(Value::as_str) else {
+            return Default::default();
+        };
+        let virtual_services = self.emulator.list("networking.istio.io", "virtualservices", None);
+        let destination_rules = self.emulator.list("networking.istio.io", "destinationrules", None);
+        let pods = mesh::pods_or_deployment_stand_ins(
+            self.emulator.list("", "pods", None),
+            &self.emulator.list("apps", "deployments", None),
         );
-        vs.and_then(|vs| RouteView::read(&vs, &self.policy).ok())
-            .map(|v| f64::from(v.traffic.canary_weight) / 100.0)
-            .unwrap_or(0.0)
+        let objects = MeshObjects {
+            virtual_services: &virtual_services,
+            destination_rules: &destination_rules,
+            pods: &pods,
+        };
+        let headers = BTreeMap::new();
+        let source_labels: BTreeMap<String, String> =
+            [("app".to_string(), "productpage".to_string()), ("version".to_string(), "v1".to_string())]
+                .into();
+        let request = Request {
+            host,
+            client_namespace: ns,
+            path: "/",
+            headers: &headers,
+            port: None,
+            gateway: None,
+            source_labels: &source_labels,
+        };
+        let image_of = |pod: &str| {
+            pods.iter()
+                .find(|p| p.pointer("/metadata/name").and_then(Value::as_str) == Some(pod))
+                .and_then(|p| p.pointer("/spec/containers/0/image"))
+                .and_then(Value::as_str)
+        };
+        let routing = mesh::shares(&objects, &request)
+            .into_iter()
+            .map(|(outcome, share)| {
+                let b = match &outcome {
+                    Outcome::Served { pod, .. } => self.behaviour_of(image_of(pod)),
+                    _ => Behaviour::HEALTHY,
+                };
+                (outcome, share, b)
+            })
+            .collect();
+        let with_pods = pods
+            .iter()
+            .map(|p| {
+                let ns = p.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or_default();
+                (ns.to_string(), mesh::workload_of(p))
+            })
+            .collect();
+        (routing, with_pods)
     }
 
     fn simulate(&self, requests: u64, b: Behaviour) -> SideObservation {
@@ -113,15 +172,23 @@ impl MetricsSource for SimulatedMesh {
         window: Duration,
     ) -> Result<HashMap<WorkloadKey, SideObservation>, QueryError> {
         let total = self.rps * window.as_secs_f64();
-        let share = self.canary_share();
-        let canary = self.policy.spec().target.canary.workload.clone().unwrap_or_default();
+        let (routing, with_pods) = self.routing();
         let mut out = HashMap::new();
         for key in keys {
-            let part = if key.workload == canary { share } else { 1.0 - share };
-            let obs = match self.behaviour_of(&key.namespace, &key.workload) {
-                Some(b) => self.simulate((total * part).round() as u64, b),
-                None => SideObservation::default(),
+            // A workload with pods reports (empty) series even when routed nothing.
+            let mut obs = if with_pods.contains(&(key.namespace.clone(), key.workload.clone())) {
+                self.simulate(0, Behaviour::HEALTHY)
+            } else {
+                SideObservation::default()
             };
+            for (outcome, share, b) in &routing {
+                if let Outcome::Served { host, workload, .. } = outcome {
+                    let namespace = host.split('.').nth(1).unwrap_or_default();
+                    if *workload == key.workload && namespace == key.namespace {
+                        obs.add(&self.simulate((total * share).round() as u64, *b));
+                    }
+                }
+            }
             out.insert(key.clone(), obs);
         }
         Ok(out)

@@ -73,7 +73,7 @@ pub(crate) fn no_upstream_query(keys: &[WorkloadKey], window: Duration) -> Strin
     let namespaces: BTreeSet<&str> = keys.iter().map(|k| k.namespace.as_str()).collect();
     let namespaces = namespaces.into_iter().map(escape_regex_value).collect::<Vec<_>>().join("|");
     format!(
-        r#"istio_requests_total{{reporter="source",destination_workload="unknown",response_flags=~"UH|UF",destination_service_namespace=~"{namespaces}"}}[{}]"#,
+        r#"istio_requests_total{{reporter="source",destination_workload="unknown",response_flags=~"UH|UF|NC",destination_service_namespace=~"{namespaces}"}}[{}]"#,
         range(window + counters::MARGIN)
     )
 }
@@ -330,7 +330,7 @@ mod tests {
         let q = no_upstream_query(&[key("shop", "reviews-v1"), key("pay", "api")], Duration::from_secs(60));
         assert_eq!(
             q,
-            r#"istio_requests_total{reporter="source",destination_workload="unknown",response_flags=~"UH|UF",destination_service_namespace=~"pay|shop"}[180s]"#
+            r#"istio_requests_total{reporter="source",destination_workload="unknown",response_flags=~"UH|UF|NC",destination_service_namespace=~"pay|shop"}[180s]"#
         );
         let uh = |pod: &str, points: &[(f64, f64)]| Series {
             labels: [

@@ -21,6 +21,7 @@ mod error;
 mod faults;
 mod handle;
 mod managed_fields;
+pub mod mesh;
 mod objects;
 mod openapi;
 mod patch;
