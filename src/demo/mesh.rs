@@ -191,6 +191,19 @@ impl MetricsSource for SimulatedMesh {
             }
             out.insert(key.clone(), obs);
         }
+        // Requests no pod answered (a subset without ready endpoints): the caller's proxy
+        // reports them against the service alone, as `prometheus::istio` reads them.
+        for (outcome, share, _) in &routing {
+            if let Outcome::NoHealthyUpstream { host, .. } = outcome {
+                let mut labels = host.split('.');
+                let (service, namespace) =
+                    (labels.next().unwrap_or_default(), labels.next().unwrap_or_default());
+                let n = (total * share).round() as u64;
+                let side = out.entry(WorkloadKey::no_upstream(namespace, service)).or_default();
+                side.requests += n;
+                side.errors += n;
+            }
+        }
         Ok(out)
     }
 
