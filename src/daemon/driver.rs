@@ -449,8 +449,14 @@ impl<M: MetricsSource, E: Effects + 'static> Driver<M, E> {
             });
         // Keep only what the write needs (the routes and whether annotations exist): with
         // thousands of policies in one cycle, whole objects would dominate memory.
+        // The route record (the route as it was before the rollout) is what an abort restores.
+        let record_key = crate::istio::route_record_annotation_key(policy);
+        let annotations = vs.pointer("/metadata/annotations").map(|a| {
+            let kept = a.get(&record_key).map(|r| (record_key.clone(), r.clone()));
+            serde_json::Value::Object(kept.into_iter().collect())
+        });
         let vs = serde_json::json!({
-            "metadata": {"annotations": vs.pointer("/metadata/annotations").map(|_| serde_json::json!({}))},
+            "metadata": {"annotations": annotations},
             "spec": {"http": vs.pointer("/spec/http").cloned().unwrap_or_default()},
         });
         Ok(Prepared {

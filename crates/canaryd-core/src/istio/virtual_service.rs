@@ -11,8 +11,9 @@
 //!   clone of it (its matches ANDed with the header condition) sending to the canary.
 //! - The first write of non-stable-only traffic records the policy route's `route` array as
 //!   found in the `canaryd.io/route-<policy>` annotation; writing stable-only traffic (abort,
-//!   removal) puts that array back byte for byte and drops the record; promotion (canary 100%)
-//!   drops it too. While the record fits the route (same destinations), weights are computed
+//!   removal, copy promotion's route back) puts that array back byte for byte and drops the
+//!   record. After a shift promotion (canary 100%) the record stays until traffic next returns
+//!   to stable only. While the record fits the route (same destinations), weights are computed
 //!   from it rather than from the current ones, so exactness scaling never compounds; a record
 //!   that no longer fits the route is ignored.
 
@@ -261,8 +262,7 @@ impl RouteView {
     /// The JSON patch that makes the route carry `traffic` and stores `state` — one atomic
     /// write, rejected by the API server if anyone changed the object since it was read. It
     /// also keeps the route record (see the module docs): added with the first
-    /// non-stable-only traffic, put back and removed with stable-only traffic, removed on
-    /// promotion (canary weight 100).
+    /// non-stable-only traffic, put back and removed with stable-only traffic.
     pub fn patch(&self, vs: &Value, policy: &Policy, traffic: &Traffic, state: &str) -> Value {
         let mut ops = vec![
             json!({"op": "test", "path": "/metadata/resourceVersion", "value": self.resource_version}),
@@ -275,7 +275,7 @@ impl RouteView {
         ops.push(json!({"op": "add", "path": format!("/metadata/annotations/{key}"), "value": state}));
         let record_key = route_record_annotation_key(policy);
         let recorded = annotation(vs, &record_key).is_some();
-        let ends = *traffic == Traffic::stable_only() || traffic.canary_weight >= 100;
+        let ends = *traffic == Traffic::stable_only();
         if !recorded && !ends {
             let found = vs.pointer(&format!("/spec/http/{}/route", self.index)).cloned().unwrap_or(json!([]));
             ops.push(json!({

@@ -399,13 +399,18 @@ fn abort_restores_the_recorded_route_byte_for_byte() {
     let removed = apply(&step2, &view.removal_patch(&step2, &p, Some(&Traffic::stable_only())));
     assert_eq!(removed["spec"], original["spec"]);
     assert!(removed["metadata"]["annotations"].get("canaryd.io/route-reviews").is_none());
-    // Promotion ends the rollout: the record goes, other destinations keep their share.
+    // Promotion gives the canary the stable's share; other destinations keep theirs, and the
+    // record stays so that copy promotion's route back restores the route exactly.
     let promoted = apply(&step2, &view.patch(&step2, &p, &Traffic::canary_only(), "{}"));
-    assert!(promoted["metadata"]["annotations"].get("canaryd.io/route-reviews").is_none());
+    assert!(promoted["metadata"]["annotations"].get("canaryd.io/route-reviews").is_some());
     assert_eq!(RouteView::read(&promoted, &p).unwrap().traffic.canary_weight, 100);
     let route = promoted["spec"]["http"][1]["route"].as_array().unwrap();
     let weight = |s: &str| route.iter().find(|d| d["destination"]["subset"] == s).unwrap()["weight"].clone();
     assert_eq!((weight("v1"), weight("v2"), weight("v3")), (json!(0), json!(3), json!(1)));
+    let view = RouteView::read(&promoted, &p).unwrap();
+    let back = apply(&promoted, &view.patch(&promoted, &p, &Traffic::stable_only(), "{}"));
+    assert_eq!(back["spec"], original["spec"], "copy promotion's route back restores the route");
+    assert!(back["metadata"]["annotations"].get("canaryd.io/route-reviews").is_none());
 }
 
 #[test]
