@@ -57,3 +57,20 @@ async fn blue_green_starts_with_mirrored_traffic_only() {
 async fn gateway_starts_with_its_header_step() {
     starts("gateway", "2026-11-23T10:00:00Z").await;
 }
+
+#[test]
+fn plan_judges_a_mirror_step_against_the_live_baseline() {
+    // A 100% mirror step compares as many canary copies as baseline requests: a verdict comes
+    // within the bake (it used to print "never", treating the step as canary-only).
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_canaryd"))
+        .args(["plan", "examples/blue-green/policy.yaml", "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mirror = &plan["steps"][0];
+    assert_eq!(mirror["routing"], "0% + mirror 100%");
+    assert_eq!(mirror["verdictWithinBake"], true, "{mirror}");
+    assert!(mirror["requestsToCatch2xTolerance"].is_u64(), "{mirror}");
+    assert_eq!(plan["promotion"], "blueGreen");
+}

@@ -4,7 +4,7 @@
 use super::output::Format;
 use crate::format::{human_secs, table};
 use crate::plan;
-use crate::policy::{self, Policy};
+use crate::policy::{self, Policy, PromotionMode};
 use jiff::Timestamp;
 use serde_json::json;
 use std::path::Path;
@@ -69,7 +69,7 @@ pub fn run(path: &Path, rps: f64, baseline_error_rate: f64, now: Option<&str>, f
             let share = s.canary_share();
             let needed = crate::judge::requests_for_verdict(analysis, baseline_error_rate, share)
                 .max(analysis.min_requests);
-            let canary_rps = rps * share;
+            let canary_rps = rps * s.canary_rate();
             let to_catch = crate::judge::requests_to_catch(analysis, baseline_error_rate, share);
             Row {
                 step: s.index + 1,
@@ -133,7 +133,7 @@ pub fn run(path: &Path, rps: f64, baseline_error_rate: f64, now: Option<&str>, f
         Format::Human => {
             let t = &policy.spec().target;
             println!(
-                "{}: VirtualService {}, {} → {}, promotion by {:?}",
+                "{}: VirtualService {}, {} → {}, promotion by {}",
                 policy.key(),
                 t.virtual_service,
                 t.stable.subset,
@@ -179,11 +179,14 @@ pub fn run(path: &Path, rps: f64, baseline_error_rate: f64, now: Option<&str>, f
                     human_secs(r.secs_to_catch),
                 ]);
             }
-            t.push(vec![
-                "→".into(),
-                "promote".into(),
-                format!("{:?}", policy.spec().promotion.mode).to_lowercase(),
-            ]);
+            let window = policy.spec().promotion.rollback_window.map_or(600.0, |d| d.as_secs() as f64);
+            t.push(match policy.spec().promotion.mode {
+                // The bake column holds how long the old version stays ready after the switch.
+                PromotionMode::BlueGreen => {
+                    vec!["→".into(), "switch 100%, old kept ready".into(), human_secs(window)]
+                }
+                mode => vec!["→".into(), "promote".into(), mode.to_string()],
+            });
             print!("{}", table(&t));
             println!("\nshortest rollout: {} of bake", human_secs(total as f64));
             if let Some((cs, current, next)) = &windows {

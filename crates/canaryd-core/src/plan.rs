@@ -65,16 +65,26 @@ pub struct PlanStep {
 }
 
 impl PlanStep {
-    /// Share of the route's requests the canary sees in this step (0.0–1.0); header-match
-    /// steps are treated as an unknown small share (1%), mirror steps as their mirror share.
-    pub fn canary_share(&self) -> f64 {
-        if self.traffic.canary_weight > 0 {
-            f64::from(self.traffic.canary_weight) / 100.0
-        } else if let Some(m) = self.traffic.mirror_percent {
-            f64::from(m) / 100.0
-        } else {
+    /// Canary requests per request on the route: its weight, plus the mirrored copies (Istio
+    /// mirrors a percentage of all the route's requests); a header-only step is taken as an
+    /// unknown small share (1%).
+    pub fn canary_rate(&self) -> f64 {
+        let live = f64::from(self.traffic.canary_weight.min(100)) / 100.0;
+        let mirrored = self.traffic.mirror_percent.map_or(0.0, |m| f64::from(m.min(100)) / 100.0);
+        if live == 0.0 && mirrored == 0.0 {
             0.01
+        } else {
+            live + mirrored
         }
+    }
+
+    /// The canary's share of the requests the judge compares (canary and baseline together):
+    /// with mirroring the baseline still serves its whole live share, so a 100% mirror step
+    /// judges as an even split, not as a canary-only step.
+    pub fn canary_share(&self) -> f64 {
+        let canary = self.canary_rate();
+        let baseline = 1.0 - f64::from(self.traffic.canary_weight.min(100)) / 100.0;
+        canary / (canary + baseline)
     }
 }
 
@@ -100,4 +110,35 @@ pub(crate) fn compile(spec: &RolloutPolicySpec) -> Vec<PlanStep> {
 /// Sum of the bake times: the shortest possible rollout.
 pub fn total_bake(steps: &[PlanStep]) -> Duration {
     Duration::from_secs(steps.iter().map(|s| s.bake.as_secs()).sum())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(weight: u32, mirror: Option<u32>, header: bool) -> PlanStep {
+        let header_match = header.then(|| HeaderMatch {
+            header: "end-user".into(),
+            exact: Some("jason".into()),
+            prefix: None,
+            regex: None,
+        });
+        PlanStep {
+            index: 0,
+            traffic: Traffic { canary_weight: weight, header_match, mirror_percent: mirror },
+            bake: Duration::from_secs(300),
+            pause: false,
+        }
+    }
+
+    #[test]
+    fn mirrored_copies_count_for_the_canary_while_the_baseline_keeps_its_live_share() {
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        assert!(close(step(10, None, false).canary_share(), 0.1));
+        // A 100% mirror: as many canary requests as baseline ones — an even split, not 100%.
+        assert!(close(step(0, Some(100), false).canary_rate(), 1.0));
+        assert!(close(step(0, Some(100), false).canary_share(), 0.5));
+        assert!(close(step(10, Some(50), false).canary_share(), 0.6 / 1.5));
+        assert!(close(step(0, None, true).canary_share(), 0.01 / 1.01));
+    }
 }

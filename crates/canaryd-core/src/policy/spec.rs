@@ -156,6 +156,17 @@ pub enum PromotionMode {
     BlueGreen,
 }
 
+impl std::fmt::Display for PromotionMode {
+    /// As written in policies.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PromotionMode::Shift => "shift",
+            PromotionMode::Copy => "copy",
+            PromotionMode::BlueGreen => "blueGreen",
+        })
+    }
+}
+
 impl PromotionMode {
     /// The release ends with the canary's template copied into the stable Deployment.
     pub fn copies(self) -> bool {
