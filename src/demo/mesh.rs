@@ -124,8 +124,14 @@ impl SimulatedMesh {
                 .and_then(|p| p.pointer("/spec/containers/0/image"))
                 .and_then(Value::as_str)
         };
+        // Mirrored copies reach the canary's own proxy, which reports them like any request
+        // (the caller never sees their answers, so unanswered copies are nobody's errors).
+        let mirrored = mesh::mirrors(&objects, &request)
+            .into_iter()
+            .filter(|(outcome, _)| matches!(outcome, Outcome::Served { .. }));
         let routing = mesh::shares(&objects, &request)
             .into_iter()
+            .chain(mirrored)
             .map(|(outcome, share)| {
                 let b = match &outcome {
                     Outcome::Served { pod, .. } => self.behaviour_of(image_of(pod)),
