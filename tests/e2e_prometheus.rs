@@ -95,6 +95,13 @@ struct Outcome {
 /// Runs one release of `image` in reviews-v2 through the whole stack until it is promoted or
 /// aborted (or the timeout passes).
 async fn release(image: &str, seed: u64) -> Outcome {
+    release_with(image, seed, false).await
+}
+
+/// [`release`]; with `lose_canary_pods`, reviews-v2 is scaled to zero as soon as it gets its
+/// first weight (its pods die mid-step: the mesh answers its share with 503 "no healthy
+/// upstream", reported by the callers only).
+async fn release_with(image: &str, seed: u64, lose_canary_pods: bool) -> Outcome {
     let emu = Arc::new(Emulator::start().await.expect("emulator"));
     emu.apply_yaml(FIXTURES).expect("fixtures");
     if image != HEALTHY_IMAGE {
@@ -135,6 +142,11 @@ async fn release(image: &str, seed: u64) -> Outcome {
         let w = (weight(&now, "v1"), weight(&now, "v2"));
         if weights.last() != Some(&w) {
             weights.push(w);
+            if lose_canary_pods && w.1 > 0 {
+                let mut d = emu.get("apps", "v1", "deployments", NS, "reviews-v2").expect("reviews-v2");
+                d["spec"]["replicas"] = Value::from(0);
+                emu.apply_value(d).expect("canary scaled to zero");
+            }
         }
         let s = state(&now).unwrap_or_default();
         if phases.last() != Some(&s.phase) {
@@ -263,4 +275,20 @@ async fn a_faulty_release_is_aborted_and_its_weights_return_to_0() {
     assert_eq!(settled_split(&out.service).await, vec![("reviews-v1".to_string(), 1.0)]);
     let (served, errors) = out.service.served("reviews-v2");
     assert!(served > 0 && errors * 10 > served, "reviews-v2 served {served} ({errors} 503s)");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_whose_pods_vanish_is_aborted_on_the_callers_503s() {
+    let out = release_with(HEALTHY_IMAGE, 3, true).await;
+    eprintln!("canary without pods aborted in {:.1} s; weights {:?}", out.elapsed.as_secs_f64(), out.weights);
+    assert_eq!(out.state.phase, Phase::Aborted, "{:?}", out.state);
+    assert_eq!(out.weights, vec![(100, 0), (90, 10), (100, 0)]);
+    // The workload's own proxy saw nothing (no pods); the callers' no-upstream 503s were counted
+    // as the canary's errors, so it failed on evidence rather than holding "inconclusive".
+    assert!(out.service.unhealthy() > 0, "the mesh answered 503 UH");
+    let verdict = out.state.last_verdict.as_ref().expect("a verdict");
+    let decisive = verdict.decisive_check().expect("a decisive check");
+    assert!(decisive.check.starts_with("success-rate"), "{decisive:?}");
+    assert!(decisive.evidence.canary_bad > 0, "{decisive:?}");
+    assert!(out.elapsed < Duration::from_secs(90), "caught within a few looks ({:?})", out.elapsed);
 }
