@@ -371,7 +371,10 @@ pub fn requests_for_verdict(analysis: &Analysis, baseline_error_rate: f64, canar
     if !(growth.is_finite() && growth > 0.0) {
         return u64::MAX;
     }
-    let n = ((1.0 / total_alpha(analysis)).ln() / growth).ceil();
+    // The plug-in process carries weight 1 − 2w of the pass mixture: it must reach the bar
+    // plus ln(1/(1 − 2w)).
+    let weight = 1.0 - success::HEDGE_WEIGHT * success::PASS_HEDGES.len() as f64;
+    let n = (((1.0 / total_alpha(analysis)).ln() - weight.ln()) / growth).ceil();
     if n >= 1e18 {
         return u64::MAX;
     }

@@ -38,15 +38,42 @@ pub struct SuccessEvidence {
     pub tol: f64,
     /// Abort e-processes per level of [`cs::levels`] (whole rollout).
     pub abort: AbortFamily,
-    /// `ln` of the pass e-process per level, current step only.
+    /// `ln` of the plug-in pass e-process per level, current step only.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pass: Vec<f64>,
+    /// `ln` of the fixed-bet pass e-processes ([`PASS_HEDGES`]) per level, current step only,
+    /// level-major (`levels × hedges`). The pass evidence is their mixture with the plug-in
+    /// one ([`pass_mixture`]): the plug-in bet, learnt from calm looks, is large, and one
+    /// minute in which both sides fail alike (a shared dependency down) can wipe it out; the
+    /// small fixed bets lose little there and keep the step's evidence.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hedges: Vec<f64>,
+}
+
+/// Fixed bets of the hedging pass e-processes, each weighted [`HEDGE_WEIGHT`] in the mixture
+/// (the plug-in one weighs the rest).
+pub(crate) const PASS_HEDGES: [f64; 2] = [0.1, 0.3];
+/// Mixture weight of each hedge; the plug-in process has `1 − 2·HEDGE_WEIGHT`.
+pub(crate) const HEDGE_WEIGHT: f64 = 0.25;
+
+/// `ln` of the pass mixture at level `i`: `(1 − 2w)·P_plug-in + w·P_0.1 + w·P_0.3`, an average
+/// of e-processes and so an e-process itself (valid at every look, like each part).
+pub(crate) fn pass_mixture(ev: &SuccessEvidence, i: usize) -> f64 {
+    let plug_in = ev.pass.get(i).copied().unwrap_or(0.0);
+    let mut parts = vec![((1.0 - HEDGE_WEIGHT * PASS_HEDGES.len() as f64).ln(), plug_in)];
+    for k in 0..PASS_HEDGES.len() {
+        let h = ev.hedges.get(i * PASS_HEDGES.len() + k).copied().unwrap_or(0.0);
+        parts.push((HEDGE_WEIGHT.ln(), h));
+    }
+    let top = parts.iter().map(|(w, l)| w + l).fold(f64::NEG_INFINITY, f64::max);
+    top + parts.iter().map(|(w, l)| (w + l - top).exp()).sum::<f64>().ln()
 }
 
 impl SuccessEvidence {
     /// A new step (or a restart of one): the pass evidence is the step's own.
     pub fn start_step(&mut self) {
         self.pass.clear();
+        self.hedges.clear();
         self.abort.start_segment();
     }
 }
@@ -99,6 +126,14 @@ pub(crate) fn observe(
             let l = eprocess::two_sample_pass(xc, xb, nc, nb, *d, v).unwrap_or(0.0);
             *p = eprocess::store(*p + l);
         }
+        ev.hedges.resize(levels.len() * PASS_HEDGES.len(), 0.0);
+        for (i, d) in levels.iter().enumerate() {
+            for (k, hv) in PASS_HEDGES.iter().enumerate() {
+                let h = &mut ev.hedges[i * PASS_HEDGES.len() + k];
+                let l = eprocess::two_sample_pass(xc, xb, nc, nb, *d, *hv).unwrap_or(0.0);
+                *h = eprocess::store(*h + l);
+            }
+        }
     }
 }
 
@@ -116,7 +151,7 @@ pub(crate) struct Ends {
 pub(crate) fn ends(ev: &SuccessEvidence, tol: f64, alpha_abort: f64, alpha_pass: f64) -> Ends {
     let levels = cs::levels(tol, -1.0);
     let log_m = ev.abort.log_means(levels.len());
-    let log_p: Vec<f64> = (0..levels.len()).map(|i| ev.pass.get(i).copied().unwrap_or(0.0)).collect();
+    let log_p: Vec<f64> = (0..levels.len()).map(|i| pass_mixture(ev, i)).collect();
     let at = |m: f64| levels.iter().position(|d| *d == m * tol);
     Ends {
         low: cs::lower_end(&levels, &log_m, (1.0 / alpha_abort).ln()),
