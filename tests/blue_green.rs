@@ -7,9 +7,10 @@ use canaryd::daemon::{Driver, NoEffects};
 use canaryd::demo::SimulatedMesh;
 use canaryd::engine::Phase;
 use canaryd::policy::{parse_policy, Policy};
+use canaryd_testkit::controller;
 use canaryd_testkit::state::{recorded_state, virtual_service};
 use jiff::Timestamp;
-use kube_emulator::{parse_yaml_docs, ControllerConfig, Emulator, EmulatorHandle, RolloutMode};
+use kube_emulator::{parse_yaml_docs, Emulator, EmulatorHandle};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,17 +24,12 @@ const POLICY: &str = "apiVersion: canaryd.io/v1alpha1\nkind: RolloutPolicy\nmeta
 
 async fn sandbox() -> (Arc<EmulatorHandle>, Policy) {
     let emu = Arc::new(Emulator::start().await.unwrap());
-    emu.set_rollout_mode(RolloutMode::Controlled(ControllerConfig {
-        ready_after: Duration::from_secs(4),
-        progress_deadline: Duration::from_secs(600),
-        tick: Duration::ZERO,
-    }));
+    controller::deterministic(&emu, Duration::from_secs(4));
     let manifests = std::fs::read_to_string("examples/blue-green/manifests.yaml").unwrap();
     for doc in parse_yaml_docs(&manifests).unwrap() {
         emu.apply_value(doc).unwrap();
     }
-    emu.advance_controller(Duration::ZERO);
-    emu.advance_controller(Duration::from_secs(4));
+    controller::settle(&emu, Duration::from_secs(4));
     (emu, parse_policy("p.yaml", POLICY).unwrap())
 }
 

@@ -9,9 +9,10 @@ use canaryd::daemon::{Driver, NoEffects};
 use canaryd::demo::{SimulatedMesh, FIXTURES};
 use canaryd::engine::Phase;
 use canaryd::policy::{parse_policy, Policy};
+use canaryd_testkit::controller;
 use canaryd_testkit::state::{recorded_state, virtual_service};
 use jiff::Timestamp;
-use kube_emulator::{ControllerConfig, Emulator, EmulatorHandle, Fault, FaultKind, Matcher, RolloutMode};
+use kube_emulator::{Emulator, EmulatorHandle, Fault, FaultKind, Matcher};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -94,14 +95,9 @@ fn check(emu: &EmulatorHandle, policy: &Policy, promoting_seen: &mut bool, when:
 
 async fn sandbox() -> (Arc<EmulatorHandle>, Policy) {
     let emu = Arc::new(Emulator::start().await.unwrap());
-    emu.set_rollout_mode(RolloutMode::Controlled(ControllerConfig {
-        ready_after: Duration::from_secs(4),
-        progress_deadline: Duration::from_secs(600),
-        tick: Duration::ZERO,
-    }));
+    controller::deterministic(&emu, Duration::from_secs(4));
     emu.apply_yaml(FIXTURES).unwrap();
-    emu.advance_controller(Duration::ZERO);
-    emu.advance_controller(Duration::from_secs(4));
+    controller::settle(&emu, Duration::from_secs(4));
     (emu, parse_policy("p.yaml", POLICY).unwrap())
 }
 

@@ -105,25 +105,9 @@ impl SimulatedMesh {
             destination_rules: &destination_rules,
             pods: &pods,
         };
-        let headers = BTreeMap::new();
-        let source_labels: BTreeMap<String, String> =
-            [("app".to_string(), "productpage".to_string()), ("version".to_string(), "v1".to_string())]
-                .into();
-        let request = Request {
-            host,
-            client_namespace: ns,
-            path: "/",
-            headers: &headers,
-            port: None,
-            gateway: None,
-            source_labels: &source_labels,
-        };
-        let image_of = |pod: &str| {
-            pods.iter()
-                .find(|p| p.pointer("/metadata/name").and_then(Value::as_str) == Some(pod))
-                .and_then(|p| p.pointer("/spec/containers/0/image"))
-                .and_then(Value::as_str)
-        };
+        let (headers, source_labels) = (BTreeMap::new(), mesh::productpage_labels());
+        let request = Request::from_sidecar(host, ns, &headers, &source_labels);
+        let image_of = |pod: &str| mesh::pod_image(&pods, pod, None);
         // Mirrored copies reach the canary's own proxy, which reports them like any request
         // (the caller never sees their answers, so unanswered copies are nobody's errors).
         let mirrored = mesh::mirrors(&objects, &request)

@@ -245,29 +245,10 @@ fn routing(emulator: &EmulatorHandle, config: &SimConfig) -> Vec<(Routed, f64, B
         destination_rules: &destination_rules,
         pods: &pods,
     };
-    let headers = BTreeMap::new();
-    let source_labels: BTreeMap<String, String> =
-        [("app".to_string(), "productpage".to_string()), ("version".to_string(), "v1".to_string())].into();
-    let request = Request {
-        host: &config.service,
-        client_namespace: &config.namespace,
-        path: "/",
-        headers: &headers,
-        port: None,
-        gateway: None,
-        source_labels: &source_labels,
-    };
-    let image_of = |pod: &str| {
-        pods.iter()
-            .find(|p| {
-                p.pointer("/metadata/name").and_then(Value::as_str) == Some(pod)
-                    && p.pointer("/metadata/namespace").and_then(Value::as_str)
-                        == Some(config.namespace.as_str())
-            })
-            .and_then(|p| p.pointer("/spec/containers/0/image"))
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
+    let (headers, source_labels) = (BTreeMap::new(), mesh::productpage_labels());
+    let request = Request::from_sidecar(&config.service, &config.namespace, &headers, &source_labels);
+    let image_of =
+        |pod: &str| mesh::pod_image(&pods, pod, Some(config.namespace.as_str())).map(str::to_string);
     mesh::shares(&objects, &request)
         .into_iter()
         .filter(|(_, share)| *share > 0.0)

@@ -6,6 +6,7 @@
 //! - [`http`]: a scripted, recording HTTP server on loopback (webhooks, gates).
 //! - [`state`]: readers of what canaryd recorded on the cluster.
 
+pub mod controller;
 pub mod http;
 pub mod prometheus;
 pub mod smtp;

@@ -108,6 +108,36 @@ pub struct Request<'a> {
     pub source_labels: &'a BTreeMap<String, String>,
 }
 
+impl<'a> Request<'a> {
+    /// A plain `GET /` from a sidecar (the `mesh` gateway) in `client_namespace`, any port: how
+    /// the simulators' callers (bookinfo's productpage) reach a service.
+    pub fn from_sidecar(
+        host: &'a str,
+        client_namespace: &'a str,
+        headers: &'a BTreeMap<String, String>,
+        source_labels: &'a BTreeMap<String, String>,
+    ) -> Self {
+        Request { host, client_namespace, path: "/", headers, port: None, gateway: None, source_labels }
+    }
+}
+
+/// The labels of bookinfo's `productpage-v1`, the caller the simulators send requests from.
+pub fn productpage_labels() -> BTreeMap<String, String> {
+    [("app".to_string(), "productpage".to_string()), ("version".to_string(), "v1".to_string())].into()
+}
+
+/// The first container's image of the pod named `name` (in `namespace`, when given).
+pub fn pod_image<'p>(pods: &'p [Value], name: &str, namespace: Option<&str>) -> Option<&'p str> {
+    pods.iter()
+        .find(|p| {
+            p.pointer("/metadata/name").and_then(Value::as_str) == Some(name)
+                && namespace
+                    .is_none_or(|ns| p.pointer("/metadata/namespace").and_then(Value::as_str) == Some(ns))
+        })
+        .and_then(|p| p.pointer("/spec/containers/0/image"))
+        .and_then(Value::as_str)
+}
+
 /// Where a request ends.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Outcome {
