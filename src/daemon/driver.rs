@@ -220,13 +220,16 @@ impl<M: MetricsSource, E: Effects + 'static> Driver<M, E> {
             // Futures are boxed one by one rather than built by closures in stream combinators
             // (the compiler cannot prove such closures `Send` for every lifetime), and only as
             // they are run: a read's future is several KB, and a cycle may visit thousands.
-            let mut prepared: Vec<Result<Prepared<'a>, DaemonError>> = Vec::with_capacity(policies.len());
+            // Boxed: a policy's reads are large, and are moved between the cycle's lists.
+            let mut prepared: Vec<Result<Box<Prepared<'a>>, DaemonError>> =
+                Vec::with_capacity(policies.len());
             let mut reads = futures::stream::FuturesOrdered::new();
             let mut next = policies.iter();
             loop {
                 while reads.len() < 32 {
                     let Some(p) = next.next() else { break };
-                    let read: Boxed<'a, Result<Prepared<'a>, DaemonError>> = Box::pin(self.prepare(p, now));
+                    let read: Boxed<'a, Result<Box<Prepared<'a>>, DaemonError>> =
+                        Box::pin(async move { self.prepare(p, now).await.map(Box::new) });
                     reads.push_back(read);
                 }
                 match reads.next().await {
@@ -271,7 +274,7 @@ impl<M: MetricsSource, E: Effects + 'static> Driver<M, E> {
                         let write: Boxed<'_, (usize, Result<CycleReport, DaemonError>)> =
                             Box::pin(async move {
                                 let result = match prep {
-                                    Ok(prep) => self.finish(prep, urgent_writes, Vec::new(), now).await,
+                                    Ok(prep) => self.finish(*prep, urgent_writes, Vec::new(), now).await,
                                     Err(e) => Err(e),
                                 };
                                 (i, result)
@@ -298,7 +301,7 @@ impl<M: MetricsSource, E: Effects + 'static> Driver<M, E> {
                                     }
                                     None => Vec::new(),
                                 };
-                                self.finish(prep, evidence_writes, evidence, now).await
+                                self.finish(*prep, evidence_writes, evidence, now).await
                             }
                             Err(e) => Err(e),
                         };

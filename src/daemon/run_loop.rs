@@ -35,7 +35,7 @@ pub const IDLE_RESYNC: i64 = 300;
 /// for the next cycle, which starts as soon as this one ends). A cycle holds every visited
 /// policy's reads until it decides: at startup, when every policy is due, thousands at once
 /// would set the process's memory high-water mark.
-const MAX_CYCLE: usize = 1000;
+const MAX_CYCLE: usize = 500;
 /// How long the loop sleeps when nothing wakes it.
 const TICK: Duration = Duration::from_secs(2);
 
