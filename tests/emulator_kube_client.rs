@@ -293,3 +293,33 @@ async fn list_filters_by_label_and_field_selectors() {
     let lp = kube::api::ListParams::default().fields("metadata.name=a");
     assert_eq!(names(cms.list(&lp).await.unwrap()), vec!["a"]);
 }
+
+#[tokio::test]
+async fn lists_come_in_pages_of_the_asked_limit_as_one_snapshot_version() {
+    let emu = Emulator::start().await.unwrap();
+    emu.apply_yaml(BOOKINFO_NS).unwrap();
+    let vs = virtual_services(emu.client());
+    for name in ["a", "b", "c"] {
+        let mut obj = dynamic(REVIEWS_VS);
+        obj.metadata.name = Some(name.to_string());
+        vs.create(&PostParams::default(), &obj).await.unwrap();
+    }
+    let first = vs.list(&kube::api::ListParams::default().limit(2)).await.unwrap();
+    let names = |l: &kube::core::ObjectList<DynamicObject>| {
+        l.items.iter().map(|o| o.metadata.name.clone().unwrap_or_default()).collect::<Vec<_>>()
+    };
+    assert_eq!(names(&first), ["a", "b"]);
+    let token = first.metadata.continue_.clone().expect("a continue token while objects remain");
+    // A change between pages: the later page shows it, and the version reported is the
+    // first page's, so a watch from it sees the change.
+    vs.patch("c", &PatchParams::default(), &Patch::Merge(json!({"metadata": {"labels": {"x": "y"}}})))
+        .await
+        .unwrap();
+    let rest = vs.list(&kube::api::ListParams::default().limit(2).continue_token(&token)).await.unwrap();
+    assert_eq!(names(&rest), ["c"]);
+    assert!(rest.metadata.continue_.as_deref().unwrap_or_default().is_empty(), "the last page has no token");
+    assert_eq!(rest.metadata.resource_version, first.metadata.resource_version);
+    let whole = vs.list(&Default::default()).await.unwrap();
+    assert_eq!(names(&whole), ["a", "b", "c"]);
+    assert!(whole.metadata.continue_.as_deref().unwrap_or_default().is_empty());
+}

@@ -40,6 +40,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// The namespace of the VirtualService the bench patches to time the bare round trip.
+const RTT_NAMESPACE: &str = "bench-rtt";
+
 /// (total, active, slow, probes, seconds measured) from the environment.
 pub fn settings() -> (usize, usize, usize, usize, u64) {
     let n = env_usize("SCALE_WATCH_N").unwrap_or(10_000);
@@ -51,6 +54,9 @@ pub fn settings() -> (usize, usize, usize, usize, u64) {
 }
 
 fn class(path: &str, n: usize, active: usize, probes: usize) -> &'static str {
+    if path.contains(&format!("/namespaces/{RTT_NAMESPACE}/")) {
+        return "rtt";
+    }
     let Some(rest) = path.split("/namespaces/scale-").nth(1) else { return "none" };
     let Ok(i) = rest.chars().take_while(char::is_ascii_digit).collect::<String>().parse::<usize>() else {
         return "none";
@@ -88,6 +94,10 @@ pub fn emulator() {
         }
         emu.apply_value(vs).expect("fixture applies");
     }
+    // A VirtualService no policy routes: the bench's bare patch round trips under the load.
+    let mut rtt = fixtures(0).remove(0);
+    rtt["metadata"]["namespace"] = json!(RTT_NAMESPACE);
+    emu.apply_value(rtt).expect("fixture applies");
     crate::emulator::serve(&emu, empty_kib, |log| {
         let mut by_class: BTreeMap<String, u64> = BTreeMap::new();
         let mut by_verb: BTreeMap<String, u64> = BTreeMap::new();
@@ -267,6 +277,24 @@ pub fn run() {
                 }
             });
         }
+        // Bare patch round trips of an unrouted VirtualService, one every 250 ms, under the
+        // same load: what the API server alone adds to verdict → patch.
+        let rtt: Arc<Mutex<Vec<Duration>>> = Arc::default();
+        let rtt_task = {
+            let (rtt, client) = (rtt.clone(), client.clone());
+            tokio::spawn(async move {
+                let api: Api<DynamicObject> =
+                    Api::namespaced_with(client, RTT_NAMESPACE, &canaryd::daemon::virtual_service_resource());
+                for k in 0u64.. {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                    let patch = json!({"metadata": {"annotations": {"bench/rtt": k.to_string()}}});
+                    let t = Instant::now();
+                    if api.patch("web", &PatchParams::default(), &Patch::Merge(&patch)).await.is_ok() {
+                        rtt.lock().unwrap().push(t.elapsed());
+                    }
+                }
+            })
+        };
         let before = emulator.stats();
         let (cpu0, events0, render0, t0) = (cpu_seconds(), cache.touched.events.load(std::sync::atomic::Ordering::Relaxed), metrics.render(), Instant::now());
         let every = Duration::from_secs_f64(secs as f64 / (probes.max(1) as f64 + 1.0));
@@ -280,6 +308,9 @@ pub fn run() {
         }
         tokio::time::sleep(Duration::from_secs(secs).saturating_sub(t0.elapsed())).await;
         let wall = t0.elapsed().as_secs_f64();
+        rtt_task.abort();
+        let mut rtt: Vec<Duration> = rtt.lock().unwrap().clone();
+        rtt.sort();
         let sample: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace(0), &canaryd::daemon::virtual_service_resource());
         if let Ok(vs) = sample.get("web").await {
             let state = vs.metadata.annotations.unwrap_or_default().get("canaryd.io/state-web").cloned();
@@ -291,7 +322,7 @@ pub fn run() {
             );
         }
         let stats = emulator.stats();
-        let _ = before;
+        let emu_cpu = stats["cpu_s"].as_f64().unwrap_or(0.0) - before["cpu_s"].as_f64().unwrap_or(0.0);
         let cpu = cpu_seconds() - cpu0;
         let events = cache.touched.events.load(std::sync::atomic::Ordering::Relaxed) - events0;
         let (v2w_p50, v2w_p99, v2w_n) = decision_percentiles(&render0, &metrics.render());
@@ -310,8 +341,10 @@ pub fn run() {
             "rss_mib": mib(status_kib("VmRSS")), "hwm_mib": mib(status_kib("VmHWM")), "base_mib": mib(base_kib),
             "cpu_pct": 100.0 * cpu / wall,
             "emu_rss_mib": mib(stats["rss_kib"].as_u64().unwrap_or(0)),
+            "emu_cpu_pct": 100.0 * emu_cpu / wall,
             "change_to_write_n": lat.len(),
             "change_to_write_p50_ms": percentile(&lat, 50.0), "change_to_write_p99_ms": percentile(&lat, 99.0),
+            "rtt_n": rtt.len(), "rtt_p50_ms": percentile(&rtt, 50.0), "rtt_p99_ms": percentile(&rtt, 99.0),
             "v2w_p50_ms": v2w_p50, "v2w_p99_ms": v2w_p99, "v2w_n": v2w_n,
             "progressing": progressing(&metrics),
             "phases": phases(&metrics),
@@ -351,8 +384,8 @@ pub fn orchestrate() {
     println!("  API requests per hour: idle {:.0} ({:.2} per idle policy), active {:.0} ({:.1} per active policy), probes {:.0}, cluster-wide (watches) {:.0}",
         f("idle_per_hour"), f("idle_per_policy_hour"), f("active_per_hour"), f("active_per_policy_hour"), f("probe_per_hour"), f("shared_per_hour"));
     println!("  requests by verb: {}", r["by_verb"]);
-    println!("  watch events {} ; VirtualService writes {} ; daemon RSS {:.1} MiB (peak {:.1}, {:.1} before start) ; CPU {:.1}% of one core ; emulator RSS {:.1} MiB",
-        r["watch_events"], r["writes"], f("rss_mib"), f("hwm_mib"), f("base_mib"), f("cpu_pct"), f("emu_rss_mib"));
+    println!("  watch events {} ; VirtualService writes {} ; daemon RSS {:.1} MiB (peak {:.1}, {:.1} before start) ; CPU {:.1}% of one core ; emulator RSS {:.1} MiB, CPU {:.1}%",
+        r["watch_events"], r["writes"], f("rss_mib"), f("hwm_mib"), f("base_mib"), f("cpu_pct"), f("emu_rss_mib"), f("emu_cpu_pct"));
     println!(
         "  Deployment change → first write: p50 {:.0} ms, p99 {:.0} ms ({} probes)",
         f("change_to_write_p50_ms"),
@@ -361,5 +394,11 @@ pub fn orchestrate() {
     );
     println!("  verdict → patch (all writes, hung gates and 10 s custom queries present): p50 ≤ {:.1} ms, p99 ≤ {:.1} ms ({} writes; histogram bucket bounds)",
         f("v2w_p50_ms"), f("v2w_p99_ms"), r["v2w_n"]);
+    println!(
+        "  bare VirtualService patch round trip under the same load (unrouted object, every 250 ms): p50 {:.1} ms, p99 {:.1} ms ({} patches)",
+        f("rtt_p50_ms"),
+        f("rtt_p99_ms"),
+        r["rtt_n"]
+    );
     println!("  phases at the end: {} ; {}", r["phases"], r["errors"]);
 }

@@ -12,10 +12,12 @@ use super::kube_io::{destination_rule_resource, virtual_service_resource};
 use super::NamespaceScope;
 use crate::policy::RolloutPolicy;
 use futures::StreamExt;
+use futures::TryStreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, DynamicObject};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, Lookup, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,22 +52,103 @@ impl Touched {
     }
 }
 
-/// One reflector per kind and namespace.
-struct Reflected<K: kube::Resource + 'static>
+/// An object as a reflector keeps it: its identity, and the object itself as compact JSON,
+/// unpacked when read. Typed Kubernetes objects are mostly empty optional fields (a Deployment
+/// with one container is ~6 KB in memory, ~1 KB as JSON), and with thousands of policies the
+/// caches would hold most of the daemon's memory. Unpacking gives back the object exactly as
+/// it was packed (a serde round trip), so nothing computed from it (a template's hash) changes.
+#[derive(Clone)]
+pub struct Packed<K: Lookup> {
+    name: String,
+    namespace: Option<String>,
+    resource_version: Option<String>,
+    uid: Option<String>,
+    json: Box<[u8]>,
+    kind: std::marker::PhantomData<fn() -> K>,
+}
+
+impl<K: Lookup + serde::Serialize + serde::de::DeserializeOwned> Packed<K> {
+    fn pack(object: &K) -> Packed<K> {
+        let text = |c: Option<std::borrow::Cow<'_, str>>| c.map(std::borrow::Cow::into_owned);
+        Packed {
+            name: text(object.name()).unwrap_or_default(),
+            namespace: text(object.namespace()),
+            resource_version: text(object.resource_version()),
+            uid: text(object.uid()),
+            json: serde_json::to_vec(object).unwrap_or_default().into_boxed_slice(),
+            kind: std::marker::PhantomData,
+        }
+    }
+
+    /// The object as it was packed (`None` only if it could not be serialised, never seen).
+    fn unpack(&self) -> Option<K> {
+        serde_json::from_slice(&self.json).ok()
+    }
+}
+
+impl<K: Lookup> Lookup for Packed<K> {
+    type DynamicType = K::DynamicType;
+
+    fn kind(dyntype: &Self::DynamicType) -> Cow<'_, str> {
+        K::kind(dyntype)
+    }
+
+    fn group(dyntype: &Self::DynamicType) -> Cow<'_, str> {
+        K::group(dyntype)
+    }
+
+    fn version(dyntype: &Self::DynamicType) -> Cow<'_, str> {
+        K::version(dyntype)
+    }
+
+    fn plural(dyntype: &Self::DynamicType) -> Cow<'_, str> {
+        K::plural(dyntype)
+    }
+
+    fn name(&self) -> Option<Cow<'_, str>> {
+        Some(Cow::Borrowed(&self.name))
+    }
+
+    fn namespace(&self) -> Option<Cow<'_, str>> {
+        self.namespace.as_deref().map(Cow::Borrowed)
+    }
+
+    fn resource_version(&self) -> Option<Cow<'_, str>> {
+        self.resource_version.as_deref().map(Cow::Borrowed)
+    }
+
+    fn uid(&self) -> Option<Cow<'_, str>> {
+        self.uid.as_deref().map(Cow::Borrowed)
+    }
+}
+
+/// One reflector per kind and namespace, keeping each object as `S` (the object itself, or
+/// [`Packed`]).
+struct Reflected<S: Lookup + 'static>
 where
-    K::DynamicType: Eq + std::hash::Hash + Clone,
+    S::DynamicType: Eq + std::hash::Hash + Clone,
 {
-    stores: Vec<Store<K>>,
-    dyntype: K::DynamicType,
+    stores: Vec<Store<S>>,
+    dyntype: S::DynamicType,
     ready: Arc<Vec<AtomicBool>>,
 }
 
-impl<K> Reflected<K>
+impl<S> Reflected<S>
 where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+    S: Lookup + Clone + Send + Sync + 'static,
+    S::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
 {
-    fn start(kind: &'static str, apis: Vec<Api<K>>, dyntype: K::DynamicType, touched: &Arc<Touched>) -> Self {
+    /// Watches `apis`, keeping each object as `keep` makes it.
+    fn start<K>(
+        kind: &'static str,
+        apis: Vec<Api<K>>,
+        dyntype: S::DynamicType,
+        keep: fn(K) -> S,
+        touched: &Arc<Touched>,
+    ) -> Self
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    {
         let ready: Arc<Vec<AtomicBool>> = Arc::new(apis.iter().map(|_| AtomicBool::new(false)).collect());
         let mut stores = Vec::new();
         for (i, api) in apis.into_iter().enumerate() {
@@ -76,11 +159,21 @@ where
             tokio::spawn(async move {
                 // Only what the daemon reads is kept: managed fields and the last-applied
                 // annotation are most of an object's size and never read.
-                let slim = watcher(api, watcher::Config::default()).default_backoff().modify(|o: &mut K| {
-                    let meta = o.meta_mut();
-                    meta.managed_fields = None;
-                    if let Some(a) = meta.annotations.as_mut() {
-                        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+                let slim = watcher(api, watcher::Config::default()).default_backoff().map_ok(move |event| {
+                    let slim = |mut o: K| {
+                        let meta = o.meta_mut();
+                        meta.managed_fields = None;
+                        if let Some(a) = meta.annotations.as_mut() {
+                            a.remove("kubectl.kubernetes.io/last-applied-configuration");
+                        }
+                        keep(o)
+                    };
+                    match event {
+                        watcher::Event::Apply(o) => watcher::Event::Apply(slim(o)),
+                        watcher::Event::Delete(o) => watcher::Event::Delete(slim(o)),
+                        watcher::Event::Init => watcher::Event::Init,
+                        watcher::Event::InitApply(o) => watcher::Event::InitApply(slim(o)),
+                        watcher::Event::InitDone => watcher::Event::InitDone,
                     }
                 });
                 let stream = reflector::reflector(writer, slim);
@@ -88,9 +181,8 @@ where
                 while let Some(event) = events.next().await {
                     match event {
                         Ok(obj) => {
-                            let meta = obj.meta();
-                            let ns = meta.namespace.as_deref().unwrap_or_default();
-                            let name = meta.name.as_deref().unwrap_or_default();
+                            let ns = obj.namespace().unwrap_or_default();
+                            let name = obj.name().unwrap_or_default();
                             touched.add(format!("{kind}:{ns}/{name}"));
                         }
                         Err(e) => {
@@ -110,10 +202,10 @@ where
     }
 }
 
-impl<K> Reflected<K>
+impl<S> Reflected<S>
 where
-    K: kube::Resource + Clone + 'static,
-    K::DynamicType: Eq + std::hash::Hash + Clone,
+    S: Lookup + Clone + 'static,
+    S::DynamicType: Eq + std::hash::Hash + Clone,
 {
     fn is_ready(&self) -> bool {
         self.ready.iter().all(|r| r.load(Ordering::Relaxed))
@@ -121,7 +213,7 @@ where
 
     /// The cached object, or `None` when the caches are not ready yet (read the API instead).
     /// `Some(None)`: the object does not exist.
-    fn get(&self, namespace: &str, name: &str) -> Option<Option<Arc<K>>> {
+    fn get(&self, namespace: &str, name: &str) -> Option<Option<Arc<S>>> {
         if !self.is_ready() {
             return None;
         }
@@ -129,7 +221,7 @@ where
         Some(self.stores.iter().find_map(|s| s.get(&key)))
     }
 
-    fn in_namespace(&self, namespace: &str) -> Option<Vec<Arc<K>>> {
+    fn in_namespace(&self, namespace: &str) -> Option<Vec<Arc<S>>> {
         if !self.is_ready() {
             return None;
         }
@@ -137,21 +229,21 @@ where
             self.stores
                 .iter()
                 .flat_map(|s| s.state())
-                .filter(|o| o.meta().namespace.as_deref() == Some(namespace))
+                .filter(|o| o.namespace().as_deref() == Some(namespace))
                 .collect(),
         )
     }
 
-    fn all(&self) -> Option<Vec<Arc<K>>> {
+    fn all(&self) -> Option<Vec<Arc<S>>> {
         self.is_ready().then(|| self.stores.iter().flat_map(|s| s.state()).collect())
     }
 }
 
 /// The watch caches of one daemon.
 pub struct Caches {
-    virtual_services: Reflected<DynamicObject>,
-    deployments: Reflected<Deployment>,
-    destination_rules: Reflected<DynamicObject>,
+    virtual_services: Reflected<Packed<DynamicObject>>,
+    deployments: Reflected<Packed<Deployment>>,
+    destination_rules: Reflected<Packed<DynamicObject>>,
     policies: Option<Reflected<RolloutPolicy>>,
     /// What changed; the loop drains it.
     pub touched: Arc<Touched>,
@@ -164,7 +256,7 @@ fn dynamic(
     namespaces: &[Option<String>],
     resource: kube::core::ApiResource,
     touched: &Arc<Touched>,
-) -> Reflected<DynamicObject> {
+) -> Reflected<Packed<DynamicObject>> {
     let apis: Vec<Api<DynamicObject>> = namespaces
         .iter()
         .map(|ns| match ns {
@@ -172,7 +264,15 @@ fn dynamic(
             None => Api::all_with(client.clone(), &resource),
         })
         .collect();
-    Reflected::start(kind, apis, resource, touched)
+    Reflected::start(kind, apis, resource, |o| Packed::pack(&o), touched)
+}
+
+/// Unpacks a cached object (`None`: not ready; `Some(None)`: not there).
+fn unpacked<K>(found: Option<Option<Arc<Packed<K>>>>) -> Option<Option<Arc<K>>>
+where
+    K: Lookup + serde::Serialize + serde::de::DeserializeOwned,
+{
+    found.map(|o| o.and_then(|p| p.unpack()).map(Arc::new))
 }
 
 impl Caches {
@@ -200,30 +300,75 @@ impl Caches {
         }
         Arc::new(Caches {
             virtual_services: dynamic("vs", client, &namespaces, virtual_service_resource(), &touched),
-            deployments: Reflected::start("deploy", typed(client, &namespaces), (), &touched),
+            deployments: Reflected::start(
+                "deploy",
+                typed(client, &namespaces),
+                (),
+                |o| Packed::pack(&o),
+                &touched,
+            ),
             destination_rules: dynamic("dr", client, &namespaces, destination_rule_resource(), &touched),
-            policies: crds.then(|| Reflected::start("policy", typed(client, &namespaces), (), &touched)),
+            policies: crds
+                .then(|| Reflected::start("policy", typed(client, &namespaces), (), |o| o, &touched)),
             touched,
         })
     }
 
     /// A VirtualService from the cache (`None`: not ready, read the API).
     pub fn virtual_service(&self, namespace: &str, name: &str) -> Option<Option<Arc<DynamicObject>>> {
-        self.virtual_services.get(namespace, name)
+        unpacked(self.virtual_services.get(namespace, name))
     }
 
     /// A Deployment from the cache (`None`: not ready, read the API).
     pub fn deployment(&self, namespace: &str, name: &str) -> Option<Option<Arc<Deployment>>> {
-        self.deployments.get(namespace, name)
+        unpacked(self.deployments.get(namespace, name))
     }
 
     /// The DestinationRules of a namespace (`None`: not ready, list them from the API).
     pub fn destination_rules(&self, namespace: &str) -> Option<Vec<Arc<DynamicObject>>> {
-        self.destination_rules.in_namespace(namespace)
+        let packed = self.destination_rules.in_namespace(namespace)?;
+        Some(packed.iter().filter_map(|p| p.unpack()).map(Arc::new).collect())
     }
 
     /// Every RolloutPolicy in scope (`None`: not watched, or not ready).
     pub fn rollout_policies(&self) -> Option<Vec<Arc<RolloutPolicy>>> {
         self.policies.as_ref()?.all()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_packed_deployment_unpacks_to_the_same_object_and_template_hash() {
+        let deployment: Deployment = serde_json::from_value(serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "web", "namespace": "shop", "resourceVersion": "7", "uid": "u-1", "generation": 3,
+                         "labels": {"app": "web"}, "annotations": {"deployment.kubernetes.io/revision": "2"}},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "web"}},
+                "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}, "annotations": {"a": "b"}},
+                    "spec": {"containers": [{"name": "web", "image": "web:1", "ports": [{"containerPort": 8080}],
+                                             "env": [{"name": "X", "value": ""}], "args": []}],
+                             "tolerations": []}
+                }
+            },
+            "status": {"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2,
+                       "conditions": [{"type": "Available", "status": "True"}]}
+        }))
+        .expect("deployment");
+        let packed = Packed::pack(&deployment);
+        assert_eq!(packed.name().as_deref(), Some("web"));
+        assert_eq!(packed.namespace().as_deref(), Some("shop"));
+        assert_eq!(packed.resource_version().as_deref(), Some("7"));
+        let unpacked = packed.unpack().expect("unpacks");
+        assert_eq!(unpacked, deployment);
+        let revision =
+            |d: &Deployment| super::super::pod_template_revision(&serde_json::to_value(d).expect("json"));
+        assert_eq!(revision(&unpacked), revision(&deployment));
     }
 }

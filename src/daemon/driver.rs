@@ -81,6 +81,10 @@ struct Prepared<'p> {
 /// Prometheus can neither hold up a write past the lease nor stall the loop.
 pub const EVIDENCE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// How many of a cycle's reconciles decided without evidence run at once (each takes a write
+/// slot only when it writes).
+const URGENT_IN_FLIGHT: usize = 64;
+
 /// A boxed future, `Send`.
 type Boxed<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
 
@@ -213,14 +217,26 @@ impl<M: MetricsSource, E: Effects + 'static> Driver<M, E> {
     ) -> Boxed<'a, Vec<Result<CycleReport, DaemonError>>> {
         use futures::StreamExt;
         Box::pin(async move {
-            // Futures are boxed one by one in loops rather than built by closures in stream
-            // combinators: the compiler cannot prove such closures `Send` for every lifetime.
-            let mut reads: Vec<Boxed<'a, Result<Prepared<'a>, DaemonError>>> = Vec::new();
-            for p in policies {
-                reads.push(Box::pin(self.prepare(p, now)));
+            // Futures are boxed one by one rather than built by closures in stream combinators
+            // (the compiler cannot prove such closures `Send` for every lifetime), and only as
+            // they are run: a read's future is several KB, and a cycle may visit thousands.
+            // Boxed: a policy's reads are large, and are moved between the cycle's lists.
+            let mut prepared: Vec<Result<Box<Prepared<'a>>, DaemonError>> =
+                Vec::with_capacity(policies.len());
+            let mut reads = futures::stream::FuturesOrdered::new();
+            let mut next = policies.iter();
+            loop {
+                while reads.len() < 32 {
+                    let Some(p) = next.next() else { break };
+                    let read: Boxed<'a, Result<Box<Prepared<'a>>, DaemonError>> =
+                        Box::pin(async move { self.prepare(p, now).await.map(Box::new) });
+                    reads.push_back(read);
+                }
+                match reads.next().await {
+                    Some(read) => prepared.push(read),
+                    None => break,
+                }
             }
-            let mut prepared: Vec<Result<Prepared<'a>, DaemonError>> =
-                futures::stream::iter(reads).buffered(32).collect().await;
             // Commands and drift are decided now; their evidence waits for the next look.
             for prep in prepared.iter_mut().flatten() {
                 if !with_evidence || prep.urgent {
@@ -245,17 +261,32 @@ impl<M: MetricsSource, E: Effects + 'static> Driver<M, E> {
                 .filter_map(|(_, p)| p.as_ref().ok())
                 .filter_map(|p| Some((p.policy, p.observe_from?)))
                 .collect();
-            let mut now_writes: Vec<Boxed<'_, (usize, Result<CycleReport, DaemonError>)>> = Vec::new();
-            for (i, prep) in urgent {
-                now_writes.push(Box::pin(async move {
-                    let result = match prep {
-                        Ok(prep) => self.finish(prep, urgent_writes, Vec::new(), now).await,
-                        Err(e) => Err(e),
-                    };
-                    (i, result)
-                }));
-            }
-            let decide_now = futures::future::join_all(now_writes);
+            // Made as they run, at most URGENT_IN_FLIGHT at a time: most of a large cycle's
+            // policies need no write and finish at once, and their futures need not all exist
+            // together; the write slots bound what actually waits on the API server.
+            let decide_now = async move {
+                let mut done = Vec::with_capacity(urgent.len());
+                let mut running = futures::stream::FuturesUnordered::new();
+                let mut next = urgent.into_iter();
+                loop {
+                    while running.len() < URGENT_IN_FLIGHT {
+                        let Some((i, prep)) = next.next() else { break };
+                        let write: Boxed<'_, (usize, Result<CycleReport, DaemonError>)> =
+                            Box::pin(async move {
+                                let result = match prep {
+                                    Ok(prep) => self.finish(*prep, urgent_writes, Vec::new(), now).await,
+                                    Err(e) => Err(e),
+                                };
+                                (i, result)
+                            });
+                        running.push(write);
+                    }
+                    match running.next().await {
+                        Some(r) => done.push(r),
+                        None => break done,
+                    }
+                }
+            };
             let decide_with_evidence = async move {
                 let batches = self.gather(&windows, now, deadline).await;
                 let batches = &batches;
@@ -270,7 +301,7 @@ impl<M: MetricsSource, E: Effects + 'static> Driver<M, E> {
                                     }
                                     None => Vec::new(),
                                 };
-                                self.finish(prep, evidence_writes, evidence, now).await
+                                self.finish(*prep, evidence_writes, evidence, now).await
                             }
                             Err(e) => Err(e),
                         };

@@ -31,13 +31,19 @@ use std::time::Duration;
 pub const MAX_REVISIT: i64 = 30;
 /// Longest time between two visits of an idle policy: a safety net under the watches.
 pub const IDLE_RESYNC: i64 = 300;
+/// The most policies one background cycle visits (the longest due first; the others stay due
+/// for the next cycle, which starts as soon as this one ends). A cycle holds every visited
+/// policy's reads until it decides: at startup, when every policy is due, thousands at once
+/// would set the process's memory high-water mark.
+const MAX_CYCLE: usize = 500;
 /// How long the loop sleeps when nothing wakes it.
 const TICK: Duration = Duration::from_secs(2);
 
 /// Where policies come from.
 #[derive(Debug, Clone, Default)]
 pub struct PolicySource {
-    /// A directory of policy files (`--policies`), re-read at every turn of the loop.
+    /// A directory of policy files (`--policies`), re-read every 2 s (a file is parsed
+    /// again only when its modification time or size changed).
     pub dir: Option<PathBuf>,
     /// RolloutPolicy resources (`--crds`).
     pub crds: bool,
@@ -87,6 +93,12 @@ impl<M: MetricsSource + 'static, E: Effects + 'static> RunLoop<M, E> {
         let mut known_files: HashMap<String, PathBuf> = HashMap::new();
         let mut retiring: HashMap<String, Policy> = HashMap::new();
         let mut parsed = Parsed::default();
+        // The policies as last gathered, indexed by the objects that wake them; gathered again
+        // every TICK (files re-stat'ed, resources re-listed from the cache) or when a
+        // RolloutPolicy changed, so a turn woken by one object's change costs what that change
+        // concerns, not a walk over every policy.
+        let mut catalog = Catalog::default();
+        let mut gathered_at: Option<std::time::Instant> = None;
         let mut last_renewal: Option<std::time::Instant> = None;
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
@@ -102,47 +114,46 @@ impl<M: MetricsSource + 'static, E: Effects + 'static> RunLoop<M, E> {
                 None => true,
             };
             if leading {
-                let gathered = gather(
-                    &self.source,
-                    &self.scope,
-                    &self.client,
-                    self.cache.as_deref(),
-                    &mut statuses,
-                    &mut parsed,
-                )
-                .await;
-                self.lifecycle(&gathered, &parsed, &mut known_files, &mut retiring).await;
-                let Gathered { policies, from_crs, files, .. } = gathered;
-                known_files = files;
-                self.dashboard.retain(&policies.iter().map(Policy::key).collect());
+                // Objects that changed since the last turn.
+                let changed = touched.take();
+                let sources_changed = changed.iter().any(|k| k.starts_with("policy:"));
+                if sources_changed || gathered_at.is_none_or(|t| t.elapsed() >= TICK) {
+                    gathered_at = Some(std::time::Instant::now());
+                    let gathered = gather(
+                        &self.source,
+                        &self.scope,
+                        &self.client,
+                        self.cache.as_deref(),
+                        &mut statuses,
+                        &mut parsed,
+                    )
+                    .await;
+                    self.lifecycle(&gathered, &parsed, &mut known_files, &mut retiring).await;
+                    if !catalog.holds(&gathered.policies) {
+                        self.dashboard.retain(&gathered.policies.iter().map(Policy::key).collect());
+                    }
+                    known_files = catalog.update(gathered);
+                }
                 if let Some(h) = analysis.take_if(|h| h.is_finished()) {
                     if let Ok((due, results)) = h.await {
-                        self.record(&due, results, &from_crs, &mut next_due, &mut statuses, false).await;
+                        self.record(&due, results, &catalog.from_crs, &mut next_due, &mut statuses, false)
+                            .await;
                     }
                 }
                 // The fast path: objects that changed and feedback that wants a visit.
-                let changed = touched.take();
-                let waiting: HashSet<String> = self.driver.feedback().waiting().into_iter().collect();
-                let fast: Vec<Policy> = policies
-                    .iter()
-                    .filter(|p| {
-                        waiting.contains(&p.key()) || object_keys(p).iter().any(|k| changed.contains(k))
-                    })
-                    .cloned()
-                    .collect();
+                let fast = catalog.woken(&changed, &self.driver.feedback().waiting());
                 if !fast.is_empty() && !self.once {
                     let results = self.bounded(self.driver.cycle_without_evidence(&fast, now)).await;
-                    self.record(&fast, results, &from_crs, &mut next_due, &mut statuses, true).await;
+                    self.record(&fast, results, &catalog.from_crs, &mut next_due, &mut statuses, true).await;
                 }
                 // Looks (and everything else due), in the background, one cycle at a time.
                 if analysis.is_none() {
-                    let due: Vec<Policy> = policies
-                        .into_iter()
-                        .filter(|p| next_due.get(&p.key()).is_none_or(|t| *t <= now.as_second()))
-                        .collect();
+                    let limit = if self.once { usize::MAX } else { MAX_CYCLE };
+                    let due = catalog.due(&next_due, now.as_second(), limit);
                     if self.once {
                         let results = self.bounded(self.driver.cycle(&due, now)).await;
-                        self.record(&due, results, &from_crs, &mut next_due, &mut statuses, false).await;
+                        self.record(&due, results, &catalog.from_crs, &mut next_due, &mut statuses, false)
+                            .await;
                     } else if !due.is_empty() {
                         let (driver, elector, metrics, done) = (
                             self.driver.clone(),
@@ -262,7 +273,7 @@ impl<M: MetricsSource + 'static, E: Effects + 'static> RunLoop<M, E> {
         &self,
         policies: &[Policy],
         results: Vec<Result<CycleReport, DaemonError>>,
-        from_crs: &[String],
+        from_crs: &HashSet<String>,
         next_due: &mut HashMap<String, i64>,
         statuses: &mut HashMap<String, RolloutPolicyStatus>,
         fast: bool,
@@ -360,12 +371,15 @@ async fn gather(
             let read = match memo.get(&name, &stamp) {
                 Some(p) => Ok(Ok(p)),
                 None => {
-                    std::fs::read_to_string(&f).map_err(|e| e.to_string()).map(|t| parse_policy(&name, &t))
+                    let read = std::fs::read_to_string(&f)
+                        .map_err(|e| e.to_string())
+                        .map(|t| parse_policy(&name, &t));
+                    if let Ok(Ok(p)) = &read {
+                        memo.put(&name, &stamp, p);
+                    }
+                    read
                 }
             };
-            if let Ok(Ok(p)) = &read {
-                memo.put(&name, &stamp, p);
-            }
             match read {
                 Ok(Ok(p)) if !scope.contains(p.namespace()) => tracing::error!(
                     file = %name,
@@ -381,21 +395,22 @@ async fn gather(
             }
         }
     }
-    let mut from_crs = Vec::new();
+    let mut from_crs = HashSet::new();
     if source.crds {
         // One list per managed namespace: a namespaced install has no cluster-wide list right.
         let apis: Vec<(String, Api<RolloutPolicy>)> = match scope.namespaces() {
             Some(names) => names.iter().map(|ns| (ns.clone(), Api::namespaced(client.clone(), ns))).collect(),
             None => vec![("all namespaces".to_string(), Api::all(client.clone()))],
         };
-        let cached =
-            cache.and_then(Caches::rollout_policies).map(|all| all.iter().map(|rp| (**rp).clone()).collect());
+        // The cache's objects are shared, not copied: only those that need a write are kept.
+        let cached = cache.and_then(Caches::rollout_policies);
         let lists = match cached {
             Some(items) => vec![("the watch cache".to_string(), Ok(items))],
             None => {
                 let mut lists = Vec::new();
                 for (where_, api) in apis {
-                    lists.push((where_, api.list(&Default::default()).await.map(|l| l.items)));
+                    let listed = api.list(&Default::default()).await;
+                    lists.push((where_, listed.map(|l| l.items.into_iter().map(Arc::new).collect())));
                 }
                 lists
             }
@@ -424,17 +439,20 @@ async fn gather(
                         );
                         let parsed = match memo.get(&id, &stamp) {
                             Some(p) => Ok(p),
-                            None => from_resource(&rp),
+                            None => {
+                                let parsed = from_resource(&rp);
+                                if let Ok(p) = &parsed {
+                                    memo.put(&id, &stamp, p);
+                                }
+                                parsed
+                            }
                         };
-                        if let Ok(p) = &parsed {
-                            memo.put(&id, &stamp, p);
-                        }
                         match parsed {
                             Ok(p) => {
                                 if !ours {
                                     unfinalized.push(rp.clone());
                                 }
-                                from_crs.push(p.key());
+                                from_crs.insert(p.key());
                                 out.push(p);
                             }
                             Err(d) => {
@@ -472,7 +490,9 @@ async fn gather(
             key
         })
         .collect();
-    out.retain(|p| !duplicated.contains(&p.key()));
+    if !duplicated.is_empty() {
+        out.retain(|p| !duplicated.contains(&p.key()));
+    }
     Gathered { policies: out, from_crs, files: file_policies, deleting, unfinalized }
 }
 
@@ -497,6 +517,74 @@ impl Parsed {
     }
 }
 
+/// The gathered policies, indexed for a turn of the loop: by key, and by the watch keys of
+/// their objects (see [`object_keys`]).
+#[derive(Default)]
+struct Catalog {
+    policies: Vec<Policy>,
+    /// `Policy::key` of each of `policies`, in order.
+    keys: Vec<String>,
+    /// Indexes into `policies` by policy key and by object key.
+    by_key: HashMap<String, usize>,
+    by_object: HashMap<String, Vec<usize>>,
+    /// Keys of the policies that are RolloutPolicy resources (they get a status).
+    from_crs: HashSet<String>,
+}
+
+impl Catalog {
+    /// Whether `policies` are exactly the ones held (the same compiled policies, in order).
+    fn holds(&self, policies: &[Policy]) -> bool {
+        self.policies.len() == policies.len() && self.policies.iter().zip(policies).all(|(a, b)| a.same(b))
+    }
+
+    /// Takes a new gathering (re-indexing only when its policies changed); returns its files.
+    fn update(&mut self, gathered: Gathered) -> HashMap<String, PathBuf> {
+        let Gathered { policies, from_crs, files, .. } = gathered;
+        self.from_crs = from_crs;
+        if !self.holds(&policies) {
+            self.keys = policies.iter().map(Policy::key).collect();
+            self.by_key = self.keys.iter().enumerate().map(|(i, k)| (k.clone(), i)).collect();
+            self.by_object.clear();
+            for (i, p) in policies.iter().enumerate() {
+                for k in object_keys(p) {
+                    self.by_object.entry(k).or_default().push(i);
+                }
+            }
+            self.policies = policies;
+        }
+        files
+    }
+
+    /// The policies one of whose objects is in `changed`, or that feedback is `waiting` for,
+    /// in gathering order.
+    fn woken(&self, changed: &HashSet<String>, waiting: &[String]) -> Vec<Policy> {
+        let mut hit: std::collections::BTreeSet<usize> =
+            changed.iter().filter_map(|k| self.by_object.get(k)).flatten().copied().collect();
+        hit.extend(waiting.iter().filter_map(|k| self.by_key.get(k)));
+        hit.into_iter().map(|i| self.policies[i].clone()).collect()
+    }
+
+    /// The policies whose next visit has come (or that were never visited), at most `limit`
+    /// of them, the longest due first; in gathering order.
+    fn due(&self, next_due: &HashMap<String, i64>, now: i64, limit: usize) -> Vec<Policy> {
+        let mut due: Vec<(i64, usize)> = self
+            .keys
+            .iter()
+            .enumerate()
+            .filter_map(|(i, k)| {
+                let at = next_due.get(k).copied().unwrap_or(i64::MIN);
+                (at <= now).then_some((at, i))
+            })
+            .collect();
+        if due.len() > limit {
+            due.sort_unstable();
+            due.truncate(limit);
+            due.sort_unstable_by_key(|(_, i)| *i);
+        }
+        due.into_iter().map(|(_, i)| self.policies[i].clone()).collect()
+    }
+}
+
 /// The finalizer that lets the daemon route an unfinished rollout back to stable and remove its
 /// state before a RolloutPolicy goes.
 pub const FINALIZER: &str = "canaryd.io/route-back";
@@ -506,13 +594,13 @@ struct Gathered {
     /// Valid, unique policies to reconcile.
     policies: Vec<Policy>,
     /// Keys of those that are RolloutPolicy resources (they get a status).
-    from_crs: Vec<String>,
+    from_crs: HashSet<String>,
     /// Valid policy files by key.
     files: HashMap<String, PathBuf>,
     /// RolloutPolicies being deleted that still carry [`FINALIZER`] (and their policy if valid).
-    deleting: Vec<(RolloutPolicy, Option<Policy>)>,
+    deleting: Vec<(Arc<RolloutPolicy>, Option<Policy>)>,
     /// Valid RolloutPolicies without [`FINALIZER`] yet.
-    unfinalized: Vec<RolloutPolicy>,
+    unfinalized: Vec<Arc<RolloutPolicy>>,
 }
 
 /// Adds or removes [`FINALIZER`], guarded by the resourceVersion it was decided on.
@@ -605,5 +693,74 @@ async fn patch_status(
             cache.insert(key, status);
         }
         Err(e) => tracing::warn!(policy = %key, error = %e, "cannot write RolloutPolicy status"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(namespace: &str) -> Policy {
+        let doc = format!("apiVersion: canaryd.io/v1alpha1\nkind: RolloutPolicy\nmetadata: {{name: reviews, namespace: {namespace}}}\nspec:\n  target: {{virtualService: reviews, stable: {{subset: v1}}, canary: {{subset: v2}}}}\n  steps: [{{weight: 10}}]\n  analysis: {{interval: 30s}}\n");
+        parse_policy("test.yaml", &doc).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn catalog(policies: Vec<Policy>) -> Catalog {
+        let mut catalog = Catalog::default();
+        let gathered = Gathered {
+            policies,
+            from_crs: HashSet::new(),
+            files: HashMap::new(),
+            deleting: Vec::new(),
+            unfinalized: Vec::new(),
+        };
+        catalog.update(gathered);
+        catalog
+    }
+
+    fn namespaces(policies: &[Policy]) -> Vec<&str> {
+        policies.iter().map(Policy::namespace).collect()
+    }
+
+    #[test]
+    fn a_turn_wakes_the_policies_whose_objects_changed_or_whose_feedback_waits() {
+        let c = catalog(vec![policy("a"), policy("b"), policy("c")]);
+        let changed: HashSet<String> =
+            ["deploy:c/reviews-v2", "vs:a/reviews", "vs:elsewhere/x"].iter().map(|k| k.to_string()).collect();
+        assert_eq!(namespaces(&c.woken(&changed, &[])), ["a", "c"]);
+        assert_eq!(namespaces(&c.woken(&HashSet::new(), &["b/reviews".to_string()])), ["b"]);
+        assert!(c.woken(&HashSet::new(), &[]).is_empty());
+    }
+
+    #[test]
+    fn a_cycle_takes_the_longest_due_first_up_to_its_limit_in_gathering_order() {
+        let c = catalog(vec![policy("a"), policy("b"), policy("c"), policy("d")]);
+        let next_due: HashMap<String, i64> = [("a/reviews", 50), ("b/reviews", 10), ("c/reviews", 200)]
+            .iter()
+            .map(|(k, t)| (k.to_string(), *t))
+            .collect();
+        // d was never visited: first of all.
+        assert_eq!(namespaces(&c.due(&next_due, 100, usize::MAX)), ["a", "b", "d"]);
+        assert_eq!(namespaces(&c.due(&next_due, 100, 2)), ["b", "d"]);
+    }
+
+    #[test]
+    fn the_index_is_kept_while_the_same_policies_are_gathered() {
+        let (a, b) = (policy("a"), policy("b"));
+        let mut c = catalog(vec![a.clone(), b.clone()]);
+        assert!(c.holds(&[a.clone(), b.clone()]));
+        // The same text compiled again is a new policy: re-indexed.
+        assert!(!c.holds(&[a.clone(), policy("b")]));
+        let gathered = Gathered {
+            policies: vec![b.clone()],
+            from_crs: HashSet::new(),
+            files: HashMap::new(),
+            deleting: Vec::new(),
+            unfinalized: Vec::new(),
+        };
+        c.update(gathered);
+        let changed: HashSet<String> = ["vs:a/reviews".to_string()].into();
+        assert!(c.woken(&changed, &[]).is_empty(), "a removed policy is not woken");
+        assert_eq!(namespaces(&c.due(&HashMap::new(), 0, usize::MAX)), ["b"]);
     }
 }

@@ -350,14 +350,49 @@ async fn serve_resource(
         }
         "list" => {
             let ns = (!req.namespace.is_empty()).then_some(req.namespace.as_str());
-            let items: Vec<Value> = inner
+            // Pages as the API server gives them (`limit`, `continue`): clients such as
+            // kube's watcher ask for 500 objects at a time and never hold a whole list.
+            // The token carries the first page's resourceVersion (every page reports it, so
+            // a watch started from it misses nothing) and the last object given.
+            let limit = q.get("limit").and_then(|l| l.parse::<usize>().ok()).filter(|l| *l > 0);
+            let (list_rv, after) = match q.get("continue").filter(|c| !c.is_empty()) {
+                Some(token) => {
+                    let mut parts = token.splitn(3, '/');
+                    match (parts.next().and_then(|r| r.parse::<u64>().ok()), parts.next(), parts.next()) {
+                        (Some(rv), Some(ns), Some(name)) => (rv, Some((ns.to_string(), name.to_string()))),
+                        _ => return Err(ApiError::bad_request(format!("invalid continue token {token:?}"))),
+                    }
+                }
+                None => (inner.store.current_rv(), None),
+            };
+            let name_of = |o: &Value| {
+                let m = &o["metadata"];
+                (
+                    m["namespace"].as_str().unwrap_or_default().to_string(),
+                    m["name"].as_str().unwrap_or_default().to_string(),
+                )
+            };
+            let mut matching = inner
                 .store
                 .list(&info.group, &info.plural, ns)
                 .into_iter()
                 .filter(|o| selector.matches(o))
+                .filter(|o| after.as_ref().is_none_or(|a| name_of(o) > *a));
+            let mut items: Vec<Value> = matching
+                .by_ref()
+                .take(limit.unwrap_or(usize::MAX))
                 .map(|o| as_version(info, o.clone()))
                 .collect();
-            let rv = inner.store.current_rv().to_string();
+            let more = matching.next().is_some();
+            let rv = list_rv.to_string();
+            let next = match items.last() {
+                Some(last) if more => {
+                    let (ns, name) = name_of(last);
+                    format!("{list_rv}/{ns}/{name}")
+                }
+                _ => String::new(),
+            };
+            items.shrink_to_fit();
             if table::wants_table(accept) {
                 return Ok(json_response(
                     200,
@@ -365,8 +400,12 @@ async fn serve_resource(
                     &[],
                 ));
             }
+            let mut metadata = json!({"resourceVersion": rv});
+            if !next.is_empty() {
+                metadata["continue"] = json!(next);
+            }
             let list = json!({"kind": format!("{}List", info.kind), "apiVersion": info.api_version(),
-                              "metadata": {"resourceVersion": rv}, "items": items});
+                              "metadata": metadata, "items": items});
             Ok(json_response(200, &list, &[]))
         }
         "create" => {

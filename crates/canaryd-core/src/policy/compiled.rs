@@ -159,6 +159,12 @@ impl Policy {
         format!("{}/{}", self.inner.namespace, self.inner.name)
     }
 
+    /// Whether both are the same compiled policy (one compilation, shared), which implies
+    /// equality; two compilations of one text are equal but not the same.
+    pub fn same(&self, other: &Policy) -> bool {
+        std::sync::Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// The validated spec, read-only.
     pub fn spec(&self) -> &RolloutPolicySpec {
         &self.inner.spec
@@ -227,12 +233,13 @@ pub fn duplicates(policies: &[Policy]) -> Vec<(String, Diagnostic)> {
     let mut first: std::collections::HashMap<String, &str> = std::collections::HashMap::new();
     let mut out = Vec::new();
     for p in policies {
-        match first.get(&p.key()) {
+        let key = p.key();
+        match first.get(&key) {
             None => {
-                first.insert(p.key(), p.source());
+                first.insert(key, p.source());
             }
             Some(earlier) => out.push((
-                p.key(),
+                key,
                 Diagnostic::at(
                     p.source(),
                     None,
