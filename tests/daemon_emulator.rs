@@ -326,3 +326,22 @@ async fn a_delivery_acknowledged_before_a_failed_read_is_not_lost() {
     let s = recorded_state(&emu, &policy);
     assert!(s.outbox.is_empty(), "the delivered alert was forgotten: {:?}", s.outbox);
 }
+
+#[tokio::test]
+async fn destination_rules_are_found_in_istios_root_namespace_as_configured() {
+    let (emu, policy, mesh) = sandbox(None).await;
+    // The only DestinationRule for reviews lives in the mesh's root namespace, with its host
+    // fully qualified (a short name there would mean a service of that namespace).
+    let mut dr = emu.get("networking.istio.io", "v1", "destinationrules", "bookinfo", "reviews").unwrap();
+    assert!(emu.delete("networking.istio.io", "destinationrules", "bookinfo", "reviews"));
+    emu.apply_yaml("apiVersion: v1\nkind: Namespace\nmetadata: {name: mesh-root}\n").unwrap();
+    dr["metadata"] = json!({"name": "reviews", "namespace": "mesh-root"});
+    dr["spec"]["host"] = json!("reviews.bookinfo.svc.cluster.local");
+    emu.apply_value(dr).unwrap();
+    let err = Driver::new(emu.client(), mesh, NoEffects).reconcile(&policy, t0()).await.unwrap_err();
+    assert!(err.to_string().contains("subset \"v1\""), "istio-system has no rule: {err}");
+    let mesh = SimulatedMesh::new(emu.clone(), policy.clone(), 200.0, 11);
+    let driver = Driver::new(emu.client(), mesh, NoEffects).with_istio_root_namespace("mesh-root");
+    let report = driver.reconcile(&policy, t0()).await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(report.state.phase, Phase::Progressing);
+}

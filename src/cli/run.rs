@@ -82,6 +82,15 @@ pub(crate) struct RunOptions {
     /// RolloutPolicy resources' custom queries are confined to their namespace on it.
     #[arg(long, env = "CANARYD_TENANT_LABEL", default_value = "namespace")]
     pub tenant_label: crate::promql::TenantLabel,
+    /// Istio's root namespace (istiod's `--meshConfig.rootNamespace`): DestinationRules there
+    /// apply to every namespace and are consulted after the policy's and the host's.
+    #[arg(
+        long,
+        env = "CANARYD_ISTIO_ROOT_NAMESPACE",
+        default_value = "istio-system",
+        value_name = "NAMESPACE"
+    )]
+    pub istio_root_namespace: String,
     /// Serve the read-only dashboard on this address (off by default). Keep it on loopback
     /// and use `kubectl port-forward`, or put an authenticating ingress in front of it.
     #[arg(long, value_name = "ADDR")]

@@ -113,6 +113,8 @@ pub struct Driver<M, E> {
     /// The namespaces the daemon may read (`--namespace`): DestinationRules are looked up
     /// only there.
     scope: super::NamespaceScope,
+    /// Istio's root namespace (`--istio-root-namespace`).
+    istio_root: String,
 }
 
 impl<M: MetricsSource, E: Effects + 'static> Driver<M, E> {
@@ -128,7 +130,14 @@ impl<M: MetricsSource, E: Effects + 'static> Driver<M, E> {
             gate_calls: Default::default(),
             cache: None,
             scope: super::NamespaceScope::All,
+            istio_root: crate::istio::DEFAULT_ROOT_NAMESPACE.to_string(),
         }
+    }
+
+    /// Looks up mesh-wide DestinationRules in `namespace` instead of `istio-system`.
+    pub fn with_istio_root_namespace(mut self, namespace: &str) -> Self {
+        self.istio_root = namespace.to_string();
+        self
     }
 
     /// Limits reads outside the policy's namespace (DestinationRules in the host's and Istio's
@@ -425,7 +434,7 @@ impl<M: MetricsSource, E: Effects + 'static> Driver<M, E> {
     async fn prepare<'p>(&self, policy: &'p Policy, now: Timestamp) -> Result<Prepared<'p>, DaemonError> {
         let vs_api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), policy.namespace(), &virtual_service_resource());
-        let kube = KubeSide::new(&self.client, policy, self.cache.as_deref(), &self.scope);
+        let kube = KubeSide::new(&self.client, policy, self.cache.as_deref(), &self.scope, &self.istio_root);
         let vs_name = &policy.spec().target.virtual_service;
         let vs = match self.cache.as_ref().and_then(|c| c.virtual_service(policy.namespace(), vs_name)) {
             Some(Some(cached)) => serde_json::to_value(&*cached).unwrap_or_default(),
@@ -586,7 +595,7 @@ impl<M: MetricsSource, E: Effects + 'static> Driver<M, E> {
     /// (gates are asked again, undelivered outbox alerts are sent again).
     async fn carry_out(&self, policy: &Policy, state: &RolloutState, actions: &[Action], view: &RouteView) {
         let key = policy.key();
-        let kube = KubeSide::new(&self.client, policy, self.cache.as_deref(), &self.scope);
+        let kube = KubeSide::new(&self.client, policy, self.cache.as_deref(), &self.scope, &self.istio_root);
         for action in actions {
             match action {
                 Action::CallGate(kind) => {

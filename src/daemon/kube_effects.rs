@@ -31,6 +31,8 @@ pub(super) struct KubeSide<'p> {
     cache: Option<&'p Caches>,
     /// Where reads outside the policy's namespace may go.
     scope: &'p NamespaceScope,
+    /// Istio's root namespace (mesh-wide DestinationRules).
+    istio_root: &'p str,
 }
 
 impl<'p> KubeSide<'p> {
@@ -39,6 +41,7 @@ impl<'p> KubeSide<'p> {
         policy: &'p Policy,
         cache: Option<&'p Caches>,
         scope: &'p NamespaceScope,
+        istio_root: &'p str,
     ) -> Self {
         KubeSide {
             client: client.clone(),
@@ -46,6 +49,7 @@ impl<'p> KubeSide<'p> {
             policy,
             cache,
             scope,
+            istio_root,
         }
     }
 
@@ -67,7 +71,7 @@ impl<'p> KubeSide<'p> {
 
     /// The DestinationRules Istio would consult for this policy's route: those of the policy's
     /// namespace (the VirtualService's, where its callers' sidecars look first), of each host's
-    /// namespace and of Istio's root namespace — those in [`NamespaceScope`] only.
+    /// namespace and of Istio's root namespace (`--istio-root-namespace`) — those in [`NamespaceScope`] only.
     async fn destination_rules(&self, view: &RouteView) -> Result<Vec<Value>, DaemonError> {
         let own = self.policy.namespace();
         let mut namespaces = vec![own.to_string()];
@@ -76,7 +80,7 @@ impl<'p> KubeSide<'p> {
                 namespaces.push(ns.to_string());
             }
         }
-        namespaces.push(istio::DEFAULT_ROOT_NAMESPACE.to_string());
+        namespaces.push(self.istio_root.to_string());
         let mut seen = std::collections::BTreeSet::new();
         namespaces.retain(|ns| seen.insert(ns.clone()));
         let mut rules = Vec::new();
@@ -111,13 +115,13 @@ impl<'p> KubeSide<'p> {
         let own = self.policy.namespace();
         let find = |host: &String, subset: &String| {
             let fqdn = istio::fqdn(host, own, istio::DEFAULT_DOMAIN);
-            istio::find_subset(&rules, &fqdn, own, istio::DEFAULT_ROOT_NAMESPACE, subset)
-                .map(|found| found.labels)
-                .map_err(|e| DaemonError::MissingSubset {
+            istio::find_subset(&rules, &fqdn, own, self.istio_root, subset).map(|found| found.labels).map_err(
+                |e| DaemonError::MissingSubset {
                     host: host.clone(),
                     subset: subset.clone(),
                     detail: e.to_string(),
-                })
+                },
+            )
         };
         Ok((find(&view.stable_host, &t.stable.subset)?, find(&view.canary_host, &t.canary.subset)?))
     }

@@ -109,13 +109,21 @@ impl Machine<'_> {
         }
         if self.s.waiting_for_canary != Some(index) {
             self.s.waiting_for_canary = Some(index);
-            let want = if report.canary.desired == 0 { scale_to } else { report.canary.desired };
-            let msg = format!(
-                "waiting for the canary's pods before step {} ({}): {} of {want} ready",
-                index + 1,
-                traffic.describe(),
-                report.canary.available,
-            );
+            let copies = self.policy.spec().promotion.mode.copies();
+            let msg = match (report.canary.desired, copies) {
+                (0, false) => format!(
+                    "waiting for the canary's pods before step {} ({}): its Deployment has 0 replicas — scale it up (promotion modes copy and blueGreen do that themselves)",
+                    index + 1,
+                    traffic.describe()
+                ),
+                (desired, _) => format!(
+                    "waiting for the canary's pods before step {} ({}): {} of {} ready",
+                    index + 1,
+                    traffic.describe(),
+                    report.canary.available,
+                    if desired == 0 { scale_to } else { desired }
+                ),
+            };
             self.s.reason = Some(msg.clone());
             self.record("WaitingForCanary", msg);
         }
