@@ -173,7 +173,7 @@ impl MetricsSource for SimulatedMesh {
             };
             for (outcome, share, b) in &routing {
                 if let Outcome::Served { host, workload, .. } = outcome {
-                    let namespace = host.split('.').nth(1).unwrap_or_default();
+                    let (namespace, _) = crate::istio::service_of(host, "");
                     if *workload == key.workload && namespace == key.namespace {
                         obs.add(&self.simulate((total * share).round() as u64, *b));
                     }

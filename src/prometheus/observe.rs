@@ -17,14 +17,11 @@ pub fn workload_keys(policy: &Policy) -> (WorkloadKey, WorkloadKey) {
 }
 
 /// The key of the requests to the canary's service that no workload answered
-/// ([`WorkloadKey::no_upstream`]): the service is the canary host's first label, its namespace
-/// the second when the host names one (`reviews.other`, an FQDN), else the policy's.
+/// ([`WorkloadKey::no_upstream`]): the service the canary host names ([`crate::istio::service_of`]).
 pub fn no_upstream_key(policy: &Policy) -> WorkloadKey {
     let t = &policy.spec().target;
     let host = t.canary.host.as_deref().unwrap_or(&t.virtual_service);
-    let mut labels = host.split('.');
-    let service = labels.next().unwrap_or(host);
-    let namespace = labels.next().unwrap_or(policy.namespace());
+    let (namespace, service) = crate::istio::service_of(host, policy.namespace());
     WorkloadKey::no_upstream(namespace, service)
 }
 

@@ -31,6 +31,15 @@ pub fn service_namespace(host: &str) -> Option<(&str, &str)> {
     (svc == "svc" && !ns.is_empty() && !domain.is_empty()).then_some((ns, domain))
 }
 
+/// The Kubernetes service a host names, as Istio's telemetry labels it
+/// (`destination_service_namespace`, `destination_service_name`): a short name is a service of
+/// `namespace`; `name.ns…` (`name.ns`, `name.ns.svc`, an FQDN) a service of `ns`.
+pub fn service_of<'h>(host: &'h str, namespace: &'h str) -> (&'h str, &'h str) {
+    let mut labels = host.split('.');
+    let name = labels.next().unwrap_or(host);
+    (labels.next().filter(|ns| !ns.is_empty()).unwrap_or(namespace), name)
+}
+
 /// Whether a rule's host `pattern` (fully qualified; `*` or `*.suffix` wildcards) covers the
 /// service `host`, as Istio matches them: `*.bookinfo.svc.cluster.local` covers every host
 /// ending in `.bookinfo.svc.cluster.local`.
@@ -90,5 +99,12 @@ mod tests {
         assert!(!host_matches("ratings.bookinfo.svc.cluster.local", host));
         assert!(specificity(host) > specificity("*.bookinfo.svc.cluster.local"));
         assert!(specificity("*.bookinfo.svc.cluster.local") > specificity("*.svc.cluster.local"));
+    }
+
+    #[test]
+    fn a_host_names_the_service_istios_telemetry_labels() {
+        assert_eq!(service_of("reviews", "bookinfo"), ("bookinfo", "reviews"));
+        assert_eq!(service_of("reviews.shop", "bookinfo"), ("shop", "reviews"));
+        assert_eq!(service_of("reviews.shop.svc.cluster.local", "bookinfo"), ("shop", "reviews"));
     }
 }

@@ -11,7 +11,7 @@ mod route_patch;
 mod virtual_service;
 
 pub use destination_rule::{find_subset, MissingSubset, SubsetError, SubsetRef, DEFAULT_ROOT_NAMESPACE};
-pub use hosts::{fqdn, host_matches, service_namespace, DEFAULT_DOMAIN};
+pub use hosts::{fqdn, host_matches, service_namespace, service_of, DEFAULT_DOMAIN};
 pub use virtual_service::{
     annotation_key, command_annotation_key, route_record_annotation_key, state_annotation_key, RouteView,
     VsError,
