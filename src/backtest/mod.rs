@@ -251,11 +251,12 @@ fn is_final(phase: Phase) -> bool {
 /// and the stable rollout of copy promotion.
 fn feed(policy: &Policy, state: &mut RolloutState, input: Input, now: Timestamp) {
     let mut queue = vec![input];
+    let workloads = backtest_workloads();
     // Bounded: each answer moves the rollout forward; the bound guards against a loop.
     for _ in 0..32 {
         let Some(input) = queue.pop() else { return };
         let Transition { state: next, actions, .. } =
-            engine::step_with(policy, state, input, now, Some(&BACKTEST_WORKLOADS));
+            engine::step_with(policy, state, input, now, Some(&workloads));
         *state = next;
         for action in actions {
             match action {
@@ -277,18 +278,17 @@ fn feed(policy: &Policy, state: &mut RolloutState, input: Input, now: Timestamp)
 
 /// What a backtest assumes of the Deployments (there is no cluster): the canary is ready, and
 /// in copy promotion the stable runs the promoted template at once.
-static BACKTEST_WORKLOADS: std::sync::LazyLock<crate::workload::WorkloadReport> =
-    std::sync::LazyLock::new(|| {
-        use crate::workload::{Capacity, RolloutStatus, WorkloadReport};
-        WorkloadReport {
-            canary_status: Some(RolloutStatus::Complete),
-            canary: Capacity { desired: 1, available: 1 },
-            stable_replicas: 1,
-            copy_target: Some("backtest".into()),
-            stable_template: Some("backtest".into()),
-            stable_status: Some(RolloutStatus::Complete),
-        }
-    });
+fn backtest_workloads() -> crate::workload::WorkloadReport {
+    use crate::workload::{Capacity, RolloutStatus, WorkloadReport};
+    WorkloadReport {
+        canary_status: Some(RolloutStatus::Complete),
+        canary: Capacity { desired: 1, available: 1 },
+        stable_replicas: 1,
+        copy_target: Some("backtest".into()),
+        stable_template: Some("backtest".into()),
+        stable_status: Some(RolloutStatus::Complete),
+    }
+}
 
 /// Canary and baseline per window of `every` seconds over `[start, end]`, observed exactly as
 /// the daemon and a backtest observe (the same [`prometheus::observation`] of the same

@@ -190,12 +190,7 @@ pub fn check_subset_labels(
     canary_subset: &BTreeMap<String, String>,
     copy_mode: bool,
 ) -> Result<(), String> {
-    let labels_of = |d: &Value| -> BTreeMap<String, String> {
-        d.pointer("/spec/template/metadata/labels")
-            .and_then(Value::as_object)
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
-            .unwrap_or_default()
-    };
+    let labels_of = |d: &Value| label_map(&d["spec"]["template"]["metadata"]["labels"]);
     let selects = |subset: &BTreeMap<String, String>, labels: &BTreeMap<String, String>| {
         subset.iter().all(|(k, v)| labels.get(k) == Some(v))
     };
@@ -234,10 +229,7 @@ pub fn check_subset_labels(
     }
     if copy_mode {
         let copied = copy_template(canary, stable, stable_subset);
-        let after: BTreeMap<String, String> = copied["metadata"]["labels"]
-            .as_object()
-            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
-            .unwrap_or_default();
+        let after = label_map(&copied["metadata"]["labels"]);
         if selects(canary_subset, &after) {
             return Err(format!(
                 "copy promotion would give Deployment {}'s pods the labels {}, which the canary subset ({}) selects: after the copy canary traffic would reach the stable pods; select the canary subset by a label the stable subset also uses",
@@ -246,6 +238,14 @@ pub fn check_subset_labels(
         }
     }
     Ok(())
+}
+
+/// A `labels` object as a map (non-string values read as empty).
+fn label_map(labels: &Value) -> BTreeMap<String, String> {
+    labels
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
