@@ -174,7 +174,7 @@ impl Machine<'_> {
                 return self.unreadable(verdict, msg);
             }
         };
-        if let Some(why) = workloads::canary_unreachable(&obs, &self.s.traffic) {
+        if let Some(why) = self.canary_unreachable(&obs) {
             self.s.observed_until = Some(self.now);
             return self.abort(why, None);
         }

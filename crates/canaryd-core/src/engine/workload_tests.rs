@@ -95,6 +95,11 @@ fn shift_mode_never_scales_but_still_waits() {
 #[test]
 fn a_canary_that_gets_no_requests_is_aborted() {
     let p = policy("");
+    // Right after the weight rose, the canary's series may not exist in Prometheus yet
+    // (created at its first request, seen one scrape later): not a fault yet.
+    let (early, _) =
+        reconcile(&p, started(&p), 0, vec![Input::Observed(Ok(obs(0, (0, 0), (8000, 0))))], &report(4, 4));
+    assert_eq!(early.phase, Phase::Progressing, "{:?}", early.reason);
     let s = started(&p);
     // 10%: 8000 stable requests mean ~890 expected at the canary.
     let (s, _) = reconcile(&p, s, 1, vec![Input::Observed(Ok(obs(1, (0, 0), (8000, 0))))], &report(4, 4));

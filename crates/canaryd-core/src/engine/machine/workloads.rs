@@ -17,11 +17,20 @@ pub(super) const RECHECK_SECS: i64 = 5;
 /// P(0 | Poisson(20)) ≈ 2·10⁻⁹, so a healthy canary is never blamed by chance.
 const EXPECTED_BEFORE_UNREACHABLE: f64 = 20.0;
 
+/// How long a step runs before a canary without requests counts as unreachable: two scrape
+/// intervals (at least a minute). Istio creates a workload's request series at its first
+/// request and Prometheus sees it one scrape later, so right after the weight rises the
+/// canary's counts can be missing while the stable's are there.
+fn unreachable_grace_secs(scrape_interval_ms: Option<u64>) -> i64 {
+    let scrape = scrape_interval_ms.map_or(30, |ms| i64::try_from(ms.div_ceil(1000)).unwrap_or(i64::MAX));
+    scrape.saturating_mul(2).max(60)
+}
+
 /// The canary got no request in a window where its weight should have brought at least
 /// [`EXPECTED_BEFORE_UNREACHABLE`] (the stable's requests scaled by the weights): its pods are
 /// not reached — no endpoints, a subset that selects nothing, a route that does not lead there.
 /// Holding "inconclusive" would leave users facing 503s indefinitely.
-pub(super) fn canary_unreachable(obs: &Observation, traffic: &Traffic) -> Option<String> {
+fn unreachable(obs: &Observation, traffic: &Traffic) -> Option<String> {
     let w = f64::from(traffic.canary_weight.min(100));
     if obs.canary.requests > 0 || w <= 0.0 || w >= 100.0 {
         return None;
@@ -46,6 +55,14 @@ fn reaches_canary(t: &Traffic) -> bool {
 }
 
 impl Machine<'_> {
+    /// [`unreachable`], once the step has run [`unreachable_grace_secs`].
+    pub(super) fn canary_unreachable(&self, obs: &Observation) -> Option<String> {
+        let running = self.now - self.s.step_started.unwrap_or(self.now);
+        (running >= unreachable_grace_secs(self.s.scrape_interval_ms))
+            .then(|| unreachable(obs, &self.s.traffic))
+            .flatten()
+    }
+
     /// At every tick: blue-green's rollback window (no report needed), then what this
     /// reconcile read of the Deployments (nothing without a report).
     pub(super) fn workloads_tick(&mut self) {
