@@ -17,14 +17,19 @@ pub struct SyntheticMetrics {
     healthy: SideObservation,
 }
 
+/// One side's healthy window: 3,000 requests in a 30 s window (100 rps), 0.1 % errors, medians
+/// around 25-50 ms in Istio's buckets.
+pub fn healthy() -> SideObservation {
+    let mut latency = Histogram::empty(ISTIO_BUCKETS_MS);
+    for (i, c) in [(2, 300), (3, 600), (4, 1200), (5, 700), (6, 150), (7, 40), (8, 10)] {
+        latency.counts[i] = c;
+    }
+    SideObservation { requests: 3000, errors: 3, latency: Some(latency) }
+}
+
 impl SyntheticMetrics {
     pub fn new() -> Self {
-        let mut latency = Histogram::empty(ISTIO_BUCKETS_MS);
-        // 3,000 requests in a 30 s window (100 rps per side), medians around 25-50 ms.
-        for (i, c) in [(2, 300), (3, 600), (4, 1200), (5, 700), (6, 150), (7, 40), (8, 10)] {
-            latency.counts[i] = c;
-        }
-        let healthy = SideObservation { requests: 3000, errors: 3, latency: Some(latency) };
+        let healthy = healthy();
         SyntheticMetrics {
             observe_calls: AtomicU64::new(0),
             scalar_calls: AtomicU64::new(0),

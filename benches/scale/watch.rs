@@ -234,7 +234,7 @@ pub fn run() {
         });
         let gates = EgressClient::new(Duration::from_secs(10), loopback()).expect("gate client");
         let effects = DaemonEffects::new(deliverer, gates, secrets);
-        let healthy = SideObservation { requests: 3000, errors: 3, latency: None };
+        let healthy = crate::metrics::healthy();
         let cache = Caches::start(&client, &NamespaceScope::All, false);
         let driver = Arc::new(Driver::new(client.clone(), Metrics { healthy }, effects).with_cache(cache.clone()));
         let metrics = Arc::new(DaemonMetrics::default());
@@ -326,6 +326,21 @@ pub fn run() {
         let cpu = cpu_seconds() - cpu0;
         let events = cache.touched.events.load(std::sync::atomic::Ordering::Relaxed) - events0;
         let (v2w_p50, v2w_p99, v2w_n) = decision_percentiles(&render0, &metrics.render());
+        // (Read after the request counts.) Every rollout that did not stay healthy, and why (all are healthy but the slow ones).
+        let mut ended: BTreeMap<String, usize> = BTreeMap::new();
+        for i in (0..active).chain(n - probes..n) {
+            let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), &namespace(i), &canaryd::daemon::virtual_service_resource());
+            let Ok(vs) = api.get("web").await else { continue };
+            let state = vs.metadata.annotations.unwrap_or_default().get("canaryd.io/state-web").cloned();
+            let state: RolloutState = state.and_then(|s| serde_json::from_str(&s).ok()).unwrap_or_default();
+            if state.phase == Phase::Aborted {
+                let who = if i < slow { "slow" } else { "healthy" };
+                *ended.entry(format!("{who}: {}", state.reason.unwrap_or_default())).or_default() += 1;
+            }
+        }
+        for (why, count) in &ended {
+            eprintln!("  watch: aborted {count}× — {why}");
+        }
         let mut lat: Vec<Duration> = first_write.lock().unwrap().values().copied().collect();
         lat.sort();
         let per_hour = |c: &str| stats["by_class"][c].as_f64().unwrap_or(0.0) * 3600.0 / wall;

@@ -7,7 +7,11 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::Histogram;
+
+/// Upper bounds (seconds) of `canaryd_decision_seconds`' buckets.
+const DECISION_BUCKETS: [f64; 13] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 use prometheus_client::registry::Registry;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -51,7 +55,8 @@ impl Default for DaemonMetrics {
         let verdicts = Family::<Labels, Counter>::default();
         let errors = Family::<Labels, Counter>::default();
         let alerts_dropped = Family::<Labels, Counter>::default();
-        let decision_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        // Prometheus' usual bounds, with 50 ms (the verdict-to-write target) among them.
+        let decision_seconds = Histogram::new(DECISION_BUCKETS.into_iter());
         let cycles = Counter::default();
         registry.register(
             "rollout_phase",

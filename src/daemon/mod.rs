@@ -13,8 +13,12 @@ mod kube_effects;
 pub mod kube_io;
 pub mod leader;
 pub mod metrics;
+mod policy_dir;
 pub mod run_loop;
+mod schedule;
 mod scope;
+mod sources;
+mod status;
 
 pub use driver::{CycleReport, DaemonError, Driver, EVIDENCE_DEADLINE};
 pub use effects::{DaemonEffects, Effects, KubeSecretStore, NoEffects};

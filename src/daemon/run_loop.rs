@@ -8,57 +8,56 @@
 //!   look, a schedule window), at least every [`MAX_REVISIT`] while it has something to do, and
 //!   an idle one only every [`IDLE_RESYNC`] (the watches bring its changes).
 //! - **Isolated.** Changes and effects' feedback are decided on a fast path that gathers no
-//!   evidence ([`Driver::cycle_without_evidence`]); looks that need Prometheus run in one
-//!   background cycle at a time, bounded by the evidence deadline; gates and alerts run in the
-//!   background. A hung Prometheus, gate or webhook delays no other policy's commands, aborts
-//!   or drift handling. The two paths may race on one VirtualService: every write is guarded by
+//!   evidence ([`Driver::cycle_without_evidence`]); looks that need Prometheus run in
+//!   background cycles, each bounded by the evidence deadline, that start at most every
+//!   [`CYCLE_SPACING`] and may overlap (one waiting on a hung tenant holds up no other);
+//!   gates and alerts run in the background. A hung Prometheus, gate or webhook delays no
+//!   other policy's commands, aborts, looks or drift handling.
+//! - **Paced.** Looks that fall due together (rollouts started by one schedule window, or
+//!   every rollout after a restart) are spread over the next cycles, a share of the looks in
+//!   each ([`Schedule::look_budget`]); a look lands where it ran, so they stay spread and no
+//!   burst of decisions queues its writes behind each other. The two paths may race on one VirtualService: every write is guarded by
 //!   its resourceVersion, so the later one gets a conflict and re-reads.
 
 use super::cache::Caches;
 use super::leader::LeaderElector;
 use super::metrics::DaemonMetrics;
+use super::policy_dir::PolicyDir;
+use super::schedule::{Catalog, Schedule};
+use super::sources::{gather, set_finalizer, Gathered, Parsed};
+use super::status::write_status;
 use super::{CycleReport, DaemonError, Driver, Effects, NamespaceScope};
-use crate::policy::{from_resource, parse_policy, Condition, Policy, RolloutPolicy, RolloutPolicyStatus};
+use crate::engine::Phase;
+use crate::policy::{Policy, RolloutPolicyStatus};
 use crate::prometheus::MetricsSource;
-use kube::api::{Api, Patch, PatchParams};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+pub use super::sources::{PolicySource, FINALIZER};
 
 /// Longest time between two visits of a policy with a rollout in progress (or pending).
 pub const MAX_REVISIT: i64 = 30;
 /// Longest time between two visits of an idle policy: a safety net under the watches.
 pub const IDLE_RESYNC: i64 = 300;
-/// The most policies one background cycle visits (the longest due first; the others stay due
-/// for the next cycle, which starts as soon as this one ends). A cycle holds every visited
-/// policy's reads until it decides: at startup, when every policy is due, thousands at once
-/// would set the process's memory high-water mark.
+/// The most policies the background cycles visit at once (the longest due first; the others
+/// stay due for later cycles). A cycle holds every visited policy's reads until it decides:
+/// at startup, when every policy is due, thousands at once would set the process's memory
+/// high-water mark.
 const MAX_CYCLE: usize = 500;
 /// How long the loop sleeps when nothing wakes it.
 const TICK: Duration = Duration::from_secs(2);
-
-/// Where policies come from.
-#[derive(Debug, Clone, Default)]
-pub struct PolicySource {
-    /// A directory of policy files (`--policies`), re-read every 2 s (a file is parsed
-    /// again only when its modification time or size changed).
-    pub dir: Option<PathBuf>,
-    /// RolloutPolicy resources (`--crds`).
-    pub crds: bool,
-}
-
-/// The watch keys of a policy's objects (see [`super::cache::Touched`]).
-fn object_keys(policy: &Policy) -> [String; 4] {
-    let ns = policy.namespace();
-    [
-        format!("vs:{ns}/{}", policy.spec().target.virtual_service),
-        format!("deploy:{ns}/{}", policy.workloads().canary),
-        format!("deploy:{ns}/{}", policy.workloads().stable),
-        format!("policy:{ns}/{}", policy.name()),
-    ]
-}
+/// Background cycles start at most this often, each with the policies due by then and at
+/// most its share of looks ([`Schedule::look_budget`]); a cycle waiting on a hung tenant's
+/// evidence does not hold up the next one.
+const CYCLE_SPACING: Duration = Duration::from_millis(250);
+/// Background cycles in flight at once (each ends within the evidence deadline).
+const MAX_CYCLES_IN_FLIGHT: usize = 32;
+/// Policies are gathered again at least this often even when no stamp or watch says they
+/// changed: a safety net, and the retry of a failed status write.
+const RESYNC_SOURCES: Duration = Duration::from_secs(30);
 
 /// The daemon's loop and what it carries between turns.
 pub struct RunLoop<M, E> {
@@ -85,29 +84,36 @@ impl<M: MetricsSource + 'static, E: Effects + 'static> RunLoop<M, E> {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), String> {
         let never = Arc::new(super::cache::Touched::default());
         let touched = self.cache.as_ref().map_or(never, |c| c.touched.clone());
-        let mut next_due: HashMap<String, i64> = HashMap::new();
+        let mut schedule = Schedule::default();
         let mut statuses: HashMap<String, RolloutPolicyStatus> = HashMap::new();
-        let mut analysis: Option<tokio::task::JoinHandle<Finished>> = None;
+        // Background cycles in flight, with the keys of the policies each visits.
+        let mut cycles: Vec<(Vec<String>, tokio::task::JoinHandle<Finished>)> = Vec::new();
+        let mut cycle_started: Option<Instant> = None;
         let analysed = Arc::new(tokio::sync::Notify::new());
         // Policy files seen at the last turn, and removed ones not yet retired.
         let mut known_files: HashMap<String, PathBuf> = HashMap::new();
         let mut retiring: HashMap<String, Policy> = HashMap::new();
         let mut parsed = Parsed::default();
-        // The policies as last gathered, indexed by the objects that wake them; gathered again
-        // every TICK (files re-stat'ed, resources re-listed from the cache) or when a
-        // RolloutPolicy changed, so a turn woken by one object's change costs what that change
-        // concerns, not a walk over every policy.
+        // The policies as last gathered, indexed by the objects that wake them. Gathered again
+        // when the policy directory's listing or stamps changed (looked at every TICK), when a
+        // RolloutPolicy changed, while a removal or finalizer is pending, and every
+        // RESYNC_SOURCES; so a turn costs what its changes concern, not a walk over every
+        // policy.
         let mut catalog = Catalog::default();
-        let mut gathered_at: Option<std::time::Instant> = None;
-        let mut last_renewal: Option<std::time::Instant> = None;
+        let mut policy_dir = self.source.dir.clone().map(PolicyDir::new);
+        let mut gathered_at: Option<Instant> = None;
+        let mut scanned_at: Option<Instant> = None;
+        let mut lifecycle_pending = false;
+        let mut last_renewal: Option<Instant> = None;
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             let now = jiff::Timestamp::now();
+            let mut more_due = false;
             // Renew (or try to take) the lease every TICK, as client-go's retry period; between
             // renewals a turn woken by a watch relies on the renew deadline checked at writes.
             let leading = match &self.elector {
                 Some(e) if last_renewal.is_none_or(|t| t.elapsed() >= TICK) => {
-                    last_renewal = Some(std::time::Instant::now());
+                    last_renewal = Some(Instant::now());
                     e.try_lead(now).await
                 }
                 Some(e) => e.may_write(),
@@ -117,10 +123,17 @@ impl<M: MetricsSource + 'static, E: Effects + 'static> RunLoop<M, E> {
                 // Objects that changed since the last turn.
                 let changed = touched.take();
                 let sources_changed = changed.iter().any(|k| k.starts_with("policy:"));
-                if sources_changed || gathered_at.is_none_or(|t| t.elapsed() >= TICK) {
-                    gathered_at = Some(std::time::Instant::now());
+                let look = scanned_at.is_none_or(|t| t.elapsed() >= TICK);
+                let dir_changed = look && policy_dir.as_mut().is_some_and(PolicyDir::rescan);
+                if look {
+                    scanned_at = Some(Instant::now());
+                }
+                let resync = gathered_at.is_none_or(|t| t.elapsed() >= RESYNC_SOURCES);
+                if sources_changed || dir_changed || resync || (look && lifecycle_pending) {
+                    gathered_at = Some(Instant::now());
                     let gathered = gather(
-                        &self.source,
+                        policy_dir.as_ref(),
+                        self.source.crds,
                         &self.scope,
                         &self.client,
                         self.cache.as_deref(),
@@ -129,14 +142,21 @@ impl<M: MetricsSource + 'static, E: Effects + 'static> RunLoop<M, E> {
                     )
                     .await;
                     self.lifecycle(&gathered, &parsed, &mut known_files, &mut retiring).await;
+                    lifecycle_pending = !retiring.is_empty()
+                        || !gathered.deleting.is_empty()
+                        || !gathered.unfinalized.is_empty();
                     if !catalog.holds(&gathered.policies) {
                         self.dashboard.retain(&gathered.policies.iter().map(Policy::key).collect());
                     }
                     known_files = catalog.update(gathered);
                 }
-                if let Some(h) = analysis.take_if(|h| h.is_finished()) {
-                    if let Ok((due, results)) = h.await {
-                        self.record(&due, results, &catalog.from_crs, &mut next_due, &mut statuses, false)
+                let (finished, running): (Vec<_>, Vec<_>) =
+                    std::mem::take(&mut cycles).into_iter().partition(|(_, h)| h.is_finished());
+                cycles = running;
+                for (keys, handle) in finished {
+                    schedule.landed(&keys);
+                    if let Ok((due, results)) = handle.await {
+                        self.record(&due, results, &catalog.from_crs, &mut schedule, &mut statuses, false)
                             .await;
                     }
                 }
@@ -144,43 +164,57 @@ impl<M: MetricsSource + 'static, E: Effects + 'static> RunLoop<M, E> {
                 let fast = catalog.woken(&changed, &self.driver.feedback().waiting());
                 if !fast.is_empty() && !self.once {
                     let results = self.bounded(self.driver.cycle_without_evidence(&fast, now)).await;
-                    self.record(&fast, results, &catalog.from_crs, &mut next_due, &mut statuses, true).await;
+                    self.record(&fast, results, &catalog.from_crs, &mut schedule, &mut statuses, true).await;
                 }
-                // Looks (and everything else due), in the background, one cycle at a time.
-                if analysis.is_none() {
-                    let limit = if self.once { usize::MAX } else { MAX_CYCLE };
-                    let due = catalog.due(&next_due, now.as_second(), limit);
-                    if self.once {
-                        let results = self.bounded(self.driver.cycle(&due, now)).await;
-                        self.record(&due, results, &catalog.from_crs, &mut next_due, &mut statuses, false)
-                            .await;
-                    } else if !due.is_empty() {
+                // Looks (and everything else due), in background cycles that start at most
+                // every CYCLE_SPACING, each with its share of the looks.
+                if self.once {
+                    let (due, _) = catalog.due(&schedule, now.as_second(), usize::MAX, usize::MAX);
+                    let results = self.bounded(self.driver.cycle(&due, now)).await;
+                    self.record(&due, results, &catalog.from_crs, &mut schedule, &mut statuses, false).await;
+                } else if cycles.len() < MAX_CYCLES_IN_FLIGHT
+                    && cycle_started.is_none_or(|t| t.elapsed() >= CYCLE_SPACING)
+                {
+                    let looks = schedule.look_budget(CYCLE_SPACING);
+                    // All cycles together hold at most MAX_CYCLE policies' reads.
+                    let room = MAX_CYCLE.saturating_sub(schedule.in_flight());
+                    let (due, more) = catalog.due(&schedule, now.as_second(), room, looks);
+                    more_due = more;
+                    if !due.is_empty() {
+                        cycle_started = Some(Instant::now());
+                        let keys: Vec<String> = due.iter().map(Policy::key).collect();
+                        schedule.started(&keys);
                         let (driver, elector, metrics, done) = (
                             self.driver.clone(),
                             self.elector.clone(),
                             self.metrics.clone(),
                             analysed.clone(),
                         );
-                        analysis = Some(tokio::spawn(async move {
+                        let handle = tokio::spawn(async move {
                             let results = bounded(&elector, &metrics, driver.cycle(&due, now)).await;
                             done.notify_one();
                             (due, results)
-                        }));
+                        });
+                        cycles.push((keys, handle));
                     }
+                } else {
+                    more_due = true;
                 }
             }
             self.metrics.cycle_done();
             if self.once {
                 return Ok(());
             }
+            // While rollouts are judged, turn often enough to start each look's cycle on time.
+            let pause = if more_due || schedule.judging() { CYCLE_SPACING } else { TICK };
             tokio::select! {
-                _ = tokio::time::sleep(TICK) => {}
+                _ = tokio::time::sleep(pause) => {}
                 // A changed VirtualService or Deployment: an operator command, drift, a release.
                 _ = touched.changed() => {}
                 // An acknowledged delivery (not yet written, the window in which a crash sends
                 // an alert twice) or an open gate.
                 _ = self.driver.feedback().arrived() => {}
-                // The background cycle finished: record it and start the next one.
+                // A background cycle finished: record it.
                 _ = analysed.notified() => {}
                 _ = &mut shutdown => {
                     tracing::info!("shutting down between cycles: every decision is already written");
@@ -274,7 +308,7 @@ impl<M: MetricsSource + 'static, E: Effects + 'static> RunLoop<M, E> {
         policies: &[Policy],
         results: Vec<Result<CycleReport, DaemonError>>,
         from_crs: &HashSet<String>,
-        next_due: &mut HashMap<String, i64>,
+        schedule: &mut Schedule,
         statuses: &mut HashMap<String, RolloutPolicyStatus>,
         fast: bool,
     ) {
@@ -290,10 +324,12 @@ impl<M: MetricsSource + 'static, E: Effects + 'static> RunLoop<M, E> {
                     // look covers it), so the engine's wake-up is already past: the next try is
                     // one cadence later, so that `maxConsecutiveErrors` counts intervals.
                     let cadence = crate::engine::cadence_secs(policy, &r.state);
+                    let judged = matches!(r.state.phase, Phase::Progressing | Phase::Paused);
+                    schedule.judging_at(&key, judged.then_some(cadence));
                     match r.wake_at {
                         // The fast path gathers no evidence: a wake-up already past is the
                         // look schedule's business, not a reason to look now.
-                        Some(at) if fast && at <= now => next_due.get(&key).copied().unwrap_or(now),
+                        Some(at) if fast && at <= now => schedule.next_due(&key).unwrap_or(now),
                         Some(at) if fast => at.min(now + MAX_REVISIT),
                         Some(at) => at.max(now + cadence).min(now + MAX_REVISIT),
                         None => now + IDLE_RESYNC,
@@ -306,10 +342,7 @@ impl<M: MetricsSource + 'static, E: Effects + 'static> RunLoop<M, E> {
                     now + 2
                 }
             };
-            // A fast-path visit brings a visit forward (a rollout that just started), never
-            // pushes one back.
-            let entry = next_due.entry(key.clone()).or_insert(next);
-            *entry = if fast { (*entry).min(next) } else { next };
+            schedule.visited(&key, next, fast);
             if from_crs.contains(&key) && self.elector.as_ref().is_none_or(|e| e.may_write()) {
                 write_status(&self.client, policy, &result, statuses).await;
             }
@@ -344,423 +377,5 @@ fn error_kind(e: &DaemonError) -> &'static str {
         DaemonError::NotLeader => "lease",
         DaemonError::Kube(_) => "kubernetes",
         _ => "policy",
-    }
-}
-
-/// Valid policies from the directory and the custom resources; invalid ones are logged (and,
-/// for resources, reported in their status) and never acted on.
-async fn gather(
-    source: &PolicySource,
-    scope: &NamespaceScope,
-    client: &kube::Client,
-    cache: Option<&Caches>,
-    statuses: &mut HashMap<String, RolloutPolicyStatus>,
-    memo: &mut Parsed,
-) -> Gathered {
-    let mut out = Vec::new();
-    let mut file_policies = HashMap::new();
-    let mut deleting = Vec::new();
-    let mut unfinalized = Vec::new();
-    if let Some(dir) = &source.dir {
-        let files = crate::cli::validate::collect(std::slice::from_ref(dir)).unwrap_or_default();
-        for f in files {
-            let name = f.display().to_string();
-            let stamp = std::fs::metadata(&f)
-                .map(|m| format!("{:?}/{}", m.modified().ok(), m.len()))
-                .unwrap_or_default();
-            let read = match memo.get(&name, &stamp) {
-                Some(p) => Ok(Ok(p)),
-                None => {
-                    let read = std::fs::read_to_string(&f)
-                        .map_err(|e| e.to_string())
-                        .map(|t| parse_policy(&name, &t));
-                    if let Ok(Ok(p)) = &read {
-                        memo.put(&name, &stamp, p);
-                    }
-                    read
-                }
-            };
-            match read {
-                Ok(Ok(p)) if !scope.contains(p.namespace()) => tracing::error!(
-                    file = %name,
-                    namespace = p.namespace(),
-                    "policy for a namespace this daemon does not manage (--namespace {scope}); not acted on"
-                ),
-                Ok(Ok(p)) => {
-                    file_policies.insert(p.key(), f.clone());
-                    out.push(p);
-                }
-                Ok(Err(d)) => tracing::error!(file = %name, "invalid policy, not acted on:\n{d}"),
-                Err(e) => tracing::error!(file = %name, error = %e, "cannot read policy"),
-            }
-        }
-    }
-    let mut from_crs = HashSet::new();
-    if source.crds {
-        // One list per managed namespace: a namespaced install has no cluster-wide list right.
-        let apis: Vec<(String, Api<RolloutPolicy>)> = match scope.namespaces() {
-            Some(names) => names.iter().map(|ns| (ns.clone(), Api::namespaced(client.clone(), ns))).collect(),
-            None => vec![("all namespaces".to_string(), Api::all(client.clone()))],
-        };
-        // The cache's objects are shared, not copied: only those that need a write are kept.
-        let cached = cache.and_then(Caches::rollout_policies);
-        let lists = match cached {
-            Some(items) => vec![("the watch cache".to_string(), Ok(items))],
-            None => {
-                let mut lists = Vec::new();
-                for (where_, api) in apis {
-                    let listed = api.list(&Default::default()).await;
-                    lists.push((where_, listed.map(|l| l.items.into_iter().map(Arc::new).collect())));
-                }
-                lists
-            }
-        };
-        for (where_, list) in lists {
-            match list {
-                Ok(items) => {
-                    for rp in items {
-                        let ours = rp.metadata.finalizers.iter().flatten().any(|f| f == FINALIZER);
-                        if rp.metadata.deletion_timestamp.is_some() {
-                            if ours {
-                                let policy = from_resource(&rp).ok();
-                                deleting.push((rp, policy));
-                            }
-                            continue;
-                        }
-                        let id = format!(
-                            "resource:{}/{}",
-                            rp.metadata.namespace.as_deref().unwrap_or_default(),
-                            rp.metadata.name.as_deref().unwrap_or_default()
-                        );
-                        let stamp = format!(
-                            "{}/{}",
-                            rp.metadata.uid.as_deref().unwrap_or_default(),
-                            rp.metadata.generation.unwrap_or_default()
-                        );
-                        let parsed = match memo.get(&id, &stamp) {
-                            Some(p) => Ok(p),
-                            None => {
-                                let parsed = from_resource(&rp);
-                                if let Ok(p) = &parsed {
-                                    memo.put(&id, &stamp, p);
-                                }
-                                parsed
-                            }
-                        };
-                        match parsed {
-                            Ok(p) => {
-                                if !ours {
-                                    unfinalized.push(rp.clone());
-                                }
-                                from_crs.insert(p.key());
-                                out.push(p);
-                            }
-                            Err(d) => {
-                                tracing::error!("invalid RolloutPolicy, not acted on:\n{d}");
-                                let ns = rp.metadata.namespace.clone().unwrap_or_default();
-                                let name = rp.metadata.name.clone().unwrap_or_default();
-                                let status = RolloutPolicyStatus {
-                                    phase: Some("Invalid".into()),
-                                    conditions: vec![condition(
-                                        "Valid",
-                                        "False",
-                                        "InvalidPolicy",
-                                        &d.to_string(),
-                                    )],
-                                    observed_generation: rp.metadata.generation,
-                                    ..Default::default()
-                                };
-                                patch_status(client, &ns, &name, status, statuses).await;
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, namespace = %where_, "cannot list RolloutPolicy resources")
-                }
-            }
-        }
-    }
-    // Two definitions of one rollout (two files, or a file and a resource) would fight over
-    // its VirtualService: neither is acted on until one goes.
-    let duplicated: Vec<String> = crate::policy::duplicates(&out)
-        .into_iter()
-        .map(|(key, d)| {
-            tracing::error!("{d}");
-            key
-        })
-        .collect();
-    if !duplicated.is_empty() {
-        out.retain(|p| !duplicated.contains(&p.key()));
-    }
-    Gathered { policies: out, from_crs, files: file_policies, deleting, unfinalized }
-}
-
-/// Valid policies parsed at earlier turns, by source (`path` or `resource:ns/name`) and stamp
-/// (a file's modification time and size; a resource's uid and generation): with thousands of
-/// policies, parsing and validating every one at every turn would dominate the loop's CPU.
-#[derive(Default)]
-pub struct Parsed(HashMap<String, (String, Policy)>);
-
-impl Parsed {
-    fn get(&self, id: &str, stamp: &str) -> Option<Policy> {
-        self.0.get(id).filter(|(s, _)| !stamp.is_empty() && s == stamp).map(|(_, p)| p.clone())
-    }
-
-    /// The last valid parse from `id`, whatever its stamp.
-    fn latest(&self, id: &str) -> Option<Policy> {
-        self.0.get(id).map(|(_, p)| p.clone())
-    }
-
-    fn put(&mut self, id: &str, stamp: &str, policy: &Policy) {
-        self.0.insert(id.to_string(), (stamp.to_string(), policy.clone()));
-    }
-}
-
-/// The gathered policies, indexed for a turn of the loop: by key, and by the watch keys of
-/// their objects (see [`object_keys`]).
-#[derive(Default)]
-struct Catalog {
-    policies: Vec<Policy>,
-    /// `Policy::key` of each of `policies`, in order.
-    keys: Vec<String>,
-    /// Indexes into `policies` by policy key and by object key.
-    by_key: HashMap<String, usize>,
-    by_object: HashMap<String, Vec<usize>>,
-    /// Keys of the policies that are RolloutPolicy resources (they get a status).
-    from_crs: HashSet<String>,
-}
-
-impl Catalog {
-    /// Whether `policies` are exactly the ones held (the same compiled policies, in order).
-    fn holds(&self, policies: &[Policy]) -> bool {
-        self.policies.len() == policies.len() && self.policies.iter().zip(policies).all(|(a, b)| a.same(b))
-    }
-
-    /// Takes a new gathering (re-indexing only when its policies changed); returns its files.
-    fn update(&mut self, gathered: Gathered) -> HashMap<String, PathBuf> {
-        let Gathered { policies, from_crs, files, .. } = gathered;
-        self.from_crs = from_crs;
-        if !self.holds(&policies) {
-            self.keys = policies.iter().map(Policy::key).collect();
-            self.by_key = self.keys.iter().enumerate().map(|(i, k)| (k.clone(), i)).collect();
-            self.by_object.clear();
-            for (i, p) in policies.iter().enumerate() {
-                for k in object_keys(p) {
-                    self.by_object.entry(k).or_default().push(i);
-                }
-            }
-            self.policies = policies;
-        }
-        files
-    }
-
-    /// The policies one of whose objects is in `changed`, or that feedback is `waiting` for,
-    /// in gathering order.
-    fn woken(&self, changed: &HashSet<String>, waiting: &[String]) -> Vec<Policy> {
-        let mut hit: std::collections::BTreeSet<usize> =
-            changed.iter().filter_map(|k| self.by_object.get(k)).flatten().copied().collect();
-        hit.extend(waiting.iter().filter_map(|k| self.by_key.get(k)));
-        hit.into_iter().map(|i| self.policies[i].clone()).collect()
-    }
-
-    /// The policies whose next visit has come (or that were never visited), at most `limit`
-    /// of them, the longest due first; in gathering order.
-    fn due(&self, next_due: &HashMap<String, i64>, now: i64, limit: usize) -> Vec<Policy> {
-        let mut due: Vec<(i64, usize)> = self
-            .keys
-            .iter()
-            .enumerate()
-            .filter_map(|(i, k)| {
-                let at = next_due.get(k).copied().unwrap_or(i64::MIN);
-                (at <= now).then_some((at, i))
-            })
-            .collect();
-        if due.len() > limit {
-            due.sort_unstable();
-            due.truncate(limit);
-            due.sort_unstable_by_key(|(_, i)| *i);
-        }
-        due.into_iter().map(|(_, i)| self.policies[i].clone()).collect()
-    }
-}
-
-/// The finalizer that lets the daemon route an unfinished rollout back to stable and remove its
-/// state before a RolloutPolicy goes.
-pub const FINALIZER: &str = "canaryd.io/route-back";
-
-/// What one turn of the loop found.
-struct Gathered {
-    /// Valid, unique policies to reconcile.
-    policies: Vec<Policy>,
-    /// Keys of those that are RolloutPolicy resources (they get a status).
-    from_crs: HashSet<String>,
-    /// Valid policy files by key.
-    files: HashMap<String, PathBuf>,
-    /// RolloutPolicies being deleted that still carry [`FINALIZER`] (and their policy if valid).
-    deleting: Vec<(Arc<RolloutPolicy>, Option<Policy>)>,
-    /// Valid RolloutPolicies without [`FINALIZER`] yet.
-    unfinalized: Vec<Arc<RolloutPolicy>>,
-}
-
-/// Adds or removes [`FINALIZER`], guarded by the resourceVersion it was decided on.
-async fn set_finalizer(client: &kube::Client, rp: &RolloutPolicy, present: bool) -> Result<(), kube::Error> {
-    let ns = rp.metadata.namespace.as_deref().unwrap_or_default();
-    let name = rp.metadata.name.as_deref().unwrap_or_default();
-    let rv = rp.metadata.resource_version.clone().unwrap_or_default();
-    let current = rp.metadata.finalizers.clone();
-    let mut ops = vec![serde_json::json!({"op": "test", "path": "/metadata/resourceVersion", "value": rv})];
-    match (present, current) {
-        (true, None) => {
-            ops.push(serde_json::json!({"op": "add", "path": "/metadata/finalizers", "value": [FINALIZER]}))
-        }
-        (true, Some(_)) => {
-            ops.push(serde_json::json!({"op": "add", "path": "/metadata/finalizers/-", "value": FINALIZER}))
-        }
-        (false, list) => {
-            let rest: Vec<String> = list.into_iter().flatten().filter(|f| f != FINALIZER).collect();
-            ops.push(serde_json::json!({"op": "replace", "path": "/metadata/finalizers", "value": rest}));
-        }
-    }
-    let patch: json_patch::Patch =
-        serde_json::from_value(serde_json::Value::Array(ops)).map_err(kube::Error::SerdeError)?;
-    let api: Api<RolloutPolicy> = Api::namespaced(client.clone(), ns);
-    api.patch(name, &PatchParams::default(), &Patch::<()>::Json(patch)).await.map(|_| ())
-}
-
-fn condition(type_: &str, status: &str, reason: &str, message: &str) -> Condition {
-    Condition {
-        type_: type_.into(),
-        status: status.into(),
-        reason: reason.into(),
-        message: message.chars().take(1000).collect(),
-        last_transition_time: jiff::Timestamp::now().to_string(),
-    }
-}
-
-async fn write_status(
-    client: &kube::Client,
-    policy: &Policy,
-    result: &Result<CycleReport, DaemonError>,
-    statuses: &mut HashMap<String, RolloutPolicyStatus>,
-) {
-    let status = match result {
-        Ok(r) => {
-            let s = &r.state;
-            let verdict = s.last_verdict.as_ref().map(|v| {
-                let why = v.decisive_check().map(|c| format!(": {}", c.check)).unwrap_or_default();
-                format!("{}{why}", v.verdict)
-            });
-            RolloutPolicyStatus {
-                phase: Some(s.phase.as_str().into()),
-                step: Some(format!("{}/{}", s.step + 1, policy.spec().steps.len())),
-                canary_weight: Some(s.traffic.canary_weight),
-                last_verdict: verdict,
-                revision: s.revision.clone(),
-                conditions: vec![condition("Valid", "True", "Valid", "policy is valid")],
-                observed_generation: None,
-            }
-        }
-        Err(e) => RolloutPolicyStatus {
-            conditions: vec![condition("Reconciled", "False", "Error", &e.to_string())],
-            ..statuses.get(&policy.key()).cloned().unwrap_or_default()
-        },
-    };
-    patch_status(client, policy.namespace(), policy.name(), status, statuses).await;
-}
-
-/// Writes a status only when it changed (conditions' times aside), to keep API traffic flat.
-async fn patch_status(
-    client: &kube::Client,
-    namespace: &str,
-    name: &str,
-    status: RolloutPolicyStatus,
-    cache: &mut HashMap<String, RolloutPolicyStatus>,
-) {
-    let key = format!("{namespace}/{name}");
-    let strip = |s: &RolloutPolicyStatus| {
-        let mut s = s.clone();
-        s.conditions.iter_mut().for_each(|c| c.last_transition_time.clear());
-        s
-    };
-    if cache.get(&key).map(strip) == Some(strip(&status)) {
-        return;
-    }
-    let api: Api<RolloutPolicy> = Api::namespaced(client.clone(), namespace);
-    let patch = serde_json::json!({"status": status});
-    match api.patch_status(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-        Ok(_) => {
-            cache.insert(key, status);
-        }
-        Err(e) => tracing::warn!(policy = %key, error = %e, "cannot write RolloutPolicy status"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn policy(namespace: &str) -> Policy {
-        let doc = format!("apiVersion: canaryd.io/v1alpha1\nkind: RolloutPolicy\nmetadata: {{name: reviews, namespace: {namespace}}}\nspec:\n  target: {{virtualService: reviews, stable: {{subset: v1}}, canary: {{subset: v2}}}}\n  steps: [{{weight: 10}}]\n  analysis: {{interval: 30s}}\n");
-        parse_policy("test.yaml", &doc).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    fn catalog(policies: Vec<Policy>) -> Catalog {
-        let mut catalog = Catalog::default();
-        let gathered = Gathered {
-            policies,
-            from_crs: HashSet::new(),
-            files: HashMap::new(),
-            deleting: Vec::new(),
-            unfinalized: Vec::new(),
-        };
-        catalog.update(gathered);
-        catalog
-    }
-
-    fn namespaces(policies: &[Policy]) -> Vec<&str> {
-        policies.iter().map(Policy::namespace).collect()
-    }
-
-    #[test]
-    fn a_turn_wakes_the_policies_whose_objects_changed_or_whose_feedback_waits() {
-        let c = catalog(vec![policy("a"), policy("b"), policy("c")]);
-        let changed: HashSet<String> =
-            ["deploy:c/reviews-v2", "vs:a/reviews", "vs:elsewhere/x"].iter().map(|k| k.to_string()).collect();
-        assert_eq!(namespaces(&c.woken(&changed, &[])), ["a", "c"]);
-        assert_eq!(namespaces(&c.woken(&HashSet::new(), &["b/reviews".to_string()])), ["b"]);
-        assert!(c.woken(&HashSet::new(), &[]).is_empty());
-    }
-
-    #[test]
-    fn a_cycle_takes_the_longest_due_first_up_to_its_limit_in_gathering_order() {
-        let c = catalog(vec![policy("a"), policy("b"), policy("c"), policy("d")]);
-        let next_due: HashMap<String, i64> = [("a/reviews", 50), ("b/reviews", 10), ("c/reviews", 200)]
-            .iter()
-            .map(|(k, t)| (k.to_string(), *t))
-            .collect();
-        // d was never visited: first of all.
-        assert_eq!(namespaces(&c.due(&next_due, 100, usize::MAX)), ["a", "b", "d"]);
-        assert_eq!(namespaces(&c.due(&next_due, 100, 2)), ["b", "d"]);
-    }
-
-    #[test]
-    fn the_index_is_kept_while_the_same_policies_are_gathered() {
-        let (a, b) = (policy("a"), policy("b"));
-        let mut c = catalog(vec![a.clone(), b.clone()]);
-        assert!(c.holds(&[a.clone(), b.clone()]));
-        // The same text compiled again is a new policy: re-indexed.
-        assert!(!c.holds(&[a.clone(), policy("b")]));
-        let gathered = Gathered {
-            policies: vec![b.clone()],
-            from_crs: HashSet::new(),
-            files: HashMap::new(),
-            deleting: Vec::new(),
-            unfinalized: Vec::new(),
-        };
-        c.update(gathered);
-        let changed: HashSet<String> = ["vs:a/reviews".to_string()].into();
-        assert!(c.woken(&changed, &[]).is_empty(), "a removed policy is not woken");
-        assert_eq!(namespaces(&c.due(&HashMap::new(), 0, usize::MAX)), ["b"]);
     }
 }
