@@ -6,38 +6,48 @@ use std::path::{Path, PathBuf};
 
 /// Collects policy files: the files given, and *.yaml / *.yml below the directories given.
 pub fn collect(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
-    let mut out = Vec::new();
+    collect_with_dirs(paths).map(|(files, _)| files)
+}
+
+/// Like [`collect`], and also the directories walked (a new, removed or renamed file changes
+/// one of their modification times; the daemon watches them).
+pub fn collect_with_dirs(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<PathBuf>), String> {
+    let (mut out, mut dirs) = (Vec::new(), Vec::new());
     for p in paths {
         if p.is_dir() {
-            walk(p, &mut out).map_err(|e| format!("cannot read directory {}: {e}", p.display()))?;
+            walk(p, &mut out, &mut dirs)
+                .map_err(|e| format!("cannot read directory {}: {e}", p.display()))?;
         } else if p.exists() {
             out.push(p.clone());
         } else {
             return Err(format!("{} does not exist", p.display()));
         }
     }
-    Ok(out)
+    Ok((out, dirs))
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+fn walk(dir: &Path, out: &mut Vec<PathBuf>, dirs: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    dirs.push(dir.to_path_buf());
     let mut entries: Vec<_> = std::fs::read_dir(dir)?.collect::<Result<_, _>>()?;
-    // The daemon walks its policy directory every 2 s: one path per entry, not per comparison.
-    entries.sort_by_cached_key(|e| e.path());
+    // The daemon walks its policy directory often: names compare as bytes (within one
+    // directory the same order as whole paths), computed once per entry.
+    entries.sort_by_cached_key(|e| e.file_name());
     for e in entries {
-        let p = e.path();
         // A ConfigMap volume holds each key three times: `key` → `..data/key` →
         // `..<timestamp>/key`. Dot-entries are the kubelet's bookkeeping (and editors' swap
         // files), never policies.
-        if e.file_name().to_string_lossy().starts_with('.') {
+        let name = e.file_name();
+        if name.as_encoded_bytes().first() == Some(&b'.') {
             continue;
         }
+        let p = e.path();
         // The entry's own type needs no stat; a symlink is followed to what it points at.
         let is_dir = match e.file_type() {
             Ok(t) if !t.is_symlink() => t.is_dir(),
             _ => p.is_dir(),
         };
         if is_dir {
-            walk(&p, out)?;
+            walk(&p, out, dirs)?;
         } else if matches!(p.extension().and_then(|x| x.to_str()), Some("yaml" | "yml")) {
             out.push(p);
         }

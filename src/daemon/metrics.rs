@@ -56,7 +56,7 @@ impl Default for DaemonMetrics {
         let errors = Family::<Labels, Counter>::default();
         let alerts_dropped = Family::<Labels, Counter>::default();
         // Prometheus' usual bounds, with 50 ms (the verdict-to-write target) among them.
-        let decision_seconds = Histogram::new(DECISION_BUCKETS.into_iter());
+        let decision_seconds = Histogram::new(DECISION_BUCKETS);
         let cycles = Counter::default();
         registry.register(
             "rollout_phase",

@@ -2,10 +2,18 @@
 //! them changed since the last look.
 //!
 //! The loop looks every 2 s. With thousands of files, parsing, indexing and checking every
-//! policy at every look cost most of the daemon's CPU while nothing changed; now a look lists
-//! and stats the files, and only a difference makes the loop gather policies again.
+//! policy at every look cost most of the daemon's CPU while nothing changed. Now a look stats
+//! the directories: a file added, removed or replaced (editors, `git`, `kubectl cp` of a new
+//! file and a ConfigMap volume's `..data` swap all rename or create) changes one of their
+//! times and the files are listed and stat'ed again; so they are every [`FULL_LOOK`] anyway,
+//! which is when a file edited in place (same inode, same directory) is noticed. Only a
+//! difference makes the loop gather policies again.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How often every file is stat'ed even when no directory changed.
+pub const FULL_LOOK: Duration = Duration::from_secs(10);
 
 /// What tells one version of a file from another without reading it: its inode (a file
 /// replaced by a rename, as editors, `git` and a ConfigMap volume's `..data` swap do, is a new
@@ -52,25 +60,32 @@ impl Stamp {
 pub struct PolicyDir {
     root: PathBuf,
     listing: Vec<(PathBuf, Option<Stamp>)>,
-    /// Whether a listing succeeded yet.
-    scanned: bool,
+    /// The directories walked, with their stamps at the last full look.
+    dirs: Vec<(PathBuf, Option<Stamp>)>,
+    /// When every file was last listed and stat'ed (`None`: never).
+    full_look: Option<Instant>,
     /// The last listing error (logged once, not at every look).
     error: Option<String>,
 }
 
 impl PolicyDir {
     pub fn new(root: PathBuf) -> Self {
-        PolicyDir { root, listing: Vec::new(), scanned: false, error: None }
+        PolicyDir { root, listing: Vec::new(), dirs: Vec::new(), full_look: None, error: None }
     }
 
-    /// Lists and stats the directory again; `true` when a file was added, removed or changed
-    /// since the last call (always on the first). A directory that cannot be read keeps the
-    /// last listing: a transient error must not look like every policy file removed.
+    /// Looks at the directory again; `true` when a file was added, removed or changed since
+    /// the last look (always at the first). Cheap while no directory changed: the files are
+    /// listed and stat'ed only then and every [`FULL_LOOK`]. A directory that cannot be read
+    /// keeps the last listing: a transient error must not look like every file removed.
     pub fn rescan(&mut self) -> bool {
-        let files = match crate::cli::validate::collect(std::slice::from_ref(&self.root)) {
-            Ok(files) => {
+        let recent = self.full_look.is_some_and(|t| t.elapsed() < FULL_LOOK);
+        if recent && self.dirs.iter().all(|(d, stamp)| Stamp::of(d) == *stamp) {
+            return false;
+        }
+        let (files, dirs) = match crate::cli::validate::collect_with_dirs(std::slice::from_ref(&self.root)) {
+            Ok(found) => {
                 self.error = None;
-                files
+                found
             }
             Err(e) => {
                 if self.error.as_deref() != Some(e.as_str()) {
@@ -80,16 +95,20 @@ impl PolicyDir {
                 return false;
             }
         };
-        let listing: Vec<(PathBuf, Option<Stamp>)> = files
-            .into_iter()
-            .map(|f| {
-                let stamp = Stamp::of(&f);
-                (f, stamp)
-            })
-            .collect();
-        let changed = !self.scanned || listing != self.listing;
+        let stamped = |paths: Vec<PathBuf>| -> Vec<(PathBuf, Option<Stamp>)> {
+            paths
+                .into_iter()
+                .map(|p| {
+                    let stamp = Stamp::of(&p);
+                    (p, stamp)
+                })
+                .collect()
+        };
+        let listing = stamped(files);
+        self.dirs = stamped(dirs);
+        let changed = self.full_look.is_none() || listing != self.listing;
         self.listing = listing;
-        self.scanned = true;
+        self.full_look = Some(Instant::now());
         changed
     }
 
@@ -113,10 +132,13 @@ mod tests {
         assert!(policies.rescan(), "the first look reports everything");
         assert!(!policies.rescan(), "nothing changed");
         assert_eq!(policies.files().len(), 1);
-        // Edited in place, same size: the change time (and usually the mtime) moves.
+        // Edited in place, same size: no directory changes, so it is noticed at the next full
+        // look (its change time moved).
         std::thread::sleep(std::time::Duration::from_millis(20));
         write(&file, "two");
-        assert!(policies.rescan(), "an in-place edit is a change");
+        assert!(!policies.rescan(), "not before the next full look");
+        policies.full_look = policies.full_look.and_then(|t| t.checked_sub(FULL_LOOK));
+        assert!(policies.rescan(), "an in-place edit is a change at the full look");
         // Replaced by a rename, as editors, git and ConfigMap volumes do: a new inode.
         let tmp = dir.path().join(".a.yaml.swp");
         write(&tmp, "two");

@@ -149,6 +149,7 @@ impl<M: MetricsSource + 'static, E: Effects + 'static> RunLoop<M, E> {
                         self.dashboard.retain(&gathered.policies.iter().map(Policy::key).collect());
                     }
                     known_files = catalog.update(gathered);
+                    schedule.track(catalog.keys());
                 }
                 let (finished, running): (Vec<_>, Vec<_>) =
                     std::mem::take(&mut cycles).into_iter().partition(|(_, h)| h.is_finished());

@@ -4,7 +4,7 @@
 
 use super::sources::Gathered;
 use crate::policy::Policy;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::PathBuf;
 
 /// The watch keys of a policy's objects (see [`super::cache::Touched`]).
@@ -68,7 +68,9 @@ impl Catalog {
     /// The policies whose next visit has come (or that were never visited) and that no
     /// background cycle is visiting: at most `limit` of them, of which at most `looks` are
     /// rollouts being judged, the longest due first; in gathering order. Also whether more
-    /// were due than taken.
+    /// were due than taken. The caller starts them ([`Schedule::started`]).
+    ///
+    /// Costs what is due, not a walk over every policy: the loop turns every cycle spacing.
     pub(super) fn due(
         &self,
         schedule: &Schedule,
@@ -76,40 +78,45 @@ impl Catalog {
         limit: usize,
         looks: usize,
     ) -> (Vec<Policy>, bool) {
-        let mut due: Vec<(i64, usize)> = self
-            .keys
-            .iter()
-            .enumerate()
-            .filter(|(_, k)| !schedule.in_flight.contains(*k))
-            .filter_map(|(i, k)| {
-                let at = schedule.next_due.get(k).copied().unwrap_or(i64::MIN);
-                (at <= now).then_some((at, i))
-            })
-            .collect();
-        let found = due.len();
-        if found > limit.min(looks) {
-            due.sort_unstable();
-            let mut judged = 0;
-            due.retain(|(_, i)| {
-                if !schedule.judging.contains_key(&self.keys[*i]) {
-                    return true;
+        let (mut picked, mut judged, mut more) = (Vec::new(), 0, false);
+        for (at, key) in &schedule.queue {
+            if *at > now {
+                break;
+            }
+            if schedule.in_flight.contains(key) {
+                continue;
+            }
+            let Some(&i) = self.by_key.get(key) else { continue };
+            if picked.len() >= limit {
+                more = true;
+                break;
+            }
+            if schedule.judging.contains_key(key) {
+                if judged >= looks {
+                    more = true;
+                    continue;
                 }
                 judged += 1;
-                judged <= looks
-            });
-            due.truncate(limit);
-            due.sort_unstable_by_key(|(_, i)| *i);
+            }
+            picked.push(i);
         }
-        let more = due.len() < found;
-        (due.into_iter().map(|(_, i)| self.policies[i].clone()).collect(), more)
+        picked.sort_unstable();
+        (picked.into_iter().map(|i| self.policies[i].clone()).collect(), more)
+    }
+
+    /// The keys of the gathered policies, in gathering order.
+    pub(super) fn keys(&self) -> &[String] {
+        &self.keys
     }
 }
 
 /// When each policy is next visited, and what the background cycles are doing.
 #[derive(Default)]
 pub(super) struct Schedule {
-    /// When each policy is next due (Unix seconds); one never visited is due at once.
+    /// When each policy is next due (Unix seconds; `i64::MIN`: never visited, due at once).
     next_due: HashMap<String, i64>,
+    /// The same, ordered by time: a turn reads only its front.
+    queue: BTreeSet<(i64, String)>,
     /// Looks per second of each rollout being judged (1 / its cadence).
     judging: HashMap<String, f64>,
     /// Policies a background cycle is visiting now.
@@ -124,16 +131,34 @@ impl Schedule {
         self.next_due.get(key).copied()
     }
 
+    fn set(&mut self, key: &str, at: i64) {
+        if let Some(old) = self.next_due.insert(key.to_string(), at) {
+            self.queue.remove(&(old, key.to_string()));
+        }
+        self.queue.insert((at, key.to_string()));
+    }
+
+    /// Follows the gathered policies: new ones are due at once, gone ones forgotten.
+    pub(super) fn track(&mut self, keys: &[String]) {
+        let current: HashSet<&String> = keys.iter().collect();
+        self.next_due.retain(|k, _| current.contains(k));
+        self.queue.retain(|(_, k)| current.contains(k));
+        self.judging.retain(|k, _| current.contains(k));
+        for k in keys {
+            if !self.next_due.contains_key(k) {
+                self.set(k, i64::MIN);
+            }
+        }
+    }
+
     /// Records a visit's outcome: the policy is next due at `next`. A fast-path visit brings a
     /// visit forward (a rollout that just started), never pushes one back.
     pub(super) fn visited(&mut self, key: &str, next: i64, fast: bool) {
-        match self.next_due.get_mut(key) {
-            Some(at) if fast => *at = (*at).min(next),
-            Some(at) => *at = next,
-            None => {
-                self.next_due.insert(key.to_string(), next);
-            }
-        }
+        let at = match self.next_due.get(key) {
+            Some(&at) if fast => at.min(next),
+            _ => next,
+        };
+        self.set(key, at);
     }
 
     /// Whether the policy's rollout is being judged, and at which cadence (seconds).
@@ -218,8 +243,10 @@ mod tests {
         assert!(c.woken(&HashSet::new(), &[]).is_empty());
     }
 
-    fn scheduled(next: &[(&str, i64)]) -> Schedule {
+    /// The schedule of `c`'s policies, some visited and next due as given.
+    fn tracked(c: &Catalog, next: &[(&str, i64)]) -> Schedule {
         let mut schedule = Schedule::default();
+        schedule.track(c.keys());
         for (k, t) in next {
             schedule.visited(k, *t, false);
         }
@@ -229,7 +256,7 @@ mod tests {
     #[test]
     fn a_cycle_takes_the_longest_due_first_up_to_its_limit_in_gathering_order() {
         let c = catalog(vec![policy("a"), policy("b"), policy("c"), policy("d")]);
-        let schedule = scheduled(&[("a/reviews", 50), ("b/reviews", 10), ("c/reviews", 200)]);
+        let schedule = tracked(&c, &[("a/reviews", 50), ("b/reviews", 10), ("c/reviews", 200)]);
         // d was never visited: first of all.
         assert_eq!(namespaces(&c.due(&schedule, 100, usize::MAX, usize::MAX).0), ["a", "b", "d"]);
         let (due, more) = c.due(&schedule, 100, 2, usize::MAX);
@@ -240,13 +267,8 @@ mod tests {
     fn looks_due_together_are_spread_over_cycles_and_in_flight_policies_are_skipped() {
         let names = ["a", "b", "c", "d", "e", "f"];
         let c = catalog(names.iter().map(|n| policy(n)).collect());
-        let mut schedule = scheduled(
-            &names
-                .map(|n| (format!("{n}/reviews"), 100))
-                .iter()
-                .map(|(k, t)| (k.as_str(), *t))
-                .collect::<Vec<_>>(),
-        );
+        let due_at: Vec<String> = names.iter().map(|n| format!("{n}/reviews")).collect();
+        let mut schedule = tracked(&c, &due_at.iter().map(|k| (k.as_str(), 100)).collect::<Vec<_>>());
         // Five rollouts judged every 10 s (0.5 looks/s together); f is idle but due.
         for n in &names[..5] {
             schedule.judging_at(&format!("{n}/reviews"), Some(10));
@@ -274,6 +296,23 @@ mod tests {
     }
 
     #[test]
+    fn policies_are_due_in_time_order_new_ones_at_once_and_gone_ones_forgotten() {
+        let c = catalog(vec![policy("a"), policy("b")]);
+        let mut schedule = tracked(&c, &[("a/reviews", 130), ("b/reviews", 160)]);
+        assert!(c.due(&schedule, 100, usize::MAX, usize::MAX).0.is_empty());
+        assert_eq!(namespaces(&c.due(&schedule, 130, usize::MAX, usize::MAX).0), ["a"]);
+        schedule.visited("a/reviews", 190, false);
+        // A fast-path visit that brings b forward is seen at once.
+        schedule.visited("b/reviews", 140, true);
+        assert!(c.due(&schedule, 139, usize::MAX, usize::MAX).0.is_empty());
+        assert_eq!(namespaces(&c.due(&schedule, 140, usize::MAX, usize::MAX).0), ["b"]);
+        let c = catalog(vec![policy("b"), policy("c")]);
+        schedule.track(c.keys());
+        assert_eq!(namespaces(&c.due(&schedule, 141, usize::MAX, usize::MAX).0), ["b", "c"]);
+        assert_eq!(schedule.next_due("a/reviews"), None, "a is gone");
+    }
+
+    #[test]
     fn the_index_is_kept_while_the_same_policies_are_gathered() {
         let (a, b) = (policy("a"), policy("b"));
         let mut c = catalog(vec![a.clone(), b.clone()]);
@@ -290,6 +329,6 @@ mod tests {
         c.update(gathered);
         let changed: HashSet<String> = ["vs:a/reviews".to_string()].into();
         assert!(c.woken(&changed, &[]).is_empty(), "a removed policy is not woken");
-        assert_eq!(namespaces(&c.due(&Schedule::default(), 0, usize::MAX, usize::MAX).0), ["b"]);
+        assert_eq!(namespaces(&c.due(&tracked(&c, &[]), 0, usize::MAX, usize::MAX).0), ["b"]);
     }
 }
