@@ -81,9 +81,17 @@ struct Prepared<'p> {
 /// Prometheus can neither hold up a write past the lease nor stall the loop.
 pub const EVIDENCE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// How many of a cycle's reconciles decided without evidence run at once (each takes a write
-/// slot only when it writes).
-const URGENT_IN_FLIGHT: usize = 64;
+/// How many of a cycle's policies are read (and, when they need no evidence, decided) at once;
+/// each takes a write slot only when it writes.
+const READS_IN_FLIGHT: usize = 64;
+
+/// One policy's visit after its reads: decided already, or waiting for the cycle's evidence.
+// A `Visit` only passes from a finished future into the cycle's lists: its size costs nothing.
+#[allow(clippy::large_enum_variant)]
+enum Visit<'p> {
+    Done(Result<CycleReport, DaemonError>),
+    NeedsEvidence(Box<Prepared<'p>>),
+}
 
 /// A boxed future, `Send`.
 type Boxed<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
@@ -226,101 +234,69 @@ impl<M: MetricsSource, E: Effects + 'static> Driver<M, E> {
     ) -> Boxed<'a, Vec<Result<CycleReport, DaemonError>>> {
         use futures::StreamExt;
         Box::pin(async move {
-            // Futures are boxed one by one rather than built by closures in stream combinators
-            // (the compiler cannot prove such closures `Send` for every lifetime), and only as
-            // they are run: a read's future is several KB, and a cycle may visit thousands.
-            // Boxed: a policy's reads are large, and are moved between the cycle's lists.
-            let mut prepared: Vec<Result<Box<Prepared<'a>>, DaemonError>> =
-                Vec::with_capacity(policies.len());
-            let mut reads = futures::stream::FuturesOrdered::new();
-            let mut next = policies.iter();
-            loop {
-                while reads.len() < 32 {
-                    let Some(p) = next.next() else { break };
-                    let read: Boxed<'a, Result<Box<Prepared<'a>>, DaemonError>> =
-                        Box::pin(async move { self.prepare(p, now).await.map(Box::new) });
-                    reads.push_back(read);
-                }
-                match reads.next().await {
-                    Some(read) => prepared.push(read),
-                    None => break,
-                }
-            }
-            // Commands and drift are decided now; their evidence waits for the next look.
-            for prep in prepared.iter_mut().flatten() {
-                if !with_evidence || prep.urgent {
-                    prep.observe_from = None;
-                }
-            }
-            let (urgent, rest): (Vec<_>, Vec<_>) = prepared
-                .into_iter()
-                .enumerate()
-                .partition(|(_, p)| p.as_ref().map_or(true, |p| p.observe_from.is_none()));
-            let deadline = tokio::time::Instant::now() + self.evidence_deadline;
-            // Every policy waits for its own evidence only (one hung custom query holds no
-            // other policy); writes are limited to a few in flight, which keeps each one's
+            // Every write is limited to a few in flight, which keeps each one's
             // verdict-to-acknowledgement time short when the API server is the bottleneck
-            // (throughput is the server's either way). Commands have their own slots, so
-            // they never queue behind a cycle's looks.
+            // (throughput is the server's either way). Commands have their own slots, so they
+            // never queue behind a cycle's looks.
             let (urgent_writes, evidence_writes) =
                 (tokio::sync::Semaphore::new(8), tokio::sync::Semaphore::new(8));
             let (urgent_writes, evidence_writes) = (&urgent_writes, &evidence_writes);
-            let windows: Vec<(&Policy, i64)> = rest
-                .iter()
-                .filter_map(|(_, p)| p.as_ref().ok())
-                .filter_map(|p| Some((p.policy, p.observe_from?)))
-                .collect();
-            // Made as they run, at most URGENT_IN_FLIGHT at a time: most of a large cycle's
-            // policies need no write and finish at once, and their futures need not all exist
-            // together; the write slots bound what actually waits on the API server.
-            let decide_now = async move {
-                let mut done = Vec::with_capacity(urgent.len());
-                let mut running = futures::stream::FuturesUnordered::new();
-                let mut next = urgent.into_iter();
-                loop {
-                    while running.len() < URGENT_IN_FLIGHT {
-                        let Some((i, prep)) = next.next() else { break };
-                        let write: Boxed<'_, (usize, Result<CycleReport, DaemonError>)> =
-                            Box::pin(async move {
-                                let result = match prep {
-                                    Ok(prep) => self.finish(*prep, urgent_writes, Vec::new(), now).await,
-                                    Err(e) => Err(e),
-                                };
-                                (i, result)
-                            });
-                        running.push(write);
-                    }
-                    match running.next().await {
-                        Some(r) => done.push(r),
-                        None => break done,
-                    }
+            // Each policy is read, and — unless it needs this cycle's evidence — decided and
+            // written at once: commands and drift never wait on Prometheus (their evidence
+            // waits for the next look), and a policy with nothing to look at holds no memory
+            // past its own visit. Futures are boxed one by one (the compiler cannot prove
+            // closures in stream combinators `Send` for every lifetime) and made as they run,
+            // at most READS_IN_FLIGHT at a time: a read's future is several KB, and a cycle
+            // may visit hundreds of policies.
+            let mut done: Vec<(usize, Result<CycleReport, DaemonError>)> = Vec::with_capacity(policies.len());
+            let mut waiting: Vec<(usize, Box<Prepared<'a>>)> = Vec::new();
+            let mut visits = futures::stream::FuturesUnordered::new();
+            let mut next = policies.iter().enumerate();
+            loop {
+                while visits.len() < READS_IN_FLIGHT {
+                    let Some((i, p)) = next.next() else { break };
+                    let visit: Boxed<'_, (usize, Visit<'a>)> = Box::pin(async move {
+                        let visit = match self.prepare(p, now).await {
+                            Ok(prep) if with_evidence && !prep.urgent && prep.observe_from.is_some() => {
+                                Visit::NeedsEvidence(Box::new(prep))
+                            }
+                            Ok(mut prep) => {
+                                prep.observe_from = None;
+                                Visit::Done(self.finish(prep, urgent_writes, Vec::new(), now).await)
+                            }
+                            Err(e) => Visit::Done(Err(e)),
+                        };
+                        (i, visit)
+                    });
+                    visits.push(visit);
                 }
-            };
-            let decide_with_evidence = async move {
+                match visits.next().await {
+                    Some((i, Visit::Done(result))) => done.push((i, result)),
+                    Some((i, Visit::NeedsEvidence(prep))) => waiting.push((i, prep)),
+                    None => break,
+                }
+            }
+            if !waiting.is_empty() {
+                let deadline = tokio::time::Instant::now() + self.evidence_deadline;
+                let windows: Vec<(&Policy, i64)> =
+                    waiting.iter().filter_map(|(_, p)| Some((p.policy, p.observe_from?))).collect();
                 let batches = self.gather(&windows, now, deadline).await;
                 let batches = &batches;
-                let mut writes: Vec<Boxed<'_, (usize, Result<CycleReport, DaemonError>)>> = Vec::new();
-                for (i, prep) in rest {
-                    writes.push(Box::pin(async move {
-                        let result = match prep {
-                            Ok(prep) => {
-                                let evidence = match prep.observe_from {
-                                    Some(from) => {
-                                        self.evidence(prep.policy, batches, from, now, deadline).await
-                                    }
-                                    None => Vec::new(),
-                                };
-                                self.finish(*prep, evidence_writes, evidence, now).await
-                            }
-                            Err(e) => Err(e),
-                        };
-                        (i, result)
-                    }));
-                }
-                futures::future::join_all(writes).await
-            };
-            let (mut done, later) = futures::join!(decide_now, decide_with_evidence);
-            done.extend(later);
+                // Every policy waits for its own evidence only: one hung custom query holds
+                // no other policy.
+                let decided = waiting.into_iter().map(
+                    |(i, prep)| -> Boxed<'_, (usize, Result<CycleReport, DaemonError>)> {
+                        Box::pin(async move {
+                            let evidence = match prep.observe_from {
+                                Some(from) => self.evidence(prep.policy, batches, from, now, deadline).await,
+                                None => Vec::new(),
+                            };
+                            (i, self.finish(*prep, evidence_writes, evidence, now).await)
+                        })
+                    },
+                );
+                done.extend(futures::future::join_all(decided).await);
+            }
             done.sort_by_key(|(i, _)| *i);
             done.into_iter().map(|(_, r)| r).collect()
         })
