@@ -197,6 +197,14 @@ fn progressing(metrics: &DaemonMetrics) -> usize {
 /// The loop process: prints one `WATCH <json>` line.
 pub fn run() {
     let (n, active, slow, probes, secs) = settings();
+    // `SCALE_LOG=warn` (any tracing filter): the daemon's logs on stderr, to see why a
+    // reconcile failed.
+    if let Ok(filter) = std::env::var("SCALE_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let base_kib = status_kib("VmRSS");
     let setup = Instant::now();

@@ -161,8 +161,15 @@ impl<M: MetricsSource + 'static, E: Effects + 'static> RunLoop<M, E> {
                             .await;
                     }
                 }
-                // The fast path: objects that changed and feedback that wants a visit.
-                let fast = catalog.woken(&changed, &self.driver.feedback().waiting());
+                // The fast path: objects that changed and feedback that wants a visit. A policy
+                // never visited yet that a background cycle is visiting is left to it: at
+                // startup the watches' first lists touch every object while the first cycles
+                // visit every policy, and visiting them on both paths would only race writes.
+                let mut fast = catalog.woken(&changed, &self.driver.feedback().waiting());
+                fast.retain(|p| {
+                    let key = p.key();
+                    schedule.visited_before(&key) || !schedule.is_in_flight(&key)
+                });
                 if !fast.is_empty() && !self.once {
                     let results = self.bounded(self.driver.cycle_without_evidence(&fast, now)).await;
                     self.record(&fast, results, &catalog.from_crs, &mut schedule, &mut statuses, true).await;

@@ -131,6 +131,11 @@ impl Schedule {
         self.next_due.get(key).copied()
     }
 
+    /// Whether the policy was visited (its next visit is known).
+    pub(super) fn visited_before(&self, key: &str) -> bool {
+        self.next_due.get(key).is_some_and(|at| *at != i64::MIN)
+    }
+
     fn set(&mut self, key: &str, at: i64) {
         if let Some(old) = self.next_due.insert(key.to_string(), at) {
             self.queue.remove(&(old, key.to_string()));
@@ -181,6 +186,11 @@ impl Schedule {
     /// A background cycle started visiting these policies.
     pub(super) fn started(&mut self, keys: &[String]) {
         self.in_flight.extend(keys.iter().cloned());
+    }
+
+    /// Whether a background cycle is visiting the policy now.
+    pub(super) fn is_in_flight(&self, key: &str) -> bool {
+        self.in_flight.contains(key)
     }
 
     /// How many policies background cycles are visiting now.
@@ -310,6 +320,7 @@ mod tests {
         schedule.track(c.keys());
         assert_eq!(namespaces(&c.due(&schedule, 141, usize::MAX, usize::MAX).0), ["b", "c"]);
         assert_eq!(schedule.next_due("a/reviews"), None, "a is gone");
+        assert!(schedule.visited_before("b/reviews") && !schedule.visited_before("c/reviews"));
     }
 
     #[test]
