@@ -306,6 +306,31 @@ mod tests {
     }
 
     #[test]
+    fn when_every_judged_rollout_falls_due_at_once_each_look_is_at_most_half_a_cadence_late() {
+        // 1,000 rollouts judged every 30 s, all due at t = 0 (a schedule window opened, or the
+        // daemon restarted); cycles every 250 ms, each taking its look budget.
+        let names: Vec<String> = (0..1000).map(|i| format!("ns{i:04}")).collect();
+        let c = catalog(names.iter().map(|n| policy(n)).collect());
+        let mut schedule = tracked(&c, &[]);
+        for k in c.keys() {
+            schedule.visited(k, 0, false);
+            schedule.judging_at(k, Some(30));
+        }
+        let spacing = std::time::Duration::from_millis(250);
+        let budget = schedule.look_budget(spacing);
+        assert_eq!(budget, 17, "twice 1000/30 looks per second over 250 ms");
+        let (mut taken, mut ms) = (0, 0i64);
+        while taken < 1000 {
+            let (due, _) = c.due(&schedule, ms / 1000, usize::MAX, budget);
+            assert!(due.len() <= budget);
+            taken += due.len();
+            schedule.started(&due.iter().map(Policy::key).collect::<Vec<_>>());
+            ms += 250;
+        }
+        assert!(ms - 250 <= 15_000, "the last look started {} ms late", ms - 250);
+    }
+
+    #[test]
     fn policies_are_due_in_time_order_new_ones_at_once_and_gone_ones_forgotten() {
         let c = catalog(vec![policy("a"), policy("b")]);
         let mut schedule = tracked(&c, &[("a/reviews", 130), ("b/reviews", 160)]);
