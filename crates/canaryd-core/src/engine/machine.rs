@@ -178,9 +178,13 @@ impl Machine<'_> {
             self.s.observed_until = Some(self.now);
             return self.abort(why, None);
         }
+        // The step's bake is served: from now on a look with conclusive pass evidence passes
+        // the step — in an extension too, which exists only to gather evidence (the pass
+        // evidence is an e-process, valid at every look). An extension's end only decides
+        // what an inconclusive step does next.
+        let baked = self.now >= self.bake_end(0);
         let end_of_step = self.now >= self.step_deadline();
-        let (judge_state, verdict) =
-            judge::judge(&self.policy.spec().analysis, &self.s.judge, &obs, end_of_step);
+        let (judge_state, verdict) = judge::judge(&self.policy.spec().analysis, &self.s.judge, &obs, baked);
         self.s.judge = judge_state;
         self.s.observed_until = Some(self.now);
         self.s.last_verdict = Some(verdict.clone());
@@ -196,7 +200,7 @@ impl Machine<'_> {
             Verdict::Pass => {
                 self.s.consecutive_errors = 0;
                 // Outside a window a passing step waits: steps advance only inside windows.
-                if end_of_step
+                if baked
                     && self.s.phase == Phase::Progressing
                     && self.s.awaiting_gate.is_none()
                     && self.may_advance()
@@ -566,12 +570,15 @@ impl Machine<'_> {
         self.policy.spec().schedule.as_ref().map(|s| s.outside_window).unwrap_or_default()
     }
 
-    fn step_deadline(&self) -> i64 {
+    /// When the step's bake and `extensions` extensions (one bake each) are over.
+    fn bake_end(&self, extensions: u32) -> i64 {
         let bake = self.plan.get(self.s.step).map(|s| s.bake.as_secs_i64()).unwrap_or(0);
-        self.s
-            .step_started
-            .unwrap_or(self.now)
-            .saturating_add(bake.saturating_mul(i64::from(self.s.extensions) + 1))
+        self.s.step_started.unwrap_or(self.now).saturating_add(bake.saturating_mul(i64::from(extensions) + 1))
+    }
+
+    /// When the step (with its extensions so far) ends if its evidence stays inconclusive.
+    fn step_deadline(&self) -> i64 {
+        self.bake_end(self.s.extensions)
     }
 
     fn wake_at(&self) -> Option<i64> {

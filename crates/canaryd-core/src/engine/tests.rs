@@ -112,6 +112,20 @@ fn inconclusive_never_promotes_and_extends_then_holds() {
 }
 
 #[test]
+fn an_extended_step_passes_at_the_first_look_whose_evidence_suffices() {
+    let p = policy("");
+    let thin = |min| Input::Observed(Ok(obs(min, (1, 0), (3, 0))));
+    // Too little traffic for the 2-minute bake: extended at minute 2 (to minute 4).
+    let (s, _) = run(&p, started(&p), vec![(1, thin(1)), (2, thin(2))]);
+    assert_eq!((s.step, s.extensions), (0, 1));
+    // Traffic arrives: the step passes at once, not at the extension's end — the bake was
+    // served, and the extension only waits for evidence.
+    let (s, _) = run(&p, s, vec![(3, healthy(3))]);
+    assert_eq!(s.step, 1, "passed inside the extension: {:?}", s.last_verdict.map(|v| v.verdict));
+    assert_eq!(s.extensions, 0);
+}
+
+#[test]
 fn inconclusive_abort_policy_aborts() {
     let p = policy("  \n")
         .revise(|s| s.analysis.on_inconclusive.action = crate::policy::InconclusiveAction::Abort)

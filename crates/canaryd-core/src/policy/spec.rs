@@ -195,7 +195,8 @@ pub struct Promotion {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum InconclusiveAction {
-    /// Extend the step by one bake time, up to `maxExtensions`; then hold.
+    /// Extend the step by one bake time, up to `maxExtensions`, passing it at the first look
+    /// whose evidence suffices; then hold.
     #[default]
     Extend,
     /// Stay at the current weight until the evidence is conclusive or someone acts.
