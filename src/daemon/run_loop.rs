@@ -12,12 +12,13 @@
 //!   background cycles, each bounded by the evidence deadline, that start at most every
 //!   [`CYCLE_SPACING`] and may overlap (one waiting on a hung tenant holds up no other);
 //!   gates and alerts run in the background. A hung Prometheus, gate or webhook delays no
-//!   other policy's commands, aborts, looks or drift handling.
+//!   other policy's commands, aborts, looks or drift handling. The paths may race on one
+//!   VirtualService: every write is guarded by its resourceVersion, so the later one gets a
+//!   conflict and re-reads.
 //! - **Paced.** Looks that fall due together (rollouts started by one schedule window, or
 //!   every rollout after a restart) are spread over the next cycles, a share of the looks in
 //!   each ([`Schedule::look_budget`]); a look lands where it ran, so they stay spread and no
-//!   burst of decisions queues its writes behind each other. The two paths may race on one VirtualService: every write is guarded by
-//!   its resourceVersion, so the later one gets a conflict and re-reads.
+//!   burst of decisions queues its writes behind each other.
 
 use super::cache::Caches;
 use super::leader::LeaderElector;
