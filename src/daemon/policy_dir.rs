@@ -89,7 +89,7 @@ impl PolicyDir {
             }
             Err(e) => {
                 if self.error.as_deref() != Some(e.as_str()) {
-                    tracing::error!(error = %e, "cannot list the policy directory; keeping the policies last read");
+                    tracing::error!(error = %e, "cannot list the policy directory (--policies); keeping the policies last read until it can be: check that it exists and that the daemon's user may read it");
                     self.error = Some(e);
                 }
                 return false;

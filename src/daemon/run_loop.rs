@@ -10,14 +10,14 @@
 //! - **Isolated.** Changes and effects' feedback are decided on a fast path that gathers no
 //!   evidence ([`Driver::cycle_without_evidence`]); looks that need Prometheus run in
 //!   background cycles, each bounded by the evidence deadline, that start at most every
-//!   [`CYCLE_SPACING`] and may overlap (one waiting on a hung tenant holds up no other);
+//!   `CYCLE_SPACING` and may overlap (one waiting on a hung tenant holds up no other);
 //!   gates and alerts run in the background. A hung Prometheus, gate or webhook delays no
 //!   other policy's commands, aborts, looks or drift handling. The paths may race on one
 //!   VirtualService: every write is guarded by its resourceVersion, so the later one gets a
 //!   conflict and re-reads.
 //! - **Paced.** Looks that fall due together (rollouts started by one schedule window, or
 //!   every rollout after a restart) are spread over the next cycles, a share of the looks in
-//!   each ([`Schedule::look_budget`]); a look lands where it ran, so they stay spread and no
+//!   each (`Schedule::look_budget`); a look lands where it ran, so they stay spread and no
 //!   burst of decisions queues its writes behind each other.
 
 use super::cache::Caches;
@@ -51,7 +51,7 @@ const MAX_CYCLE: usize = 500;
 /// How long the loop sleeps when nothing wakes it.
 const TICK: Duration = Duration::from_secs(2);
 /// Background cycles start at most this often, each with the policies due by then and at
-/// most its share of looks ([`Schedule::look_budget`]); a cycle waiting on a hung tenant's
+/// most its share of looks (`Schedule::look_budget`); a cycle waiting on a hung tenant's
 /// evidence does not hold up the next one.
 const CYCLE_SPACING: Duration = Duration::from_millis(250);
 /// Background cycles in flight at once (each ends within the evidence deadline).

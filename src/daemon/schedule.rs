@@ -59,7 +59,7 @@ impl Catalog {
     /// The policies one of whose objects is in `changed`, or that feedback is `waiting` for,
     /// in gathering order.
     pub(super) fn woken(&self, changed: &HashSet<String>, waiting: &[String]) -> Vec<Policy> {
-        let mut hit: std::collections::BTreeSet<usize> =
+        let mut hit: BTreeSet<usize> =
             changed.iter().filter_map(|k| self.by_object.get(k)).flatten().copied().collect();
         hit.extend(waiting.iter().filter_map(|k| self.by_key.get(k)));
         hit.into_iter().map(|i| self.policies[i].clone()).collect()

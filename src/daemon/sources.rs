@@ -15,8 +15,9 @@ use std::sync::Arc;
 /// Where policies come from.
 #[derive(Debug, Clone, Default)]
 pub struct PolicySource {
-    /// A directory of policy files (`--policies`), listed and stat'ed every 2 s; policies are
-    /// gathered again only when a file was added, removed or changed (see [`PolicyDir`]).
+    /// A directory of policy files (`--policies`): its directories stat'ed every 2 s, every
+    /// file every 10 s; policies are gathered again only when a file was added, removed or
+    /// changed (see `policy_dir.rs`).
     pub dir: Option<PathBuf>,
     /// RolloutPolicy resources (`--crds`).
     pub crds: bool,
