@@ -12,7 +12,7 @@ use canaryd::policy::{parse_policy, Policy};
 use canaryd_testkit::controller;
 use canaryd_testkit::state::{recorded_state, virtual_service};
 use jiff::Timestamp;
-use kube_emulator::{Emulator, EmulatorHandle, Fault, FaultKind, Matcher};
+use kube_emulator::{Emulator, EmulatorHandle, Fault, FaultKind, Matcher, Mutation};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -200,6 +200,38 @@ async fn a_copy_promotion_interrupted_anywhere_ends_with_stable_running_the_cana
         let canary = emu.get("apps", "v1", "deployments", "bookinfo", "reviews-v2").unwrap();
         assert_eq!(canary["spec"]["replicas"], 2, "{kill:?}: scaled back to the stable's replicas");
     }
+}
+
+#[tokio::test]
+async fn a_copy_that_a_mutating_webhook_changes_finishes_with_one_write() {
+    // A policy engine stamps every write of the stable Deployment (a name-derived annotation,
+    // as Kyverno rules often add): the stored template never equals the canary's. The answer
+    // to the copy says so; the promotion completes on the template as admitted instead of
+    // copying at every reconcile and never finishing.
+    let (emu, policy) = sandbox().await;
+    let stamp = json!({"spec": {"template": {"metadata": {"annotations": {"policy.example.com/owner": "reviews-v1"}}}}});
+    emu.add_mutation(Mutation::named("deployments", "reviews-v1", stamp));
+    let (mut now, mut promoting_seen) = ("2026-11-23T01:00:00Z".parse().unwrap(), false);
+    run_until(&emu, &policy, Kill::Nothing, &mut now, &mut promoting_seen, |e| {
+        promoted_and_clean(e, &policy)
+    })
+    .await;
+    assert!(promoting_seen);
+    let copies = emu
+        .requests()
+        .iter()
+        .filter(|r| r.verb == "patch" && r.resource == "deployments" && r.name == "reviews-v1")
+        .count();
+    assert_eq!(copies, 1, "the copy is written once");
+    let stable = emu.get("apps", "v1", "deployments", "bookinfo", "reviews-v1").unwrap();
+    assert_eq!(
+        stable["spec"]["template"]["metadata"]["annotations"]["policy.example.com/owner"],
+        "reviews-v1"
+    );
+    assert_eq!(weights(&virtual_service(&emu, &policy))["v1"], 100, "traffic back on stable");
+    let state = recorded_state(&emu, &policy);
+    let said = state.timeline.iter().filter(|e| e.kind == "CopyAdmitted").count();
+    assert_eq!(said, 1, "{:?}", state.timeline);
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 
 use super::cache::Caches;
 use super::inputs::{self, Reads};
-use super::kube_effects::{warn_if_hosts_disagree, KubeSide};
+use super::kube_effects::{warn_if_hosts_disagree, CopyOutcome, KubeSide};
 use super::kube_io::virtual_service_resource;
 use super::{Effects, Feedback};
 use crate::engine::{self, Action, Input, RolloutState};
@@ -579,11 +579,15 @@ impl<M: MetricsSource, E: Effects + 'static> Driver<M, E> {
                 }
                 Action::CopyCanaryToStable { template_hash } => {
                     match kube.copy_canary_to_stable(view, template_hash).await {
-                        Ok(true) => {
+                        Ok(CopyOutcome::Copied) => {
                             tracing::info!(policy = %key, template = %template_hash, "stable Deployment given the canary's pod template")
                         }
-                        Ok(false) => {
+                        Ok(CopyOutcome::CanaryChanged) => {
                             tracing::info!(policy = %key, "the canary's template changed since promotion; not copied")
+                        }
+                        Ok(CopyOutcome::Admitted { template_hash: stored, changed }) => {
+                            tracing::info!(policy = %key, template = %template_hash, stored = %stored, changed = ?changed, "stable Deployment given the canary's pod template; the API server's admission changed it");
+                            self.pending.push(&key, Input::CopyAdmitted { template_hash: stored, changed });
                         }
                         Err(e) => {
                             tracing::warn!(policy = %key, error = %e, "copying the canary template to stable failed; the canary keeps serving and the copy is retried")

@@ -96,9 +96,13 @@ impl Feedback {
 }
 
 /// What is worth a visit now: an acknowledged delivery (not yet written, a crash would send it
-/// again) and an open gate (the rollout may move, or a rollback gate aborts).
+/// again), an open gate (the rollout may move, or a rollback gate aborts) and a copy the API
+/// server changed on admission (the promotion's target moved).
 fn wakes(input: &Input) -> bool {
-    matches!(input, Input::AlertDelivered { .. } | Input::Gate { open: true, .. })
+    matches!(
+        input,
+        Input::AlertDelivered { .. } | Input::Gate { open: true, .. } | Input::CopyAdmitted { .. }
+    )
 }
 
 #[cfg(test)]

@@ -176,24 +176,35 @@ impl<'p> KubeSide<'p> {
     /// labels its selector and subset need), by one JSON patch that replaces `spec.template`
     /// under a `test` of the resourceVersion — read fresh from the API, not the cache, so the
     /// test guards against a concurrent writer. Nothing is written when the canary's template
-    /// no longer hashes to what the engine promoted.
+    /// no longer hashes to what the engine promoted. The answer is the object as stored: a
+    /// mutating admission webhook may have changed the template, which the engine is told.
     pub(super) async fn copy_canary_to_stable(
         &self,
         view: &RouteView,
         template_hash: &str,
-    ) -> Result<bool, DaemonError> {
+    ) -> Result<CopyOutcome, DaemonError> {
         let w = self.policy.workloads();
         let canary = to_json(&self.deployments.get(&w.canary).await?);
         let stable = to_json(&self.deployments.get(&w.stable).await?);
         let (stable_subset, _) = self.subset_labels(view).await?;
         let template = workload::copy_template(&canary, &stable, &stable_subset);
         if workload::template_hash(&template) != template_hash {
-            return Ok(false);
+            return Ok(CopyOutcome::CanaryChanged);
         }
         let patch: json_patch::Patch = serde_json::from_value(workload::copy_patch(&stable, &template))
             .map_err(|e| DaemonError::State(e.to_string()))?;
-        self.deployments.patch(&w.stable, &PatchParams::default(), &Patch::<()>::Json(patch)).await?;
-        Ok(true)
+        let stored =
+            self.deployments.patch(&w.stable, &PatchParams::default(), &Patch::<()>::Json(patch)).await?;
+        let stored = to_json(&stored)["spec"]["template"].clone();
+        let stored_hash = workload::template_hash(&stored);
+        if stored_hash == template_hash {
+            Ok(CopyOutcome::Copied)
+        } else {
+            Ok(CopyOutcome::Admitted {
+                changed: workload::changed_paths(&template, &stored),
+                template_hash: stored_hash,
+            })
+        }
     }
 
     /// Copy promotion: the canary Deployment is no longer needed once stable runs its template.
@@ -261,4 +272,15 @@ pub(super) fn warn_if_hosts_disagree(policy: &Policy, view: &RouteView) {
             );
         }
     }
+}
+
+/// What a copy promotion's write did.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum CopyOutcome {
+    /// The stable Deployment has the canary's template.
+    Copied,
+    /// The canary's template changed since promotion started; nothing was written.
+    CanaryChanged,
+    /// Written, but the API server's admission changed the template: it stored this one.
+    Admitted { template_hash: String, changed: Vec<String> },
 }

@@ -143,6 +143,7 @@ impl<M: MetricsSource + 'static, E: Effects + 'static> RunLoop<M, E> {
                     )
                     .await;
                     self.lifecycle(&gathered, &parsed, &mut known_files, &mut retiring).await;
+                    parsed.forget_unlisted();
                     lifecycle_pending = !retiring.is_empty()
                         || !gathered.deleting.is_empty()
                         || !gathered.unfinalized.is_empty();

@@ -60,6 +60,7 @@ pub(super) async fn gather(
         for (f, stamp) in dir.files() {
             let name = f.display().to_string();
             let stamp = stamp.map(|s| format!("{s:?}")).unwrap_or_default();
+            memo.listed(&name);
             let read = match memo.get(&name, &stamp) {
                 Some(p) => Ok(Ok(p)),
                 None => {
@@ -129,6 +130,7 @@ pub(super) async fn gather(
                             rp.metadata.uid.as_deref().unwrap_or_default(),
                             rp.metadata.generation.unwrap_or_default()
                         );
+                        memo.listed(&id);
                         let parsed = match memo.get(&id, &stamp) {
                             Some(p) => Ok(p),
                             None => {
@@ -191,21 +193,47 @@ pub(super) async fn gather(
 /// Valid policies parsed at earlier turns, by source (`path` or `resource:ns/name`) and stamp
 /// (a file's modification time and size; a resource's uid and generation): with thousands of
 /// policies, parsing and validating every one at every turn would dominate the loop's CPU.
+/// Sources no longer listed are forgotten once the turn that noticed them is over
+/// ([`Parsed::forget_unlisted`]), so files renamed or resources replaced over weeks do not pile up.
 #[derive(Default)]
-pub struct Parsed(HashMap<String, (String, Policy)>);
+pub struct Parsed {
+    entries: HashMap<String, (String, Policy)>,
+    /// Sources listed since the last [`Parsed::forget_unlisted`], whatever their parse gave
+    /// (a file edited into an invalid policy keeps its last valid parse, for its retirement).
+    listed: HashSet<String>,
+}
 
 impl Parsed {
     pub(super) fn get(&self, id: &str, stamp: &str) -> Option<Policy> {
-        self.0.get(id).filter(|(s, _)| !stamp.is_empty() && s == stamp).map(|(_, p)| p.clone())
+        self.entries.get(id).filter(|(s, _)| !stamp.is_empty() && s == stamp).map(|(_, p)| p.clone())
     }
 
     /// The last valid parse from `id`, whatever its stamp.
     pub(super) fn latest(&self, id: &str) -> Option<Policy> {
-        self.0.get(id).map(|(_, p)| p.clone())
+        self.entries.get(id).map(|(_, p)| p.clone())
     }
 
     pub(super) fn put(&mut self, id: &str, stamp: &str, policy: &Policy) {
-        self.0.insert(id.to_string(), (stamp.to_string(), policy.clone()));
+        self.entries.insert(id.to_string(), (stamp.to_string(), policy.clone()));
+    }
+
+    /// `id` was listed this turn.
+    pub(super) fn listed(&mut self, id: &str) {
+        if !self.listed.contains(id) {
+            self.listed.insert(id.to_string());
+        }
+    }
+
+    /// Drops the parses of sources not listed since the last call. Called after the turn's
+    /// lifecycle, which still needs [`Parsed::latest`] of a file removed since the turn before.
+    pub(super) fn forget_unlisted(&mut self) {
+        let listed = std::mem::take(&mut self.listed);
+        self.entries.retain(|id, _| listed.contains(id));
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.entries.len()
     }
 }
 
@@ -236,4 +264,35 @@ pub(super) async fn set_finalizer(
         serde_json::from_value(serde_json::Value::Array(ops)).map_err(kube::Error::SerdeError)?;
     let api: Api<RolloutPolicy> = Api::namespaced(client.clone(), ns);
     api.patch(name, &PatchParams::default(), &Patch::<()>::Json(patch)).await.map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(name: &str) -> Policy {
+        let doc = format!("apiVersion: canaryd.io/v1alpha1\nkind: RolloutPolicy\nmetadata: {{name: {name}, namespace: shop}}\nspec:\n  target: {{virtualService: {name}, stable: {{subset: v1}}, canary: {{subset: v2}}}}\n  steps: [{{weight: 10}}]\n");
+        parse_policy("test.yaml", &doc).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn parses_of_sources_no_longer_listed_are_forgotten_after_the_turn_that_noticed_them() {
+        let mut memo = Parsed::default();
+        for (id, name) in [("a.yaml", "a"), ("b.yaml", "b"), ("resource:shop/c", "c")] {
+            memo.listed(id);
+            memo.put(id, "stamp-1", &policy(name));
+        }
+        memo.forget_unlisted();
+        assert_eq!(memo.len(), 3);
+        // Next turn: b.yaml is gone, c's resource was listed but is now invalid (no new put).
+        memo.listed("a.yaml");
+        memo.listed("resource:shop/c");
+        // The lifecycle of this turn still finds b's last policy, to retire its rollout.
+        assert_eq!(memo.latest("b.yaml").map(|p| p.key()), Some("shop/b".to_string()));
+        memo.forget_unlisted();
+        assert!(memo.latest("b.yaml").is_none(), "b.yaml's parse outlived the turn after its removal");
+        assert!(memo.latest("resource:shop/c").is_some(), "an invalid edit drops the last valid parse");
+        assert!(memo.get("a.yaml", "stamp-1").is_some());
+        assert_eq!(memo.len(), 2);
+    }
 }

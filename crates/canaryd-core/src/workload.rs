@@ -127,6 +127,30 @@ pub fn template_hash(template: &Value) -> String {
     format!("{h:016x}")
 }
 
+/// Where two pod templates differ, as dotted paths (`metadata.labels.team`), at most 5: what a
+/// mutating admission changed in a copy. Lists compare whole.
+pub fn changed_paths(written: &Value, stored: &Value) -> Vec<String> {
+    fn walk(a: &Value, b: &Value, at: &str, out: &mut Vec<String>) {
+        if out.len() >= 5 || a == b {
+            return;
+        }
+        match (a.as_object(), b.as_object()) {
+            (Some(x), Some(y)) => {
+                let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                for k in keys {
+                    let null = Value::Null;
+                    let path = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+                    walk(x.get(k).unwrap_or(&null), y.get(k).unwrap_or(&null), &path, out);
+                }
+            }
+            _ => out.push(if at.is_empty() { "the whole template".into() } else { at.to_string() }),
+        }
+    }
+    let mut out = Vec::new();
+    walk(written, stored, "", &mut out);
+    out
+}
+
 /// Label keys the stable pods must keep through a copy promotion: those its selector names
 /// (`matchLabels` and `matchExpressions`) and those the stable DestinationRule subset selects
 /// by. The canary's values for them would move the pods out of their Deployment or subset.
@@ -250,6 +274,17 @@ fn label_map(labels: &Value) -> BTreeMap<String, String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn changed_paths_name_what_admission_changed() {
+        let written = json!({"metadata": {"labels": {"app": "reviews", "version": "v2"}}, "spec": {"containers": [{"image": "r:2"}]}});
+        let stored = json!({"metadata": {"labels": {"app": "reviews", "version": "v2", "team": "x"}, "annotations": {"a": "1"}}, "spec": {"containers": [{"image": "r:2@sha256:1"}]}});
+        assert_eq!(
+            changed_paths(&written, &stored),
+            vec!["metadata.annotations", "metadata.labels.team", "spec.containers"]
+        );
+        assert!(changed_paths(&written, &written).is_empty());
+    }
+
     use super::*;
 
     fn deployment(name: &str, version: &str, image: &str) -> Value {

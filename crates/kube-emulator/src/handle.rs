@@ -45,6 +45,7 @@ impl Emulator {
             store: Store::default(),
             registry: Registry::with_builtins(),
             faults: vec![],
+            mutations: vec![],
             log: vec![],
             rbac: None,
             rollout: RolloutMode::Instant,
@@ -264,6 +265,12 @@ impl EmulatorHandle {
         }
         inner.faults.retain(|f| f.times > 0);
         inner.faults.push(fault);
+    }
+
+    /// Adds a mutating admission rule: every later write of the matching objects is changed by
+    /// it before validation and storage, as a mutating webhook would.
+    pub fn add_mutation(&self, mutation: crate::admission::Mutation) {
+        self.lock().mutations.push(mutation);
     }
 
     /// Removes all faults.

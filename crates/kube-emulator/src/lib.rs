@@ -13,6 +13,7 @@
 //! # drop(client); Ok(()) }
 //! ```
 
+mod admission;
 mod builtin_crds;
 mod controller;
 mod deployments;
@@ -40,6 +41,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
+pub use admission::Mutation;
 pub use builtin_crds::{ISTIO_DESTINATIONRULE_CRD, ISTIO_VIRTUALSERVICE_CRD};
 pub use controller::ControllerConfig;
 pub use deployments::RolloutMode;
@@ -85,6 +87,7 @@ pub(crate) struct Inner {
     pub store: store::Store,
     pub registry: resources::Registry,
     pub faults: Vec<Fault>,
+    pub mutations: Vec<admission::Mutation>,
     pub log: Vec<RequestRecord>,
     pub rbac: Option<Rbac>,
     pub rollout: RolloutMode,

@@ -355,6 +355,7 @@ fn commit(
             }
         }
     }
+    crate::admission::mutate(&inner.mutations, &info.plural, t.subresource, name, &mut new);
     let mut warnings = vec![];
     if let Some(schema) = &info.schema {
         let outcome = schema::validate(schema, &mut new);

@@ -73,6 +73,7 @@ impl Machine<'_> {
             Input::ScrapeInterval(every) => {
                 self.s.scrape_interval_ms = Some(u64::try_from(every.as_millis()).unwrap_or(u64::MAX));
             }
+            Input::CopyAdmitted { template_hash, changed } => self.copy_admitted(template_hash, &changed),
         }
     }
 

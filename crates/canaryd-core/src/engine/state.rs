@@ -156,6 +156,11 @@ pub struct RolloutState {
     /// ([`template_hash`](crate::workload::template_hash)), fixed when the copy starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy_target: Option<String>,
+    /// Copy promotion: the template hash the API server stored for the copy when its admission
+    /// changed it ([`Input::CopyAdmitted`](super::Input::CopyAdmitted)); the stable must then
+    /// run this one (writing the copy again gives the same).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_admitted: Option<String>,
     /// Blue-green: until when (Unix seconds) the old version is kept ready after the switch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switched_until: Option<i64>,

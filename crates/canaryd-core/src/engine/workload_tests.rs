@@ -178,6 +178,38 @@ fn a_stuck_stable_rollout_keeps_the_canary_serving_and_alerts_once() {
 }
 
 #[test]
+fn a_copy_changed_by_admission_completes_with_the_template_as_admitted_instead_of_copying_forever() {
+    // A mutating webhook adds a label to every write of the stable Deployment: the stable
+    // never hashes to the canary's template. Before, every reconcile copied again and the
+    // promotion never finished.
+    let p = policy("  promotion: {mode: copy}\n");
+    let s = promoting(&p);
+    let admitted = Input::CopyAdmitted {
+        template_hash: "t2-mutated".into(),
+        changed: vec!["metadata.labels.instance".into()],
+    };
+    let rolling = copy_report("t2", "t2-mutated", RolloutStatus::Progressing("1 of 4 updated".into()));
+    let (s, actions) = reconcile(&p, s, 2, vec![admitted.clone()], &rolling);
+    assert!(actions.iter().all(|a| !matches!(a, Action::CopyCanaryToStable { .. })), "{actions:?}");
+    assert_eq!(s.phase, Phase::Promoting);
+    assert_eq!(s.traffic, crate::plan::Traffic::canary_only(), "nothing routed to pods still rolling");
+    assert!(s
+        .timeline
+        .iter()
+        .any(|e| e.kind == "CopyAdmitted" && e.message.contains("metadata.labels.instance")));
+    // A read from before the copy landed: copied again (the write is guarded and idempotent).
+    let (s, actions) = reconcile(&p, s, 3, vec![], &copy_report("t2", "t1", RolloutStatus::Complete));
+    assert!(actions.contains(&Action::CopyCanaryToStable { template_hash: "t2".into() }), "{actions:?}");
+    // The same answer again is said once.
+    let (s, _) = reconcile(&p, s, 4, vec![admitted], &rolling);
+    assert_eq!(s.timeline.iter().filter(|e| e.kind == "CopyAdmitted").count(), 1);
+    let (s, actions) = reconcile(&p, s, 5, vec![], &copy_report("t2", "t2-mutated", RolloutStatus::Complete));
+    assert_eq!(s.phase, Phase::Promoted);
+    assert_eq!(s.traffic, crate::plan::Traffic::stable_only());
+    assert!(actions.contains(&Action::ScaleCanaryDown));
+}
+
+#[test]
 fn a_canary_changed_during_the_copy_is_not_copied() {
     let p = policy("  promotion: {mode: copy}\n");
     let s = promoting(&p);

@@ -450,4 +450,31 @@ mod tests {
         let [lo, hi] = pass_bracket(&c, 0.99, 0.2).unwrap();
         assert!(hi > lo && hi < 1.4 * lo, "{lo} {hi}");
     }
+
+    #[test]
+    fn istio_buckets_cannot_tell_a_1_4x_canary_from_one_within_a_20_percent_tolerance() {
+        // Why "latency ×1.4 at p99" is not detectable with Istio's default buckets by any judge
+        // that keeps "a canary within its tolerance is aborted with probability ≤ α" for every
+        // latency distribution (the benchmark's 2a latency row). Baseline: lognormal, median
+        // 45 ms, σ 0.7 (the benchmark's). Canary A: every latency ×1.4 (p99 2× the 20 %
+        // tolerance). Canary B: the same probability in every bucket as A, but inside
+        // (250, 500] ms as much mass as possible in (250, 275] ms — its p99 is then ≤ 275 ms,
+        // within 1.2× the baseline's. Buckets are all a judge sees, so it must treat A and B
+        // alike: catching A with probability ≥ 99 % would abort B with probability ≥ 99 %.
+        use statrs::distribution::{ContinuousCDF, LogNormal};
+        let base = LogNormal::new(45f64.ln(), 0.7).unwrap();
+        let slow = LogNormal::new((45.0 * 1.4f64).ln(), 0.7).unwrap();
+        let base_p99 = base.inverse_cdf(0.99);
+        assert!((slow.inverse_cdf(0.99) / base_p99 - 1.4).abs() < 1e-9, "canary A is 1.4× at p99");
+        // Canary B: A's share above 500 ms, and all of A's (250, 500] bucket inside (250, 275]
+        // (a bucket says nothing about where inside it its requests are).
+        let b_above_275 = 1.0 - slow.cdf(500.0);
+        assert!(b_above_275 <= 0.01, "B's p99 is at most 275 ms: {b_above_275}");
+        assert!(275.0 <= 1.2 * base_p99, "275 ms is within 1.2× the baseline's p99 ({base_p99:.1} ms)");
+        assert!(
+            ISTIO.contains(&250.0)
+                && ISTIO.contains(&500.0)
+                && !ISTIO.iter().any(|b| *b > 250.0 && *b < 500.0)
+        );
+    }
 }

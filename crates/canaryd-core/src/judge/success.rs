@@ -48,7 +48,21 @@ pub struct SuccessEvidence {
     /// small fixed bets lose little there and keep the step's evidence.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub hedges: Vec<f64>,
+    /// Errors and requests of both sides together over the recent looks, each earlier look
+    /// weighing half as much as the one after it (whole rollout). The plug-in pass bet is sized
+    /// at this rate: when a shared dependency fails both sides alike, the bet shrinks after the
+    /// first such look instead of losing the step's evidence at every one, and it grows back a
+    /// look or two after the failure ends (a rollout-wide rate would stay inflated for minutes).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub recent: [f64; 2],
 }
+
+fn is_zero(x: &[f64; 2]) -> bool {
+    x[0] == 0.0 && x[1] == 0.0
+}
+
+/// Weight of a look in [`SuccessEvidence::recent`] one look later.
+const RECENT_DECAY: f64 = 0.5;
 
 /// Fixed bets of the hedging pass e-processes, each weighted [`HEDGE_WEIGHT`] in the mixture
 /// (the plug-in one weighs the rest).
@@ -116,11 +130,7 @@ pub(crate) fn observe(
         ev.abort.update(segment, &log_e);
     }
     if nc > 0.0 {
-        let (bxc, bnc, bxb, bnb) = before.as_f64();
-        // Rates for the bet: one pseudo-request at the tolerance (a neutral start where nothing
-        // is known yet; `(x + 0.5)/(n + 1)` would start at 50% and waste the first looks).
-        let rate = |x: f64, n: f64| (x + tol) / (n + 1.0);
-        let v = eprocess::two_sample_pass_bet(rate(bxc, bnc), rate(bxb, bnb), nc / nb.max(1.0), 2.0 * tol);
+        let v = pass_bet(ev, before, nc / nb.max(1.0), tol);
         ev.pass.resize(levels.len(), 0.0);
         for (p, d) in ev.pass.iter_mut().zip(&levels) {
             let l = eprocess::two_sample_pass(xc, xb, nc, nb, *d, v).unwrap_or(0.0);
@@ -135,6 +145,27 @@ pub(crate) fn observe(
             }
         }
     }
+    let [errors, requests] = ev.recent;
+    // Rounded to 10⁻³ requests: the state stays short in JSON (any value sizes a valid bet).
+    let short = |x: f64| (x * 1000.0).round() / 1000.0;
+    ev.recent = [short(RECENT_DECAY * errors + xc + xb), short(RECENT_DECAY * requests + nc + nb)];
+}
+
+/// The plug-in pass bet of a look, from earlier looks only (the bet must not see this look's
+/// outcomes): the baseline's rate is the recent rate of both sides together ([`SuccessEvidence::recent`];
+/// pooling makes it ~10× less noisy at 10 % weight than the canary's own), the canary's is
+/// that plus the canary's excess over the baseline so far in the rollout (a canary a little
+/// worse, within its tolerance, is bet on as it is). `r` is this look's canary requests per
+/// baseline request.
+fn pass_bet(ev: &SuccessEvidence, before: &Counts, r: f64, tol: f64) -> f64 {
+    let (bxc, bnc, bxb, bnb) = before.as_f64();
+    // One pseudo-request at the tolerance: a neutral start where nothing is known yet
+    // (`(x + 0.5)/(n + 1)` would start at 50 % and waste the first looks).
+    let rate = |x: f64, n: f64| (x + tol) / (n + 1.0);
+    let [errors, requests] = ev.recent;
+    let common = if requests > 0.0 { rate(errors, requests) } else { rate(bxc + bxb, bnc + bnb) };
+    let excess = (rate(bxc, bnc) - rate(bxb, bnb)).max(0.0);
+    eprocess::two_sample_pass_bet((common + excess).min(1.0), common, r, 2.0 * tol)
 }
 
 /// The two ends of the anytime-valid interval for `p_c − p_b` and the log e-values at the

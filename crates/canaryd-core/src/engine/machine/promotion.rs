@@ -28,11 +28,13 @@ impl Machine<'_> {
                 // (`workloads`), so a failed or interrupted copy is simply done again.
                 self.s.phase = Phase::Promoting;
                 self.s.copy_target = None;
+                self.s.copy_admitted = None;
                 self.record("Promoting", "copying the canary pod template to the stable workload".into());
             }
             PromotionMode::BlueGreen => {
                 self.s.phase = Phase::Promoting;
                 self.s.copy_target = None;
+                self.s.copy_admitted = None;
                 let until = self.now + workloads::rollback_window_secs(self.policy);
                 self.s.switched_until = Some(until);
                 let msg = format!(

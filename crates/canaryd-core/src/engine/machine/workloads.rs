@@ -175,7 +175,9 @@ impl Machine<'_> {
             // this one (`new_revision`); copying either template now would be wrong.
             return;
         }
-        if report.stable_template.as_ref() != Some(&target) {
+        // What the stable must run: the copy as the API server admitted it.
+        let want = self.s.copy_admitted.clone().unwrap_or_else(|| target.clone());
+        if report.stable_template.as_ref() != Some(&want) {
             self.actions.push(Action::CopyCanaryToStable { template_hash: target });
             return;
         }
@@ -205,5 +207,26 @@ impl Machine<'_> {
             }
             None => {}
         }
+    }
+
+    /// The API server changed the copied template on admission. Writing it again would give
+    /// the same, so the promotion waits for the stable to run the template as admitted (before,
+    /// it copied at every reconcile and never finished). Said once, with the fields changed.
+    pub(super) fn copy_admitted(&mut self, hash: String, changed: &[String]) {
+        let copying = self.s.phase == Phase::Promoting && self.s.copy_target.is_some();
+        if !copying
+            || self.s.copy_target.as_ref() == Some(&hash)
+            || self.s.copy_admitted.as_ref() == Some(&hash)
+        {
+            return;
+        }
+        self.s.copy_admitted = Some(hash);
+        let fields = if changed.is_empty() { "its fields".to_string() } else { changed.join(", ") };
+        self.record(
+            "CopyAdmitted",
+            format!(
+                "the API server's admission (a mutating webhook or policy engine) changed the copied pod template ({fields}); the promotion completes when the stable Deployment runs the template as admitted"
+            ),
+        );
     }
 }
