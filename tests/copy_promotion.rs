@@ -235,6 +235,35 @@ async fn a_copy_that_a_mutating_webhook_changes_finishes_with_one_write() {
 }
 
 #[tokio::test]
+async fn a_copy_whose_image_a_mutating_webhook_changes_is_not_promoted_nor_copied_again() {
+    // A webhook rewrites the stable's containers (a different image than the judged canary's):
+    // the promotion must not finish on it, and must not fight the webhook at every reconcile.
+    let (emu, policy) = sandbox().await;
+    let other = json!({"spec": {"template": {"spec": {"containers": [{"name": "reviews", "image": V3}]}}}});
+    emu.add_mutation(Mutation::named("deployments", "reviews-v1", other));
+    let (mut now, mut promoting_seen) = ("2026-11-23T01:00:00Z".parse().unwrap(), false);
+    run_until(&emu, &policy, Kill::Nothing, &mut now, &mut promoting_seen, |e| {
+        recorded_state(e, &policy).timeline.iter().any(|t| t.kind == "CopyRefused")
+    })
+    .await;
+    let d = driver(&emu, &policy);
+    for cycle in 0..20 {
+        emu.advance_controller(Duration::from_secs(1));
+        now = Timestamp::from_second(now.as_second() + 15).unwrap();
+        let _ = d.reconcile(&policy, now).await;
+        check(&emu, &policy, &mut promoting_seen, &format!("after the refusal, cycle {cycle}"));
+    }
+    assert_eq!(recorded_state(&emu, &policy).phase, Phase::Promoting);
+    assert_eq!(weights(&virtual_service(&emu, &policy))["v2"], 100, "the judged canary keeps serving");
+    let copies = emu
+        .requests()
+        .iter()
+        .filter(|r| r.verb == "patch" && r.resource == "deployments" && r.name == "reviews-v1")
+        .count();
+    assert_eq!(copies, 1, "not copied again against the webhook");
+}
+
+#[tokio::test]
 async fn a_release_that_never_gets_ready_gets_no_traffic_and_is_aborted() {
     let (emu, policy) = sandbox().await;
     let mut canary = emu.get("apps", "v1", "deployments", "bookinfo", "reviews-v2").unwrap();

@@ -587,7 +587,9 @@ impl<M: MetricsSource, E: Effects + 'static> Driver<M, E> {
                         }
                         Ok(CopyOutcome::Admitted { template_hash: stored, changed }) => {
                             tracing::info!(policy = %key, template = %template_hash, stored = %stored, changed = ?changed, "stable Deployment given the canary's pod template; the API server's admission changed it");
-                            self.pending.push(&key, Input::CopyAdmitted { template_hash: stored, changed });
+                            let target = template_hash.clone();
+                            self.pending
+                                .push(&key, Input::CopyAdmitted { target, template_hash: stored, changed });
                         }
                         Err(e) => {
                             tracing::warn!(policy = %key, error = %e, "copying the canary template to stable failed; the canary keeps serving and the copy is retried")

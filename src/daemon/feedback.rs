@@ -96,13 +96,11 @@ impl Feedback {
 }
 
 /// What is worth a visit now: an acknowledged delivery (not yet written, a crash would send it
-/// again), an open gate (the rollout may move, or a rollback gate aborts) and a copy the API
-/// server changed on admission (the promotion's target moved).
+/// again) and an open gate (the rollout may move, or a rollback gate aborts). An admitted copy
+/// is not: the copy's own watch event brings the visit, with the stored template in the cache
+/// (waking before it would read the old template and copy again).
 fn wakes(input: &Input) -> bool {
-    matches!(
-        input,
-        Input::AlertDelivered { .. } | Input::Gate { open: true, .. } | Input::CopyAdmitted { .. }
-    )
+    matches!(input, Input::AlertDelivered { .. } | Input::Gate { open: true, .. })
 }
 
 #[cfg(test)]

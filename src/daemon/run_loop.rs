@@ -142,15 +142,20 @@ impl<M: MetricsSource + 'static, E: Effects + 'static> RunLoop<M, E> {
                         &mut parsed,
                     )
                     .await;
-                    self.lifecycle(&gathered, &parsed, &mut known_files, &mut retiring).await;
-                    parsed.forget_unlisted();
+                    // A turn whose lifecycle did not run (not the leader at that moment) keeps
+                    // the parses: a file removed meanwhile is retired as last parsed.
+                    if self.lifecycle(&gathered, &parsed, &mut known_files, &mut retiring).await {
+                        parsed.forget_unlisted();
+                    }
                     lifecycle_pending = !retiring.is_empty()
                         || !gathered.deleting.is_empty()
                         || !gathered.unfinalized.is_empty();
                     if !catalog.holds(&gathered.policies) {
                         self.dashboard.retain(&gathered.policies.iter().map(Policy::key).collect());
                     }
-                    known_files = catalog.update(gathered);
+                    // Added to, not replaced: after a turn whose lifecycle did not run, the files
+                    // known before still count (one removed meanwhile is retired later).
+                    known_files.extend(catalog.update(gathered));
                     schedule.track(catalog.keys());
                 }
                 let (finished, running): (Vec<_>, Vec<_>) =
@@ -237,16 +242,17 @@ impl<M: MetricsSource + 'static, E: Effects + 'static> RunLoop<M, E> {
     /// Policies that went away: a RolloutPolicy being deleted (our finalizer holds it) and a
     /// file removed since the last turn are retired ([`Driver::retire`]: an unfinished rollout
     /// back to stable, state removed); then the finalizer goes. New RolloutPolicies get the
-    /// finalizer. Files removed while the daemon was not running are not known to it.
+    /// finalizer. Files removed while the daemon was not running are not known to it. False when
+    /// it did not run (not the leader at that moment).
     async fn lifecycle(
         &self,
         gathered: &Gathered,
         parsed: &Parsed,
         known_files: &mut HashMap<String, PathBuf>,
         retiring: &mut HashMap<String, Policy>,
-    ) {
+    ) -> bool {
         if self.elector.as_ref().is_some_and(|e| !e.may_write()) {
-            return;
+            return false;
         }
         let current: HashSet<String> = gathered.policies.iter().map(Policy::key).collect();
         for (key, path) in known_files.drain() {
@@ -303,6 +309,7 @@ impl<M: MetricsSource + 'static, E: Effects + 'static> RunLoop<M, E> {
                 tracing::debug!(error = %e, "cannot add the finalizer yet; retrying");
             }
         }
+        true
     }
 
     async fn bounded(

@@ -113,24 +113,26 @@ pub(super) async fn gather(
                 Ok(items) => {
                     for rp in items {
                         let ours = rp.metadata.finalizers.iter().flatten().any(|f| f == FINALIZER);
-                        if rp.metadata.deletion_timestamp.is_some() {
-                            if ours {
-                                let policy = from_resource(&rp).ok();
-                                deleting.push((rp, policy));
-                            }
-                            continue;
-                        }
                         let id = format!(
                             "resource:{}/{}",
                             rp.metadata.namespace.as_deref().unwrap_or_default(),
                             rp.metadata.name.as_deref().unwrap_or_default()
                         );
+                        memo.listed(&id);
+                        if rp.metadata.deletion_timestamp.is_some() {
+                            if ours {
+                                // Edited into an invalid spec before deletion: its rollout is
+                                // still retired, as last validly parsed.
+                                let policy = from_resource(&rp).ok().or_else(|| memo.latest(&id));
+                                deleting.push((rp, policy));
+                            }
+                            continue;
+                        }
                         let stamp = format!(
                             "{}/{}",
                             rp.metadata.uid.as_deref().unwrap_or_default(),
                             rp.metadata.generation.unwrap_or_default()
                         );
-                        memo.listed(&id);
                         let parsed = match memo.get(&id, &stamp) {
                             Some(p) => Ok(p),
                             None => {

@@ -119,6 +119,6 @@ pub(crate) fn write_scale(
     let mut d = old.clone();
     d["spec"]["replicas"] = json!(n);
     let main = Target { info: t.info, namespace: t.namespace, name: t.name, subresource: "" };
-    let written = objects::update(inner, &main, d, opts)?;
+    let written = objects::update(inner, &main, d, &WriteOpts { via_scale: true, ..opts.clone() })?;
     Ok(Written { object: scale_of(&written.object), ..written })
 }

@@ -37,6 +37,9 @@ pub struct WriteOpts {
     pub dry_run: bool,
     /// `force=true` (server-side apply).
     pub force: bool,
+    /// A `/scale` write carried out on the main object: mutating admission registered for the
+    /// resource does not see it (as on a real API server).
+    pub via_scale: bool,
 }
 
 /// A successful write.
@@ -355,7 +358,9 @@ fn commit(
             }
         }
     }
-    crate::admission::mutate(&inner.mutations, &info.plural, t.subresource, name, &mut new);
+    if !opts.via_scale {
+        crate::admission::mutate(&inner.mutations, &info.plural, t.subresource, name, &mut new);
+    }
     let mut warnings = vec![];
     if let Some(schema) = &info.schema {
         let outcome = schema::validate(schema, &mut new);

@@ -320,6 +320,7 @@ async fn serve_resource(
         },
         dry_run: q.get("dryRun").is_some_and(|d| d == "All"),
         force: q.get("force").is_some_and(|f| f == "true"),
+        via_scale: false,
     };
     let parse_body = || -> Result<Value, ApiError> {
         match content_type.map(|c| c.split(';').next().unwrap_or("").trim()) {

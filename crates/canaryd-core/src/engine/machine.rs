@@ -73,7 +73,9 @@ impl Machine<'_> {
             Input::ScrapeInterval(every) => {
                 self.s.scrape_interval_ms = Some(u64::try_from(every.as_millis()).unwrap_or(u64::MAX));
             }
-            Input::CopyAdmitted { template_hash, changed } => self.copy_admitted(template_hash, &changed),
+            Input::CopyAdmitted { target, template_hash, changed } => {
+                self.copy_admitted(&target, template_hash, &changed)
+            }
         }
     }
 
@@ -267,6 +269,14 @@ impl Machine<'_> {
                         "promoted by operator (remaining steps and gates skipped)".into(),
                     );
                     self.promote_now();
+                } else if self.s.phase == Phase::Promoting && self.s.copy_refused.is_some() {
+                    // A copy refused for changed containers: the operator fixed the webhook.
+                    self.s.copy_refused = None;
+                    self.s.reason = None;
+                    self.record(
+                        "ManualPromote",
+                        "copy to the stable Deployment asked again by operator".into(),
+                    );
                 }
             }
             Command::Abort(reason) => {

@@ -51,10 +51,10 @@ pub enum Input {
     /// The metrics source's scrape interval, detected from the samples of the last look; sets
     /// the cadence of `analysis.interval: auto` ([`cadence_secs`]).
     ScrapeInterval(std::time::Duration),
-    /// Copy promotion: the API server stored the copied template changed by its admission
-    /// chain (a mutating webhook or policy engine); `template_hash` is what the stable
-    /// Deployment now has, `changed` the fields that differ from what was written.
-    CopyAdmitted { template_hash: String, changed: Vec<String> },
+    /// Copy promotion: the API server stored the copy of `target` (the template hash written)
+    /// changed by its admission chain (a mutating webhook or policy engine); `template_hash`
+    /// is what the stable Deployment now has, `changed` every field that differs.
+    CopyAdmitted { target: String, template_hash: String, changed: Vec<String> },
 }
 
 /// Operator commands (`canaryd start|promote|abort|pause|resume|retry`).

@@ -161,6 +161,11 @@ pub struct RolloutState {
     /// run this one (writing the copy again gives the same).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy_admitted: Option<String>,
+    /// Copy promotion: the template hash the API server stored for the copy when its admission
+    /// changed the containers: refused (the stable would run something never judged), not
+    /// copied again until an operator's `promote`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy_refused: Option<String>,
     /// Blue-green: until when (Unix seconds) the old version is kept ready after the switch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub switched_until: Option<i64>,

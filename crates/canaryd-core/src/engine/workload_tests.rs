@@ -185,6 +185,7 @@ fn a_copy_changed_by_admission_completes_with_the_template_as_admitted_instead_o
     let p = policy("  promotion: {mode: copy}\n");
     let s = promoting(&p);
     let admitted = Input::CopyAdmitted {
+        target: "t2".into(),
         template_hash: "t2-mutated".into(),
         changed: vec!["metadata.labels.instance".into()],
     };
@@ -207,6 +208,52 @@ fn a_copy_changed_by_admission_completes_with_the_template_as_admitted_instead_o
     assert_eq!(s.phase, Phase::Promoted);
     assert_eq!(s.traffic, crate::plan::Traffic::stable_only());
     assert!(actions.contains(&Action::ScaleCanaryDown));
+}
+
+#[test]
+fn an_answer_about_another_copy_is_ignored_and_a_webhook_that_stops_mutating_still_finishes() {
+    let p = policy("  promotion: {mode: copy}\n");
+    let s = promoting(&p);
+    // An answer to an earlier revision's copy (queued, then put back): not this promotion's.
+    let stale =
+        Input::CopyAdmitted { target: "t1".into(), template_hash: "t1-mutated".into(), changed: vec![] };
+    let (s, _) = reconcile(&p, s, 2, vec![stale], &copy_report("t2", "t1-mutated", RolloutStatus::Complete));
+    assert_eq!(s.phase, Phase::Promoting, "never promoted on another copy's template");
+    assert_eq!(s.copy_admitted, None);
+    // Admitted changed once; the webhook is then removed and the stable runs the plain copy.
+    let admitted = Input::CopyAdmitted { target: "t2".into(), template_hash: "t2m".into(), changed: vec![] };
+    let (s, _) = reconcile(&p, s, 3, vec![admitted], &copy_report("t2", "t1", RolloutStatus::Complete));
+    let (s, actions) = reconcile(&p, s, 4, vec![], &copy_report("t2", "t2", RolloutStatus::Complete));
+    assert!(actions.iter().all(|a| !matches!(a, Action::CopyCanaryToStable { .. })), "{actions:?}");
+    assert_eq!(s.phase, Phase::Promoted);
+}
+
+#[test]
+fn a_copy_whose_containers_admission_changed_is_refused_alerted_once_and_retried_on_promote() {
+    let doc = super::tests::BASE.replace("on: [abort, promote]", "on: [abort, promote, stuck]");
+    let p = crate::policy::parse_policy("t.yaml", &format!("{doc}  promotion: {{mode: copy}}\n")).unwrap();
+    let s = promoting(&p);
+    let rewritten = Input::CopyAdmitted {
+        target: "t2".into(),
+        template_hash: "t2-other-image".into(),
+        changed: vec!["metadata.annotations".into(), "spec.containers".into()],
+    };
+    let report = copy_report("t2", "t2-other-image", RolloutStatus::Complete);
+    let (s, actions) = reconcile(&p, s, 2, vec![rewritten.clone()], &report);
+    assert_eq!(s.phase, Phase::Promoting, "never promoted on containers nobody judged");
+    assert_eq!(s.traffic, crate::plan::Traffic::canary_only());
+    assert!(actions.iter().all(|a| !matches!(a, Action::CopyCanaryToStable { .. })), "{actions:?}");
+    let stuck =
+        |s: &RolloutState| s.outbox.iter().filter(|a| a.event == crate::policy::AlertEvent::Stuck).count();
+    assert_eq!(stuck(&s), 1);
+    let (s, actions) = reconcile(&p, s, 3, vec![rewritten], &report);
+    assert!(actions.iter().all(|a| !matches!(a, Action::CopyCanaryToStable { .. })), "no copy loop");
+    assert_eq!(stuck(&s), 1, "alerted once");
+    // The operator fixed the webhook and asks again: copied again.
+    let (s, actions) = reconcile(&p, s, 4, vec![Input::Command(Command::Promote)], &report);
+    assert!(actions.contains(&Action::CopyCanaryToStable { template_hash: "t2".into() }), "{actions:?}");
+    let (s, _) = reconcile(&p, s, 5, vec![], &copy_report("t2", "t2", RolloutStatus::Complete));
+    assert_eq!(s.phase, Phase::Promoted);
 }
 
 #[test]

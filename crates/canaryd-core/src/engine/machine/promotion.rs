@@ -29,12 +29,14 @@ impl Machine<'_> {
                 self.s.phase = Phase::Promoting;
                 self.s.copy_target = None;
                 self.s.copy_admitted = None;
+                self.s.copy_refused = None;
                 self.record("Promoting", "copying the canary pod template to the stable workload".into());
             }
             PromotionMode::BlueGreen => {
                 self.s.phase = Phase::Promoting;
                 self.s.copy_target = None;
                 self.s.copy_admitted = None;
+                self.s.copy_refused = None;
                 let until = self.now + workloads::rollback_window_secs(self.policy);
                 self.s.switched_until = Some(until);
                 let msg = format!(

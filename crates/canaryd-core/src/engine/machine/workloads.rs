@@ -175,10 +175,16 @@ impl Machine<'_> {
             // this one (`new_revision`); copying either template now would be wrong.
             return;
         }
-        // What the stable must run: the copy as the API server admitted it.
-        let want = self.s.copy_admitted.clone().unwrap_or_else(|| target.clone());
-        if report.stable_template.as_ref() != Some(&want) {
-            self.actions.push(Action::CopyCanaryToStable { template_hash: target });
+        // The stable runs the copy: as written, or as the API server admitted it.
+        let landed = report.stable_template.as_ref();
+        let runs_copy = landed == Some(&target)
+            || (self.s.copy_admitted.is_some() && landed == self.s.copy_admitted.as_ref());
+        if !runs_copy {
+            // A copy whose containers admission changed is not written again (it would give the
+            // same); an operator's `promote` asks for it again.
+            if self.s.copy_refused.is_none() || landed != self.s.copy_refused.as_ref() {
+                self.actions.push(Action::CopyCanaryToStable { template_hash: target });
+            }
             return;
         }
         match &report.stable_status {
@@ -209,19 +215,34 @@ impl Machine<'_> {
         }
     }
 
-    /// The API server changed the copied template on admission. Writing it again would give
-    /// the same, so the promotion waits for the stable to run the template as admitted (before,
-    /// it copied at every reconcile and never finished). Said once, with the fields changed.
-    pub(super) fn copy_admitted(&mut self, hash: String, changed: &[String]) {
-        let copying = self.s.phase == Phase::Promoting && self.s.copy_target.is_some();
-        if !copying
-            || self.s.copy_target.as_ref() == Some(&hash)
-            || self.s.copy_admitted.as_ref() == Some(&hash)
-        {
+    /// The API server changed the copy of `target` on admission and stored `hash`. Writing it
+    /// again would give the same, so (before, it copied at every reconcile and never finished):
+    /// * a change outside the containers (labels, annotations, defaults a policy engine adds):
+    ///   the promotion completes when the stable runs the template as admitted;
+    /// * a change to the containers: the stable would run something never judged — refused,
+    ///   alerted `stuck`; the canary keeps serving 100 % until an operator acts.
+    pub(super) fn copy_admitted(&mut self, target: &str, hash: String, changed: &[String]) {
+        let copying = self.s.phase == Phase::Promoting && self.s.copy_target.as_deref() == Some(target);
+        let known =
+            [&self.s.copy_admitted, &self.s.copy_refused].iter().any(|h| h.as_deref() == Some(&*hash));
+        if !copying || hash == target || known {
+            return;
+        }
+        let mut fields = changed.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+        if changed.len() > 5 {
+            fields.push_str(&format!(" and {} more", changed.len() - 5));
+        }
+        if changed.iter().any(|p| touches_containers(p)) {
+            self.s.copy_refused = Some(hash);
+            let msg = format!(
+                "the API server's admission changed the containers of the copied pod template ({fields}): the stable Deployment would run something never judged, so the promotion does not finish on it; the canary keeps serving 100% — exempt the stable Deployment from that mutation and `canaryd promote` to copy again, or `canaryd abort`"
+            );
+            self.s.reason = Some(msg.clone());
+            self.alert(AlertEvent::Stuck, msg.clone(), None);
+            self.record("CopyRefused", msg);
             return;
         }
         self.s.copy_admitted = Some(hash);
-        let fields = if changed.is_empty() { "its fields".to_string() } else { changed.join(", ") };
         self.record(
             "CopyAdmitted",
             format!(
@@ -229,4 +250,12 @@ impl Machine<'_> {
             ),
         );
     }
+}
+
+/// A changed path (of [`crate::workload::changed_paths`]) inside what the pods run.
+fn touches_containers(path: &str) -> bool {
+    let inside = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}."));
+    path == "the whole template"
+        || path == "spec"
+        || ["spec.containers", "spec.initContainers", "spec.ephemeralContainers"].into_iter().any(inside)
 }
