@@ -632,7 +632,8 @@ pub const ALERT_DROPPED: &str = "AlertDropped";
 /// Whether the Event for a transition with this reason is a `Warning` (something a person
 /// should look at) rather than `Normal`.
 pub fn is_warning(reason: &str) -> bool {
-    matches!(reason, "Aborted" | ALERT_DROPPED) || reason.starts_with("Drift")
+    matches!(reason, "Aborted" | ALERT_DROPPED | "PromotionStuck" | "CopyRefused")
+        || reason.starts_with("Drift")
 }
 
 /// Channels (`email`, webhook names) that want `event` under this policy.

@@ -166,6 +166,7 @@ fn a_stuck_stable_rollout_keeps_the_canary_serving_and_alerts_once() {
     assert_eq!(s.phase, Phase::Promoting);
     assert_eq!(s.traffic, crate::plan::Traffic::canary_only());
     assert_eq!(s.outbox.iter().filter(|a| a.event == crate::policy::AlertEvent::Stuck).count(), 1);
+    assert!(super::is_warning("PromotionStuck"), "a Warning Event: a person must act");
     let (s, _) = reconcile(&p, s, 13, vec![], &stuck);
     assert_eq!(
         s.outbox.iter().filter(|a| a.event == crate::policy::AlertEvent::Stuck).count(),
@@ -246,6 +247,10 @@ fn a_copy_whose_containers_admission_changed_is_refused_alerted_once_and_retried
     let stuck =
         |s: &RolloutState| s.outbox.iter().filter(|a| a.event == crate::policy::AlertEvent::Stuck).count();
     assert_eq!(stuck(&s), 1);
+    assert!(
+        super::is_warning("CopyRefused") && !super::is_warning("CopyAdmitted"),
+        "a Warning Event: a person must act"
+    );
     let (s, actions) = reconcile(&p, s, 3, vec![rewritten], &report);
     assert!(actions.iter().all(|a| !matches!(a, Action::CopyCanaryToStable { .. })), "no copy loop");
     assert_eq!(stuck(&s), 1, "alerted once");
