@@ -115,6 +115,14 @@ fn inject(emu: &EmulatorHandle, kill: Kill) {
     }
 }
 
+/// Patches of the stable Deployment served so far (each is a copy: nothing else patches it).
+fn stable_patches(emu: &EmulatorHandle) -> usize {
+    emu.requests()
+        .iter()
+        .filter(|r| r.verb == "patch" && r.resource == "deployments" && r.name == "reviews-v1")
+        .count()
+}
+
 /// Runs reconciles 15 s apart (the controller advancing 1 s of its own time in between) until
 /// `done`, checking the invariants after each one.
 async fn run_until(
@@ -217,11 +225,7 @@ async fn a_copy_that_a_mutating_webhook_changes_finishes_with_one_write() {
     })
     .await;
     assert!(promoting_seen);
-    let copies = emu
-        .requests()
-        .iter()
-        .filter(|r| r.verb == "patch" && r.resource == "deployments" && r.name == "reviews-v1")
-        .count();
+    let copies = stable_patches(&emu);
     assert_eq!(copies, 1, "the copy is written once");
     let stable = emu.get("apps", "v1", "deployments", "bookinfo", "reviews-v1").unwrap();
     assert_eq!(
@@ -255,11 +259,7 @@ async fn a_copy_whose_image_a_mutating_webhook_changes_is_not_promoted_nor_copie
     }
     assert_eq!(recorded_state(&emu, &policy).phase, Phase::Promoting);
     assert_eq!(weights(&virtual_service(&emu, &policy))["v2"], 100, "the judged canary keeps serving");
-    let copies = emu
-        .requests()
-        .iter()
-        .filter(|r| r.verb == "patch" && r.resource == "deployments" && r.name == "reviews-v1")
-        .count();
+    let copies = stable_patches(&emu);
     assert_eq!(copies, 1, "not copied again against the webhook");
 }
 
